@@ -1,0 +1,285 @@
+// Package config loads and validates the persister's configuration from the
+// environment and the chronos-db JSON config.
+package config
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/sethvargo/go-envconfig"
+)
+
+// ErrInvalid marks every configuration error; main maps it to exit code 2.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Config is the whole configuration of the daemon and its tools.
+type Config struct {
+	Redis     Redis
+	Mongo     Mongo
+	Persister Persister
+
+	// Chronos is the tenant routing loaded from CHRONOS_CONFIG, or derived
+	// from MONGO_URI when CHRONOS_CONFIG is not set.
+	Chronos Chronos
+}
+
+// Redis holds Chronow's own Redis settings; a sidecar reads the same names.
+type Redis struct {
+	URL      string `env:"REDIS_URL, default=redis://127.0.0.1:6379/0"`
+	Username string `env:"REDIS_USERNAME"`
+	Password string `env:"REDIS_PASSWORD"`
+	// DB overrides the database of REDIS_URL when >= 0.
+	DB           int    `env:"REDIS_DB, default=-1"`
+	TLS          bool   `env:"REDIS_TLS, default=false"`
+	CACert       string `env:"REDIS_CA_CERT"`
+	KeyPrefix    string `env:"REDIS_KEY_PREFIX, default=cw:"`
+	ClusterNodes string `env:"REDIS_CLUSTER_NODES"`
+}
+
+// Mongo holds where tenant databases live.
+type Mongo struct {
+	// URI is used when ChronosConfig is empty: one tenant "default".
+	URI           string `env:"MONGO_URI, default=mongodb://127.0.0.1:27017"`
+	ChronosConfig string `env:"CHRONOS_CONFIG"`
+}
+
+// Persister holds the daemon's own settings.
+type Persister struct {
+	Group              string        `env:"PERSISTER_GROUP, default=persister"`
+	Consumer           string        `env:"PERSISTER_CONSUMER"`
+	BatchSize          int           `env:"PERSISTER_BATCH_SIZE, default=500"`
+	BatchBytes         int           `env:"PERSISTER_BATCH_BYTES, default=8388608"`
+	BatchLinger        time.Duration `env:"PERSISTER_BATCH_LINGER, default=20ms"`
+	Workers            int           `env:"PERSISTER_WORKERS, default=1"`
+	InflightBatches    int           `env:"PERSISTER_INFLIGHT_BATCHES, default=2"`
+	ReadBlock          time.Duration `env:"PERSISTER_READ_BLOCK, default=1s"`
+	DiscoveryInterval  time.Duration `env:"PERSISTER_DISCOVERY_INTERVAL, default=10s"`
+	HTTPAddr           string        `env:"PERSISTER_HTTP_ADDR, default=:9464"`
+	ShutdownGrace      time.Duration `env:"PERSISTER_SHUTDOWN_GRACE, default=25s"`
+	WriteTimeout       time.Duration `env:"PERSISTER_WRITE_TIMEOUT, default=30s"`
+	RetryMaxBackoff    time.Duration `env:"PERSISTER_RETRY_MAX_BACKOFF, default=30s"`
+	ClaimMinIdle       time.Duration `env:"PERSISTER_CLAIM_MIN_IDLE, default=60s"`
+	ClaimInterval      time.Duration `env:"PERSISTER_CLAIM_INTERVAL, default=15s"`
+	ConsumerIdleDelete time.Duration `env:"PERSISTER_CONSUMER_IDLE_DELETE, default=1h"`
+	MaxDeliveries      int           `env:"PERSISTER_MAX_DELIVERIES, default=10"`
+	LogLevel           string        `env:"PERSISTER_LOG_LEVEL, default=info"`
+	LogFormat          string        `env:"PERSISTER_LOG_FORMAT, default=json"`
+}
+
+// Load reads the configuration from the process environment and validates it.
+// Every error wraps ErrInvalid and names the setting at fault.
+func Load(ctx context.Context) (*Config, error) {
+	return LoadFrom(ctx, envconfig.OsLookuper())
+}
+
+// LoadFrom is Load with an explicit lookuper (tests use a map).
+func LoadFrom(ctx context.Context, l envconfig.Lookuper) (*Config, error) {
+	var c Config
+	for _, target := range []any{&c.Redis, &c.Mongo, &c.Persister} {
+		if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: target, Lookuper: l}); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, scrubAll(envNames(target, err.Error()), l))
+		}
+	}
+	if c.Persister.Consumer == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return nil, fmt.Errorf("%w: PERSISTER_CONSUMER: not set and host name unavailable", ErrInvalid)
+		}
+		c.Persister.Consumer = h
+	}
+	if c.Mongo.ChronosConfig != "" {
+		ch, err := ReadChronos(c.Mongo.ChronosConfig)
+		if err != nil {
+			return nil, err
+		}
+		c.Chronos = *ch
+	} else {
+		c.Chronos = DefaultChronos(c.Mongo.URI)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every field and returns all problems at once, each naming
+// the setting and the reason.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if c.Redis.ClusterNodes == "" {
+		if err := validateRedisURL(c.Redis.URL); err != nil {
+			bad("REDIS_URL", "%v", err)
+		}
+	} else if _, err := c.Redis.Nodes(); err != nil {
+		bad("REDIS_CLUSTER_NODES", "%v", err)
+	}
+	if c.Redis.DB < -1 {
+		bad("REDIS_DB", "must be >= 0, got %d", c.Redis.DB)
+	}
+	if c.Redis.CACert != "" {
+		if _, err := os.Stat(c.Redis.CACert); err != nil {
+			bad("REDIS_CA_CERT", "cannot read %q: %v", c.Redis.CACert, errors.Unwrap(err))
+		}
+	}
+	if strings.ContainsAny(c.Redis.KeyPrefix, "*?[]") {
+		// Escaped in patterns anyway; refused to keep keys unambiguous.
+		bad("REDIS_KEY_PREFIX", "must not contain glob characters *?[], got %q", c.Redis.KeyPrefix)
+	}
+	p := c.Persister
+	if p.Group == "" || strings.HasPrefix(p.Group, "sub:") || p.Group == "_init" {
+		bad("PERSISTER_GROUP", "must be non-empty and not a Chronow group name (sub:*, _init), got %q", p.Group)
+	}
+	if strings.ContainsAny(p.Consumer, " \t\n") {
+		bad("PERSISTER_CONSUMER", "must not contain white space, got %q", p.Consumer)
+	}
+	positive := []struct {
+		name string
+		v    int
+	}{
+		{"PERSISTER_BATCH_SIZE", p.BatchSize},
+		{"PERSISTER_BATCH_BYTES", p.BatchBytes},
+		{"PERSISTER_WORKERS", p.Workers},
+		{"PERSISTER_INFLIGHT_BATCHES", p.InflightBatches},
+		{"PERSISTER_MAX_DELIVERIES", p.MaxDeliveries},
+	}
+	for _, f := range positive {
+		if f.v <= 0 {
+			bad(f.name, "must be > 0, got %d", f.v)
+		}
+	}
+	if p.BatchSize > 100000 {
+		bad("PERSISTER_BATCH_SIZE", "must be <= 100000 (MongoDB's maxWriteBatchSize), got %d", p.BatchSize)
+	}
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"PERSISTER_BATCH_LINGER", p.BatchLinger},
+		{"PERSISTER_READ_BLOCK", p.ReadBlock},
+		{"PERSISTER_DISCOVERY_INTERVAL", p.DiscoveryInterval},
+		{"PERSISTER_SHUTDOWN_GRACE", p.ShutdownGrace},
+		{"PERSISTER_WRITE_TIMEOUT", p.WriteTimeout},
+		{"PERSISTER_RETRY_MAX_BACKOFF", p.RetryMaxBackoff},
+		{"PERSISTER_CLAIM_MIN_IDLE", p.ClaimMinIdle},
+		{"PERSISTER_CLAIM_INTERVAL", p.ClaimInterval},
+		{"PERSISTER_CONSUMER_IDLE_DELETE", p.ConsumerIdleDelete},
+	}
+	for _, d := range durations {
+		if d.v <= 0 {
+			bad(d.name, "must be a positive duration, got %s", d.v)
+		}
+	}
+	switch strings.ToLower(p.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("PERSISTER_LOG_LEVEL", "must be debug, info, warn or error, got %q", p.LogLevel)
+	}
+	switch p.LogFormat {
+	case "json", "text":
+	default:
+		bad("PERSISTER_LOG_FORMAT", "must be json or text, got %q", p.LogFormat)
+	}
+	if err := c.Chronos.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+// Nodes parses REDIS_CLUSTER_NODES (a JSON array of host:port).
+func (r Redis) Nodes() ([]string, error) {
+	if r.ClusterNodes == "" {
+		return nil, nil
+	}
+	var nodes []string
+	if err := json.Unmarshal([]byte(r.ClusterNodes), &nodes); err != nil {
+		return nil, fmt.Errorf("must be a JSON array of \"host:port\" strings: %v", err)
+	}
+	if len(nodes) == 0 {
+		return nil, errors.New("must list at least one host:port")
+	}
+	for i, n := range nodes {
+		host, port, ok := strings.Cut(n, ":")
+		if !ok || host == "" || port == "" {
+			return nil, fmt.Errorf("entry %d %q is not host:port", i, n)
+		}
+	}
+	return nodes, nil
+}
+
+func validateRedisURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a URL (redis://[user:password@]host:port/db)")
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+		return fmt.Errorf("scheme must be redis, rediss or unix, got %q in %s", u.Scheme, u.Redacted())
+	}
+	if u.Scheme != "unix" && u.Host == "" {
+		return fmt.Errorf("no host in %s", u.Redacted())
+	}
+	return nil
+}
+
+// envNames rewrites the Go field names in an envconfig error into the
+// environment variable names the operator set.
+func envNames(target any, msg string) string {
+	t := reflect.TypeOf(target).Elem()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if name != "" && strings.HasPrefix(msg, f.Name+":") {
+			return name + ":" + strings.TrimPrefix(msg, f.Name+":")
+		}
+	}
+	return msg
+}
+
+// scrubAll removes the values of secret settings from an error text.
+func scrubAll(s string, l envconfig.Lookuper) string {
+	for _, k := range []string{"REDIS_PASSWORD", "REDIS_URL", "MONGO_URI"} {
+		if v, ok := l.Lookup(k); ok && v != "" {
+			s = strings.ReplaceAll(s, v, "xxxxx")
+		}
+	}
+	return s
+}
+
+// Summary is a loggable view of the configuration with every secret removed.
+func (c *Config) Summary() map[string]any {
+	tenants := make([]string, 0, len(c.Chronos.Tenants()))
+	for _, t := range c.Chronos.Tenants() {
+		tenants = append(tenants, t.TenantID+"->"+t.DBConnRef+"/"+t.DBName)
+	}
+	conns := map[string]string{}
+	for name, dc := range c.Chronos.DBConnections {
+		conns[name] = RedactURI(dc.MongoURI)
+	}
+	return map[string]any{
+		"redis_url":      RedactURI(c.Redis.URL),
+		"redis_cluster":  c.Redis.ClusterNodes,
+		"redis_password": c.Redis.Password != "",
+		"key_prefix":     c.Redis.KeyPrefix,
+		"connections":    conns,
+		"tenants":        tenants,
+		"group":          c.Persister.Group,
+		"consumer":       c.Persister.Consumer,
+		"batch_size":     c.Persister.BatchSize,
+		"batch_linger":   c.Persister.BatchLinger.String(),
+		"workers":        c.Persister.Workers,
+		"inflight":       c.Persister.InflightBatches,
+		"http_addr":      c.Persister.HTTPAddr,
+	}
+}
