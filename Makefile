@@ -1,0 +1,41 @@
+# Developer entry points. One target per block; add new targets below.
+#
+#   make test      - the one test command (gofmt, go vet, go test -race with real servers)
+#   make build     - bin/persister
+#   make ferretdb  - bin/ferretdb (FerretDB + SQLite, Mongo-compatible test server)
+#   make redis     - make sure redis-server is installed
+
+SHELL := bash
+.DEFAULT_GOAL := build
+
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: test
+test:
+	bash scripts/test.sh
+
+.PHONY: build
+build:
+	go build -ldflags "-X main.version=$(VERSION)" -o bin/persister ./cmd/persister
+
+# bin/ferretdb is rebuilt only when its sources change (it is a separate Go
+# module, so FerretDB never enters the product's go.mod).
+.PHONY: ferretdb
+ferretdb: bin/ferretdb
+
+bin/ferretdb: tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
+	@echo "building bin/ferretdb (FerretDB + pure-Go SQLite; the first build takes a few minutes)"
+	cd tools/ferretdb && go build -o ../../bin/ferretdb .
+
+.PHONY: redis
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "redis-server: $$(command -v redis-server) ($$(redis-server --version | head -n1))"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "redis-server not found; installing with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server || \
+			{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }; \
+	else \
+		echo "error: redis-server not found; install it: sudo apt-get install -y redis-server" >&2; \
+		exit 1; \
+	fi

@@ -1,0 +1,205 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/mongo/readpref"
+)
+
+// EnvFerretDBLogLevel sets FerretDB's -log-level in tests (default "info").
+const EnvFerretDBLogLevel = "PERSISTER_FERRETDB_LOG_LEVEL"
+
+// Mongo is a Mongo-compatible server (FerretDB with SQLite, bin/ferretdb)
+// started for one test.
+type Mongo struct {
+	Addr     string // 127.0.0.1:port
+	URI      string // mongodb://127.0.0.1:port/
+	Port     int
+	StateDir string // SQLite directory, kept across Restart
+	Log      string // path of the server's stdout/stderr log
+
+	p *proc
+}
+
+func ferretDBBin(t testing.TB) string {
+	t.Helper()
+
+	const how = "run `make ferretdb` at the repository root (builds bin/ferretdb from tools/ferretdb)"
+
+	if bin := os.Getenv(EnvFerretDBBin); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			missingBinary(t, fmt.Sprintf("FerretDB binary ($%s=%q: %v)", EnvFerretDBBin, bin, err), how)
+		}
+
+		return bin
+	}
+
+	root, err := repoRoot()
+	if err != nil {
+		missingBinary(t, fmt.Sprintf("FerretDB binary (%v)", err), how)
+	}
+
+	bin := filepath.Join(root, "bin", "ferretdb")
+	if _, err := os.Stat(bin); err != nil {
+		missingBinary(t, fmt.Sprintf("FerretDB binary (%s; $%s is empty)", bin, EnvFerretDBBin), how)
+	}
+
+	return bin
+}
+
+// StartMongo starts FerretDB on a free port with a temp state dir and waits
+// until a mongo-driver ping succeeds. The server is killed on cleanup.
+func StartMongo(t testing.TB) *Mongo {
+	t.Helper()
+
+	m := StartMongoLater(t)
+	m.Start(t)
+
+	return m
+}
+
+// StartMongoLater prepares a server (binary, port, state dir, URI) without
+// starting it, for tests where Mongo is absent at first: connections to URI
+// are refused until m.Start(t).
+func StartMongoLater(t testing.TB) *Mongo {
+	t.Helper()
+
+	bin := ferretDBBin(t)
+	port := FreePort(t)
+	tmp := t.TempDir()
+	stateDir := filepath.Join(tmp, "state")
+
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+
+	logLevel := os.Getenv(EnvFerretDBLogLevel)
+	if logLevel == "" {
+		logLevel = "info"
+	}
+
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	m := &Mongo{
+		Addr:     addr,
+		URI:      "mongodb://" + addr + "/",
+		Port:     port,
+		StateDir: stateDir,
+		Log:      filepath.Join(tmp, "ferretdb.log"),
+	}
+	m.p = &proc{
+		name:    "ferretdb",
+		bin:     bin,
+		args:    []string{"-listen-addr", addr, "-state-dir", stateDir, "-log-level", logLevel},
+		logPath: m.Log,
+		addr:    addr,
+	}
+	m.p.register(t)
+
+	return m
+}
+
+// Start starts a server prepared by StartMongoLater (or killed by Kill) and
+// waits until it answers a ping. It fails the test if it is already running.
+func (m *Mongo) Start(t testing.TB) {
+	t.Helper()
+
+	m.p.startAndWait(t, m.ping)
+}
+
+func (m *Mongo) ping(timeout time.Duration) error {
+	if err := dialCheck(m.Addr, timeout); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*timeout)
+	defer cancel()
+
+	c, err := mongo.Connect(ctx, options.Client().
+		ApplyURI(m.URI).
+		SetDirect(true).
+		SetConnectTimeout(timeout).
+		SetServerSelectionTimeout(timeout))
+	if err != nil {
+		return err
+	}
+
+	defer func() { _ = c.Disconnect(context.Background()) }()
+
+	return c.Ping(ctx, readpref.Primary())
+}
+
+// Client returns a new mongo-driver client for this server (driver default
+// options), disconnected on cleanup. The server need not be running yet.
+func (m *Mongo) Client(t testing.TB) *mongo.Client {
+	t.Helper()
+
+	c, err := mongo.Connect(context.Background(), options.Client().ApplyURI(m.URI))
+	if err != nil {
+		t.Fatalf("testenv: mongo.Connect(%s): %v", m.URI, err)
+	}
+
+	t.Cleanup(func() {
+		m.p.resumeIfPaused()
+
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+
+		_ = c.Disconnect(ctx)
+	})
+
+	return c
+}
+
+// Kill sends SIGKILL to the server and waits until it has exited.
+// It is a no-op if the server is not running.
+func (m *Mongo) Kill(t testing.TB) {
+	t.Helper()
+
+	if err := m.p.kill(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// Restart starts the server again on the same port with the same state dir
+// (data written before Kill is still there) and waits until it answers a
+// ping. A server still running is killed first.
+func (m *Mongo) Restart(t testing.TB) {
+	t.Helper()
+
+	m.Kill(t)
+	m.Start(t)
+}
+
+// Pause stops the server with SIGSTOP: connections stay open but nothing is
+// answered (clients see timeouts, not connection errors).
+func (m *Mongo) Pause(t testing.TB) {
+	t.Helper()
+
+	if err := m.p.signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("testenv: Pause: %v", err)
+	}
+}
+
+// Resume continues a paused server with SIGCONT.
+func (m *Mongo) Resume(t testing.TB) {
+	t.Helper()
+
+	if err := m.p.signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("testenv: Resume: %v", err)
+	}
+}
+
+// Pid returns the server's process id, or 0 if it is not running.
+func (m *Mongo) Pid() int {
+	return m.p.pid()
+}

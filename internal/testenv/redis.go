@@ -1,0 +1,213 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a redis-server process started for one test.
+type Redis struct {
+	Addr string // 127.0.0.1:port
+	URL  string // redis://127.0.0.1:port/0
+	Port int
+	Dir  string // data directory (AOF/RDB files), kept across Restart
+	Log  string // path of the server's stdout/stderr log
+
+	p *proc
+}
+
+// RedisOption configures StartRedis.
+type RedisOption func(*redisConfig)
+
+type redisConfig struct {
+	appendOnly bool
+	extra      []string
+}
+
+// WithAppendOnly enables the AOF (appendonly yes, appendfsync always), so
+// that every acknowledged write survives Kill and is reloaded by Restart.
+// Override the fsync policy with WithRedisArgs("--appendfsync", "everysec").
+func WithAppendOnly() RedisOption {
+	return func(c *redisConfig) { c.appendOnly = true }
+}
+
+// WithRedisArgs appends command-line arguments to redis-server, e.g.
+// WithRedisArgs("--maxmemory", "10mb"). They come last, so they override
+// the defaults set by testenv.
+func WithRedisArgs(args ...string) RedisOption {
+	return func(c *redisConfig) { c.extra = append(c.extra, args...) }
+}
+
+func redisServerBin(t testing.TB) string {
+	t.Helper()
+
+	if bin := os.Getenv(EnvRedisServerBin); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			missingBinary(t, fmt.Sprintf("redis-server ($%s=%q: %v)", EnvRedisServerBin, bin, err),
+				"run `make redis` or `apt-get install redis-server`")
+		}
+
+		return bin
+	}
+
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		missingBinary(t, "redis-server (not in $PATH and $"+EnvRedisServerBin+" is empty)",
+			"run `make redis` or `apt-get install redis-server`")
+	}
+
+	return bin
+}
+
+// StartRedis starts redis-server on a free port with its data in a temp dir
+// and waits until PING answers PONG. Without options there is no
+// persistence (no RDB snapshots, no AOF). The server is killed on cleanup.
+func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
+	t.Helper()
+
+	var cfg redisConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+
+	bin := redisServerBin(t)
+	port := FreePort(t)
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "data")
+
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+
+	args := []string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--protected-mode", "no",
+		"--daemonize", "no",
+		"--dir", dir,
+		"--logfile", "", // log to stdout, which goes to the log file
+		"--save", "", // no RDB snapshots
+		"--appendonly", "no",
+	}
+
+	if cfg.appendOnly {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	}
+
+	args = append(args, cfg.extra...)
+
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	r := &Redis{
+		Addr: addr,
+		URL:  "redis://" + addr + "/0",
+		Port: port,
+		Dir:  dir,
+		Log:  filepath.Join(tmp, "redis.log"),
+	}
+	r.p = &proc{name: "redis-server", bin: bin, args: args, logPath: r.Log, addr: addr}
+	r.p.register(t)
+	r.p.startAndWait(t, r.ping)
+
+	return r
+}
+
+// ping succeeds when the server answers PONG (not -LOADING while it reads
+// its AOF after a restart).
+func (r *Redis) ping(timeout time.Duration) error {
+	if err := dialCheck(r.Addr, timeout); err != nil {
+		return err
+	}
+
+	c := redis.NewClient(&redis.Options{
+		Addr:            r.Addr,
+		DialTimeout:     timeout,
+		ReadTimeout:     timeout,
+		WriteTimeout:    timeout,
+		MaxRetries:      -1,
+		PoolSize:        1,
+		DisableIdentity: true,
+	})
+	defer c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	res, err := c.Ping(ctx).Result()
+	if err != nil {
+		return err
+	}
+
+	if res != "PONG" {
+		return errors.New("PING answered " + strconv.Quote(res))
+	}
+
+	return nil
+}
+
+// Client returns a new go-redis client for this server, closed on cleanup.
+func (r *Redis) Client(t testing.TB) *redis.Client {
+	t.Helper()
+
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() {
+		r.p.resumeIfPaused()
+		_ = c.Close()
+	})
+
+	return c
+}
+
+// Kill sends SIGKILL to the server and waits until it has exited.
+// It is a no-op if the server is not running.
+func (r *Redis) Kill(t testing.TB) {
+	t.Helper()
+
+	if err := r.p.kill(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// Restart starts the server again on the same port with the same data dir
+// and arguments (with WithAppendOnly the data is reloaded from the AOF), and
+// waits until it answers PING. A server still running is killed first.
+func (r *Redis) Restart(t testing.TB) {
+	t.Helper()
+
+	r.Kill(t)
+	r.p.startAndWait(t, r.ping)
+}
+
+// Pause stops the server with SIGSTOP: connections stay open but nothing is
+// answered (clients see timeouts, not connection errors).
+func (r *Redis) Pause(t testing.TB) {
+	t.Helper()
+
+	if err := r.p.signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("testenv: Pause: %v", err)
+	}
+}
+
+// Resume continues a paused server with SIGCONT.
+func (r *Redis) Resume(t testing.TB) {
+	t.Helper()
+
+	if err := r.p.signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("testenv: Resume: %v", err)
+	}
+}
+
+// Pid returns the server's process id, or 0 if it is not running.
+func (r *Redis) Pid() int {
+	return r.p.pid()
+}

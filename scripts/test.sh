@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The one test command (also `make test`, and what CI runs).
+#
+# Integration tests start real servers through internal/testenv: redis-server
+# and bin/ferretdb (FerretDB with SQLite, a Mongo-compatible server). This
+# script makes sure both exist and tells the tests where they are. Add new
+# checks as separate numbered steps.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+step() { echo; echo "==> $*"; }
+
+step "1. redis-server"
+if ! command -v redis-server >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ]; then
+		echo "redis-server not found; installing with apt-get"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server ||
+			{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
+	else
+		echo "error: redis-server not found; install it: sudo apt-get install -y redis-server" >&2
+		exit 1
+	fi
+fi
+PERSISTER_REDIS_SERVER_BIN=$(command -v redis-server)
+export PERSISTER_REDIS_SERVER_BIN
+echo "PERSISTER_REDIS_SERVER_BIN=$PERSISTER_REDIS_SERVER_BIN ($("$PERSISTER_REDIS_SERVER_BIN" --version | head -n1))"
+
+step "2. bin/ferretdb (make ferretdb)"
+make --no-print-directory ferretdb
+export PERSISTER_FERRETDB_BIN="$ROOT/bin/ferretdb"
+echo "PERSISTER_FERRETDB_BIN=$PERSISTER_FERRETDB_BIN"
+
+step "3. gofmt"
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+	echo "error: files not gofmt-ed (run gofmt -w on them):" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+echo "ok"
+
+step "4. go vet ./... (and tools/ferretdb, a separate module)"
+go vet ./...
+(cd tools/ferretdb && go vet ./...)
+echo "ok"
+
+step "5. go test -race -count=1 ./..."
+go test -race -count=1 -timeout 20m ./...
+
+echo
+echo "==> all tests passed"
