@@ -105,7 +105,12 @@ func TestTopicDefects(t *testing.T) {
 	}{
 		{"payload not json", func(f Fields) { f["payload"] = "{nope"; f["size"] = "5"; f["hash"] = sha("{nope") }, []Defect{DefectPayloadNotJSON}, "payload"},
 		{"payload missing", func(f Fields) { delete(f, "payload") }, []Defect{DefectPayloadMissing}, ""},
-		{"dollar keys", func(f Fields) { p := `{"$x":{"a.b":1}}`; f["payload"] = p; f["size"] = itoa(len(p)); f["hash"] = sha(p) }, []Defect{DefectKeysEscaped}, "payload"},
+		{"dollar keys", func(f Fields) {
+			p := `{"$x":{"a.b":1}}`
+			f["payload"] = p
+			f["size"] = itoa(len(p))
+			f["hash"] = sha(p)
+		}, []Defect{DefectKeysEscaped}, "payload"},
 		{"headers not json", func(f Fields) { f["headers"] = "x" }, []Defect{DefectHeadersNotJSON}, "headers"},
 		{"headers array", func(f Fields) { f["headers"] = "[1]" }, []Defect{DefectHeadersNotObject}, "headers"},
 		{"headers missing", func(f Fields) { delete(f, "headers") }, []Defect{DefectHeadersMissing}, ""},

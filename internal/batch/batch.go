@@ -1,0 +1,379 @@
+// Package batch groups a tenant's decoded entries into bulk writes, flushed
+// on count, bytes or linger time, and acknowledges exactly what the sink
+// reports as stored.
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/metrics"
+)
+
+// Item is one decoded stream entry on its way to the database.
+type Item struct {
+	// Stream is the Redis key of the stream the entry came from.
+	Stream string
+	// ID is the stream entry id, acknowledged once the document is stored.
+	ID string
+	// Kind is the stream kind ("topic", "dlq"), for metrics.
+	Kind string
+	// Collection is where Doc goes.
+	Collection string
+	// Doc is the BSON document, with a deterministic _id.
+	Doc []byte
+	// Time is the stream id time, for the latency metric.
+	Time time.Time
+	// Attempts counts rescue attempts, to stop a rescue loop.
+	Attempts int
+}
+
+// Sink writes documents; see sink.Writer.
+type Sink interface {
+	Insert(ctx context.Context, tenant, collection string, docs [][]byte) ([]sink.Result, error)
+}
+
+// Acker acknowledges stored entries, grouped by stream.
+type Acker interface {
+	Ack(ctx context.Context, ids map[string][]string) error
+}
+
+// Rescuer turns an item the database refused for good into another item
+// that can be stored (e.g. a dead letter keeping the raw entry). ok=false
+// means the item stays pending and is reported.
+type Rescuer interface {
+	Rescue(ctx context.Context, it Item, cause error) (replacement Item, ok bool)
+}
+
+// Config tunes a Batcher.
+type Config struct {
+	Tenant     string
+	MaxItems   int
+	MaxBytes   int
+	Linger     time.Duration
+	Inflight   int
+	MaxBackoff time.Duration
+	// WriteTimeout bounds one bulk write.
+	WriteTimeout time.Duration
+	// HaltedRetry is the wait between attempts while the tenant is halted.
+	HaltedRetry time.Duration
+}
+
+// State is a tenant's write health, for readiness and logs.
+type State struct {
+	Halted  bool
+	LastErr error
+	Since   time.Time
+}
+
+// Batcher owns one tenant's current batch and its flushes.
+type Batcher struct {
+	cfg     Config
+	sink    Sink
+	acker   Acker
+	rescuer Rescuer
+	m       *metrics.Metrics
+	log     *slog.Logger
+
+	in chan Item
+
+	mu    sync.Mutex
+	state State
+
+	halted atomic.Bool
+}
+
+// New creates a Batcher. rescuer may be nil.
+func New(cfg Config, s Sink, a Acker, r Rescuer, m *metrics.Metrics, log *slog.Logger) *Batcher {
+	if cfg.Inflight <= 0 {
+		cfg.Inflight = 1
+	}
+	if cfg.HaltedRetry <= 0 {
+		cfg.HaltedRetry = time.Minute
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	return &Batcher{
+		cfg: cfg, sink: s, acker: a, rescuer: r, m: m, log: log.With("tenant", cfg.Tenant),
+		in: make(chan Item, cfg.MaxItems),
+	}
+}
+
+// Add hands an item to the batcher, blocking while it is full (backpressure).
+func (b *Batcher) Add(ctx context.Context, it Item) error {
+	select {
+	case b.in <- it:
+		b.m.InflightEntries.WithLabelValues(b.cfg.Tenant).Inc()
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close tells the batcher no more items come; Run then flushes what it has
+// and returns. Call it once, after every Add has returned.
+func (b *Batcher) Close() { close(b.in) }
+
+// Rescuer returns the rescuer the batcher was built with (may be nil).
+func (b *Batcher) Rescuer() Rescuer { return b.rescuer }
+
+// State returns the tenant's write health.
+func (b *Batcher) State() State {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.state
+}
+
+// Run batches until Close, then flushes the rest. ctx bounds the writes and
+// acks: when it is cancelled, what is not stored stays pending in Redis.
+func (b *Batcher) Run(ctx context.Context) error {
+	flushes := make(chan []Item)
+	var wg sync.WaitGroup
+	for range b.cfg.Inflight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for items := range flushes {
+				b.flush(ctx, items)
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer close(flushes)
+
+	var (
+		cur   []Item
+		bytes int
+		timer = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	send := func() {
+		if len(cur) == 0 {
+			return
+		}
+		timer.Stop()
+		select {
+		case flushes <- cur:
+		case <-ctx.Done():
+			b.abandon(cur)
+		}
+		cur, bytes = nil, 0
+	}
+	for {
+		select {
+		case it, ok := <-b.in:
+			if !ok {
+				send()
+				return nil
+			}
+			if len(cur) == 0 {
+				timer.Reset(b.cfg.Linger)
+			}
+			cur = append(cur, it)
+			bytes += len(it.Doc)
+			if len(cur) >= b.cfg.MaxItems || bytes >= b.cfg.MaxBytes {
+				send()
+			}
+		case <-timer.C:
+			send()
+		}
+	}
+}
+
+// abandon gives up items without acking them: they stay pending in Redis.
+func (b *Batcher) abandon(items []Item) {
+	b.m.InflightEntries.WithLabelValues(b.cfg.Tenant).Sub(float64(len(items)))
+}
+
+// flush writes items until each is stored and acked, rescued, or ctx ends.
+func (b *Batcher) flush(ctx context.Context, items []Item) {
+	b.m.BatchSize.Observe(float64(len(items)))
+	pending := items
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt > 0 {
+			wait := b.backoff(attempt)
+			if b.halted.Load() {
+				wait = b.cfg.HaltedRetry
+			}
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				b.abandon(pending)
+				return
+			}
+		}
+		var stored []Item
+		stored, pending = b.writeOnce(ctx, pending)
+		if len(stored) > 0 {
+			if err := b.ack(ctx, stored); err != nil {
+				// Not acked: stays pending in Redis and is stored again
+				// (as a duplicate) when re-read.
+				b.abandon(stored)
+				b.abandon(pending)
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			b.abandon(pending)
+			return
+		}
+	}
+}
+
+// writeOnce makes one bulk insert per collection and returns the items now
+// stored and those to try again.
+func (b *Batcher) writeOnce(ctx context.Context, items []Item) (stored, retry []Item) {
+	byColl := map[string][]Item{}
+	var order []string
+	for _, it := range items {
+		if _, ok := byColl[it.Collection]; !ok {
+			order = append(order, it.Collection)
+		}
+		byColl[it.Collection] = append(byColl[it.Collection], it)
+	}
+	for _, coll := range order {
+		group := byColl[coll]
+		docs := make([][]byte, len(group))
+		for i, it := range group {
+			docs[i] = it.Doc
+		}
+		wctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+		start := time.Now()
+		results, err := b.sink.Insert(wctx, b.cfg.Tenant, coll, docs)
+		cancel()
+		if err != nil {
+			b.m.FlushDuration.WithLabelValues("error").Observe(time.Since(start).Seconds())
+			class := sink.Classify(err)
+			label := "unknown_outcome"
+			if class == sink.ClassFatal {
+				label = "fatal"
+			}
+			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, label).Inc()
+			b.setErr(err, class == sink.ClassFatal || errors.Is(err, sink.ErrLegacyIndex))
+			retry = append(retry, group...)
+			continue
+		}
+		b.m.FlushDuration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+		b.setErr(nil, false)
+		inserted, dups := 0, 0
+		for i, r := range results {
+			it := group[i]
+			switch r.Class {
+			case sink.ClassNone:
+				inserted++
+				stored = append(stored, it)
+			case sink.ClassDuplicate:
+				dups++
+				stored = append(stored, it)
+			case sink.ClassPermanent:
+				b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, "permanent").Inc()
+				if rep, ok := b.rescue(ctx, it, r.Err); ok {
+					retry = append(retry, rep)
+				} else {
+					b.log.Error("entry refused by MongoDB and not rescued; left pending", "stream", it.Stream, "id", it.ID, "err", r.Err)
+					b.abandon([]Item{it})
+				}
+			case sink.ClassFatal:
+				b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, "fatal").Inc()
+				b.setErr(r.Err, true)
+				retry = append(retry, it)
+			default:
+				b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, "retryable").Inc()
+				retry = append(retry, it)
+			}
+		}
+		if inserted > 0 {
+			b.m.EntriesStored.WithLabelValues(b.cfg.Tenant, coll, metrics.OutcomeInserted).Add(float64(inserted))
+		}
+		if dups > 0 {
+			b.m.EntriesStored.WithLabelValues(b.cfg.Tenant, coll, metrics.OutcomeDuplicate).Add(float64(dups))
+		}
+	}
+	return stored, retry
+}
+
+func (b *Batcher) rescue(ctx context.Context, it Item, cause error) (Item, bool) {
+	if b.rescuer == nil || it.Attempts >= 2 {
+		return Item{}, false
+	}
+	rep, ok := b.rescuer.Rescue(ctx, it, cause)
+	if ok {
+		rep.Attempts = it.Attempts + 1
+	}
+	return rep, ok
+}
+
+// ack acknowledges stored items, retrying while Redis is unreachable.
+func (b *Batcher) ack(ctx context.Context, items []Item) error {
+	ids := map[string][]string{}
+	for _, it := range items {
+		ids[it.Stream] = append(ids[it.Stream], it.ID)
+	}
+	for attempt := 0; ; attempt++ {
+		err := b.acker.Ack(ctx, ids)
+		if err == nil {
+			break
+		}
+		if attempt == 0 || attempt%10 == 0 {
+			b.log.Warn("ack failed; retrying", "entries", len(items), "attempt", attempt+1, "err", err)
+		}
+		select {
+		case <-time.After(b.backoff(attempt + 1)):
+		case <-ctx.Done():
+			return fmt.Errorf("ack %d entries: %w", len(items), ctx.Err())
+		}
+	}
+	now := time.Now()
+	for _, it := range items {
+		b.m.StoreLatency.WithLabelValues(it.Kind).Observe(now.Sub(it.Time).Seconds())
+		b.m.Acked.WithLabelValues(b.cfg.Tenant, it.Kind).Inc()
+	}
+	b.abandon(items) // no longer in flight
+	return nil
+}
+
+func (b *Batcher) setErr(err error, fatal bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	was := b.state
+	switch {
+	case err == nil:
+		if was.LastErr != nil {
+			b.log.Info("tenant writes recovered", "after", time.Since(was.Since).Round(time.Millisecond).String())
+		}
+		b.state = State{}
+		b.halted.Store(false)
+		b.m.TenantHalted.WithLabelValues(b.cfg.Tenant).Set(0)
+		return
+	case was.LastErr == nil || was.Halted != fatal:
+		if fatal {
+			b.log.Error("tenant halted: fatal write error; retrying slowly until an operator fixes it", "err", err, "retry_every", b.cfg.HaltedRetry.String())
+		} else {
+			b.log.Warn("tenant writes failing; retrying with backoff", "err", err)
+		}
+		b.state = State{Halted: fatal, LastErr: err, Since: time.Now()}
+	default:
+		b.state.LastErr = err
+	}
+	b.halted.Store(fatal)
+	if fatal {
+		b.m.TenantHalted.WithLabelValues(b.cfg.Tenant).Set(1)
+	}
+}
+
+// backoff is exponential with full jitter, from 100ms up to MaxBackoff.
+func (b *Batcher) backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond << min(attempt, 16)
+	if d > b.cfg.MaxBackoff || d <= 0 {
+		d = b.cfg.MaxBackoff
+	}
+	return d/2 + rand.N(d/2+1)
+}

@@ -1,0 +1,276 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Streams is a set of stream keys that discovery updates and readers follow.
+type Streams struct {
+	mu      sync.Mutex
+	keys    []string
+	changed chan struct{}
+}
+
+// NewStreams returns an empty set.
+func NewStreams() *Streams { return &Streams{changed: make(chan struct{})} }
+
+// Set replaces the set; readers notice at their next read.
+func (s *Streams) Set(keys []string) {
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Equal(keys, s.keys) {
+		return
+	}
+	s.keys = keys
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Remove drops one key (a stream that vanished); discovery adds it back if
+// it appears again.
+func (s *Streams) Remove(key string) {
+	s.mu.Lock()
+	keys := slices.DeleteFunc(slices.Clone(s.keys), func(k string) bool { return k == key })
+	s.mu.Unlock()
+	s.Set(keys)
+}
+
+// Get returns the current keys and a channel closed at the next change.
+func (s *Streams) Get() ([]string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys, s.changed
+}
+
+// Handler receives the entries read from one stream. Entries whose body was
+// trimmed while pending have nil Values. Returning an error stops the reader.
+type Handler func(ctx context.Context, stream string, msgs []redis.XMessage) error
+
+// ReaderConfig tunes a Reader.
+type ReaderConfig struct {
+	Group    string
+	Consumer string
+	// Count is the number of entries wanted per read across all streams.
+	Count int
+	// Block is how long a read of new entries waits.
+	Block time.Duration
+	// Filter keeps the keys this reader owns (when several readers share a
+	// tenant); nil keeps all.
+	Filter func(key string) bool
+	// OnError is told of every Redis error (for metrics); may be nil.
+	OnError func(op string, err error)
+}
+
+// Reader reads a set of streams through the group, first this consumer's own
+// pending entries, then new ones.
+type Reader struct {
+	rdb     redis.UniversalClient
+	cfg     ReaderConfig
+	streams *Streams
+	handle  Handler
+	log     *slog.Logger
+
+	// cursor per stream: "0" or an id while draining own pending entries,
+	// ">" once drained.
+	cursor map[string]string
+}
+
+// NewReader returns a Reader of the streams in s.
+func NewReader(rdb redis.UniversalClient, cfg ReaderConfig, s *Streams, h Handler, log *slog.Logger) *Reader {
+	return &Reader{rdb: rdb, cfg: cfg, streams: s, handle: h, log: log, cursor: map[string]string{}}
+}
+
+// Run reads until ctx is cancelled or the handler fails. Redis errors are
+// retried with backoff.
+func (r *Reader) Run(ctx context.Context) error {
+	failures := 0
+	for ctx.Err() == nil {
+		keys, changed := r.streams.Get()
+		keys = r.own(keys)
+		if len(keys) == 0 {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		if err := r.sync(ctx, keys); err != nil {
+			r.fail(ctx, "xgroup_create", err, &failures)
+			continue
+		}
+		var err error
+		if pend := r.pendingKeys(keys); len(pend) > 0 {
+			err = r.readPending(ctx, pend)
+		} else {
+			err = r.readNew(ctx, keys)
+		}
+		switch {
+		case err == nil:
+			failures = 0
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, errHandler):
+			return err
+		case IsNoGroup(err):
+			// A stream or its group vanished (Redis restarted empty, or
+			// purgeTopic): recreate groups at 0 and drain again.
+			r.log.Warn("group missing on a stream; recreating at 0", "err", err)
+			r.cursor = map[string]string{}
+		default:
+			r.fail(ctx, "xreadgroup", err, &failures)
+		}
+	}
+	return nil
+}
+
+var errHandler = errors.New("handler failed")
+
+func (r *Reader) own(keys []string) []string {
+	if r.cfg.Filter == nil {
+		return keys
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if r.cfg.Filter(k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// sync creates the group on streams seen for the first time and starts them
+// in pending-drain mode.
+func (r *Reader) sync(ctx context.Context, keys []string) error {
+	live := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		live[k] = true
+		if _, ok := r.cursor[k]; ok {
+			continue
+		}
+		if err := EnsureGroup(ctx, r.rdb, k, r.cfg.Group); err != nil {
+			if errors.Is(err, ErrStreamGone) {
+				r.log.Info("stream vanished; dropped until discovery finds it again", "stream", k)
+				r.streams.Remove(k)
+				continue
+			}
+			return err
+		}
+		r.cursor[k] = "0"
+	}
+	for k := range r.cursor {
+		if !live[k] {
+			delete(r.cursor, k)
+		}
+	}
+	return nil
+}
+
+func (r *Reader) pendingKeys(keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		if c, ok := r.cursor[k]; ok && c != ">" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (r *Reader) perStream(n int) int64 {
+	c := r.cfg.Count / n
+	if c < 1 {
+		c = 1
+	}
+	return int64(c)
+}
+
+// readPending re-reads this consumer's own pending entries (left by a crash
+// or a failed write) from each stream's cursor, without blocking.
+func (r *Reader) readPending(ctx context.Context, keys []string) error {
+	args := make([]string, 0, 2*len(keys))
+	args = append(args, keys...)
+	for _, k := range keys {
+		args = append(args, r.cursor[k])
+	}
+	res, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args,
+		Count: r.perStream(len(keys)), Block: -1,
+	}).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	got := map[string]bool{}
+	for _, s := range res {
+		if len(s.Messages) == 0 {
+			continue
+		}
+		got[s.Stream] = true
+		r.cursor[s.Stream] = s.Messages[len(s.Messages)-1].ID
+		if err := r.handle(ctx, s.Stream, s.Messages); err != nil {
+			return fmt.Errorf("%w: %w", errHandler, err)
+		}
+	}
+	for _, k := range keys {
+		if !got[k] {
+			if r.cursor[k] != "0" {
+				r.log.Debug("own pending entries drained", "stream", k)
+			}
+			r.cursor[k] = ">"
+		}
+	}
+	return nil
+}
+
+// readNew reads entries never delivered to the group, blocking up to Block.
+func (r *Reader) readNew(ctx context.Context, keys []string) error {
+	args := make([]string, 0, 2*len(keys))
+	args = append(args, keys...)
+	for range keys {
+		args = append(args, ">")
+	}
+	res, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args,
+		Count: r.perStream(len(keys)), Block: r.cfg.Block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, s := range res {
+		if len(s.Messages) == 0 {
+			continue
+		}
+		if err := r.handle(ctx, s.Stream, s.Messages); err != nil {
+			return fmt.Errorf("%w: %w", errHandler, err)
+		}
+	}
+	return nil
+}
+
+func (r *Reader) fail(ctx context.Context, op string, err error, failures *int) {
+	*failures++
+	if r.cfg.OnError != nil {
+		r.cfg.OnError(op, err)
+	}
+	if *failures == 1 || *failures%20 == 0 {
+		r.log.Warn("redis read failed; retrying", "op", op, "attempt", *failures, "err", err)
+	}
+	d := 100 * time.Millisecond << min(*failures, 6)
+	d = d/2 + rand.N(d/2+1)
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+}

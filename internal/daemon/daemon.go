@@ -1,0 +1,203 @@
+// Package daemon wires the persister together: discovery, one pipeline per
+// tenant, the HTTP endpoints, and the order in which they stop.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/consumer"
+	"github.com/chronow/persister/internal/discovery"
+	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/metrics"
+)
+
+// Daemon is the running persister.
+type Daemon struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	m        *metrics.Metrics
+	rdb      redis.UniversalClient
+	sink     *sink.Writer
+	acker    *consumer.Acker
+	rescuer  batch.Rescuer
+	decoders map[keyspace.Kind]Decoder
+	tenants  map[string]*tenantPipeline
+
+	mu           sync.Mutex
+	unconfigured map[string]bool // streams already reported
+}
+
+// New builds the daemon's parts; nothing is contacted yet.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version string) (*Daemon, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m := metrics.New(reg, version)
+	p := cfg.Persister
+	tenants := cfg.Chronos.Tenants()
+	rdb, err := NewRedis(cfg.Redis, len(tenants)*p.Workers+16)
+	if err != nil {
+		return nil, err
+	}
+	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister"})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	d := &Daemon{
+		cfg: cfg, log: log, reg: reg, m: m, rdb: rdb, sink: w,
+		acker:        consumer.NewAcker(rdb, p.Group),
+		decoders:     map[keyspace.Kind]Decoder{keyspace.KindTopic: topicDecoder{}},
+		tenants:      map[string]*tenantPipeline{},
+		unconfigured: map[string]bool{},
+	}
+	for _, t := range tenants {
+		d.tenants[t.TenantID] = newTenantPipeline(d, t.TenantID)
+	}
+	return d, nil
+}
+
+// Registry returns the metrics registry (tests scrape it).
+func (d *Daemon) Registry() *prometheus.Registry { return d.reg }
+
+// Run runs until ctx is cancelled (SIGTERM), then stops reading, flushes and
+// acks what is in hand within the grace period, and returns nil. Entries not
+// flushed by then stay pending in Redis and are read again at the next start.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.close()
+	ln, err := net.Listen("tcp", d.cfg.Persister.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on PERSISTER_HTTP_ADDR %q: %w", d.cfg.Persister.HTTPAddr, err)
+	}
+	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
+	d.log.Info("persister starting", "config", d.cfg.Summary(), "http", ln.Addr().String())
+
+	// drainCtx outlives ctx by the grace period, for flushing and acking.
+	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stopGrace := context.AfterFunc(ctx, func() {
+		d.log.Info("stop requested: no more reads; flushing what is in hand", "grace", d.cfg.Persister.ShutdownGrace.String())
+		time.AfterFunc(d.cfg.Persister.ShutdownGrace, cancelDrain)
+	})
+	defer stopGrace()
+
+	g, gctx := errgroup.WithContext(ctx)
+	httpDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(httpDone)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return d.discoverLoop(gctx) })
+	var pipelines sync.WaitGroup
+	for _, tp := range d.tenants {
+		pipelines.Add(1)
+		g.Go(func() error {
+			defer pipelines.Done()
+			return tp.run(gctx, drainCtx)
+		})
+	}
+	// The HTTP server stops last, after every pipeline has flushed.
+	g.Go(func() error {
+		<-gctx.Done()
+		pipelines.Wait()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-httpDone
+		return nil
+	})
+	err = g.Wait()
+	if drainCtx.Err() != nil {
+		d.log.Warn("grace period ended before every batch was stored; the rest stays pending in Redis")
+	}
+	d.log.Info("persister stopped")
+	return err
+}
+
+func (d *Daemon) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.sink.Close(ctx)
+	_ = d.rdb.Close()
+}
+
+// discoverLoop scans for streams now and then every DiscoveryInterval, and
+// hands each tenant its streams.
+func (d *Daemon) discoverLoop(ctx context.Context) error {
+	ids := make([]string, 0, len(d.tenants))
+	for id := range d.tenants {
+		ids = append(ids, id)
+	}
+	kinds := make([]keyspace.Kind, 0, len(d.decoders))
+	for k := range d.decoders {
+		kinds = append(kinds, k)
+	}
+	sc := discovery.New(d.rdb, d.cfg.Redis.KeyPrefix, kinds, ids)
+	t := time.NewTicker(d.cfg.Persister.DiscoveryInterval)
+	defer t.Stop()
+	failures := 0
+	for {
+		if err := d.discoverOnce(ctx, sc); err != nil && ctx.Err() == nil {
+			failures++
+			d.m.RedisErrors.WithLabelValues("scan").Inc()
+			if failures == 1 || failures%10 == 0 {
+				d.log.Warn("stream discovery failed; will retry", "attempt", failures, "err", err)
+			}
+		} else {
+			failures = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) discoverOnce(ctx context.Context, sc *discovery.Scanner) error {
+	res, err := sc.Scan(ctx)
+	if err != nil {
+		return err
+	}
+	counts := map[string]int{}
+	for id, tp := range d.tenants {
+		keys := make([]string, 0, len(res.ByTenant[id]))
+		for _, k := range res.ByTenant[id] {
+			keys = append(keys, k.String())
+			counts[string(k.Kind)]++
+		}
+		tp.streams.Set(keys)
+	}
+	unconf := map[string]int{}
+	d.mu.Lock()
+	for _, k := range res.Unconfigured {
+		unconf[string(k.Kind)]++
+		if !d.unconfigured[k.String()] {
+			d.unconfigured[k.String()] = true
+			d.log.Warn("stream of an unconfigured tenant is not consumed", "stream", k.String(), "tenant", k.Tenant)
+		}
+	}
+	d.mu.Unlock()
+	for kind := range d.decoders {
+		d.m.Streams.WithLabelValues(string(kind), metrics.StateConsumed).Set(float64(counts[string(kind)]))
+		d.m.Streams.WithLabelValues(string(kind), metrics.StateUnconfiguredTenant).Set(float64(unconf[string(kind)]))
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package daemon
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chronow/persister/internal/config"
+)
+
+// NewRedis builds the Redis client from Chronow's settings: a cluster client
+// when REDIS_CLUSTER_NODES is set, else a client for REDIS_URL. poolSize
+// must cover every blocking reader plus room for acks and claims.
+func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
+	var tlsCfg *tls.Config
+	if c.TLS || c.CACert != "" {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.CACert != "" {
+		pem, err := os.ReadFile(c.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("%w: REDIS_CA_CERT: %w", config.ErrInvalid, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: REDIS_CA_CERT: %s holds no PEM certificate", config.ErrInvalid, c.CACert)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	nodes, err := c.Nodes()
+	if err != nil {
+		return nil, fmt.Errorf("%w: REDIS_CLUSTER_NODES: %w", config.ErrInvalid, err)
+	}
+	if len(nodes) > 0 {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                 nodes,
+			Username:              c.Username,
+			Password:              c.Password,
+			TLSConfig:             tlsCfg,
+			PoolSize:              poolSize,
+			ReadTimeout:           5 * time.Second,
+			WriteTimeout:          5 * time.Second,
+			ContextTimeoutEnabled: true,
+		}), nil
+	}
+	opts, err := redis.ParseURL(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: REDIS_URL %s: does not parse", config.ErrInvalid, config.RedactURI(c.URL))
+	}
+	if c.Username != "" {
+		opts.Username = c.Username
+	}
+	if c.Password != "" {
+		opts.Password = c.Password
+	}
+	if c.DB >= 0 {
+		opts.DB = c.DB
+	}
+	if tlsCfg != nil {
+		if opts.TLSConfig != nil && tlsCfg.RootCAs == nil {
+			tlsCfg = opts.TLSConfig
+		}
+		opts.TLSConfig = tlsCfg
+	}
+	opts.PoolSize = poolSize
+	opts.ReadTimeout = 5 * time.Second
+	opts.WriteTimeout = 5 * time.Second
+	opts.ContextTimeoutEnabled = true
+	return redis.NewClient(opts), nil
+}

@@ -1,0 +1,175 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/consumer"
+	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/metrics"
+)
+
+// Decoder turns one stream entry into the item to store. An error means the
+// entry cannot be turned into any document; it is reported and left pending.
+type Decoder interface {
+	Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error)
+}
+
+// topicDecoder decodes topic entries into messages documents.
+type topicDecoder struct{}
+
+func (topicDecoder) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
+	var b message.Builder
+	doc, err := b.Topic(key, msg.ID, msg.Values, now)
+	if err != nil {
+		return batch.Item{}, doc.Defects, err
+	}
+	t, _ := message.IDTime(msg.ID)
+	return batch.Item{Collection: "messages", Doc: doc.Raw, Time: t}, doc.Defects, nil
+}
+
+// tenantPipeline is one tenant's readers, decoder and batcher.
+type tenantPipeline struct {
+	tenant   string
+	prefix   string
+	streams  *consumer.Streams
+	batcher  *batch.Batcher
+	acker    *consumer.Acker
+	decoders map[keyspace.Kind]Decoder
+	rdb      redis.UniversalClient
+	readers  []*consumer.Reader
+	m        *metrics.Metrics
+	log      *slog.Logger
+}
+
+func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
+	p := d.cfg.Persister
+	log := d.log.With("tenant", tenant)
+	tp := &tenantPipeline{
+		tenant:   tenant,
+		prefix:   d.cfg.Redis.KeyPrefix,
+		streams:  consumer.NewStreams(),
+		acker:    d.acker,
+		decoders: d.decoders,
+		rdb:      d.rdb,
+		m:        d.m,
+		log:      log,
+	}
+	tp.batcher = batch.New(batch.Config{
+		Tenant: tenant, MaxItems: p.BatchSize, MaxBytes: p.BatchBytes, Linger: p.BatchLinger,
+		Inflight: p.InflightBatches, MaxBackoff: p.RetryMaxBackoff, WriteTimeout: p.WriteTimeout,
+	}, d.sink, d.acker, d.rescuer, d.m, d.log)
+	for i := range p.Workers {
+		var filter func(string) bool
+		if p.Workers > 1 {
+			filter = func(key string) bool {
+				h := fnv.New32a()
+				h.Write([]byte(key))
+				return int(h.Sum32()%uint32(p.Workers)) == i
+			}
+		}
+		tp.readers = append(tp.readers, consumer.NewReader(d.rdb, consumer.ReaderConfig{
+			Group: p.Group, Consumer: p.Consumer, Count: p.BatchSize, Block: p.ReadBlock, Filter: filter,
+			OnError: func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
+		}, tp.streams, tp.handle, log))
+	}
+	return tp
+}
+
+// run reads until readCtx ends, then flushes within drainCtx.
+func (tp *tenantPipeline) run(readCtx, drainCtx context.Context) error {
+	var g errgroup.Group
+	g.Go(func() error { return tp.batcher.Run(drainCtx) })
+	var readers errgroup.Group
+	for _, r := range tp.readers {
+		readers.Go(func() error { return r.Run(readCtx) })
+	}
+	err := readers.Wait()
+	tp.batcher.Close()
+	return errors.Join(err, g.Wait())
+}
+
+// handle decodes entries of one stream and hands them to the batcher.
+func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
+	key, err := keyspace.Parse(tp.prefix, stream)
+	if err != nil {
+		return fmt.Errorf("stream %q: %w", stream, err)
+	}
+	dec, ok := tp.decoders[key.Kind]
+	if !ok {
+		return fmt.Errorf("stream %q: no decoder for kind %q", stream, key.Kind)
+	}
+	kind := string(key.Kind)
+	tp.m.EntriesRead.WithLabelValues(tp.tenant, kind).Add(float64(len(msgs)))
+	now := time.Now()
+	var trimmed []string
+	for _, msg := range msgs {
+		if msg.Values == nil {
+			trimmed = append(trimmed, msg.ID)
+			continue
+		}
+		it, defects, err := dec.Decode(key, msg, now)
+		for _, d := range defects {
+			tp.m.Malformed.WithLabelValues(tp.tenant, string(d)).Inc()
+		}
+		if err != nil {
+			if tp.rescueUndecodable(ctx, key, msg, err) {
+				continue
+			}
+			tp.log.Error("entry cannot be stored; left pending", "stream", stream, "id", msg.ID, "err", err)
+			continue
+		}
+		it.Stream, it.ID, it.Kind = stream, msg.ID, kind
+		if err := tp.batcher.Add(ctx, it); err != nil {
+			return err
+		}
+	}
+	if len(trimmed) > 0 {
+		tp.ackTrimmed(ctx, stream, kind, trimmed)
+	}
+	return nil
+}
+
+// rescueUndecodable hands an entry no document can be built for (e.g. one
+// over the BSON limit) to the rescuer, when there is one.
+func (tp *tenantPipeline) rescueUndecodable(ctx context.Context, key keyspace.Key, msg redis.XMessage, cause error) bool {
+	r, ok := tp.batcher.Rescuer().(EntryRescuer)
+	if !ok {
+		return false
+	}
+	it, ok := r.RescueEntry(ctx, key, msg, cause)
+	if !ok {
+		return false
+	}
+	it.Stream, it.ID, it.Kind = key.String(), msg.ID, string(key.Kind)
+	if it.Time.IsZero() {
+		it.Time, _ = message.IDTime(msg.ID)
+	}
+	return tp.batcher.Add(ctx, it) == nil
+}
+
+// EntryRescuer stores entries no document can be built for another way.
+type EntryRescuer interface {
+	RescueEntry(ctx context.Context, key keyspace.Key, msg redis.XMessage, cause error) (batch.Item, bool)
+}
+
+// ackTrimmed acknowledges pending entries whose body was trimmed away: they
+// can never be stored, so they are counted as lost, never retried forever.
+func (tp *tenantPipeline) ackTrimmed(ctx context.Context, stream, kind string, ids []string) {
+	if err := tp.acker.Ack(ctx, map[string][]string{stream: ids}); err != nil {
+		tp.log.Warn("ack of trimmed entries failed; will retry when re-read", "stream", stream, "err", err)
+		return
+	}
+	tp.m.Lost.WithLabelValues(tp.tenant, metrics.CauseTrimmed).Add(float64(len(ids)))
+	tp.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost",
+		"stream", stream, "kind", kind, "count", len(ids), "first_id", ids[0], "last_id", ids[len(ids)-1])
+}

@@ -1,0 +1,133 @@
+// Package metrics defines every Prometheus metric the persister exports,
+// registered on a registry the caller passes in.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Label values used across packages.
+const (
+	OutcomeInserted  = "inserted"
+	OutcomeDuplicate = "duplicate"
+
+	StateConsumed           = "consumed"
+	StateUnconfiguredTenant = "unconfigured_tenant"
+
+	CauseTrimmed = "trimmed_before_stored"
+)
+
+// Metrics holds the persister's metric families.
+type Metrics struct {
+	StreamLag        *prometheus.GaugeVec
+	StreamPending    *prometheus.GaugeVec
+	OldestUnackedAge *prometheus.GaugeVec
+	EntriesStored    *prometheus.CounterVec
+	StoreLatency     *prometheus.HistogramVec
+	BatchSize        prometheus.Histogram
+	FlushDuration    *prometheus.HistogramVec
+	WriteErrors      *prometheus.CounterVec
+	DeadLettered     *prometheus.CounterVec
+	Lost             *prometheus.CounterVec
+	Malformed        *prometheus.CounterVec
+	Streams          *prometheus.GaugeVec
+	TenantHalted     *prometheus.GaugeVec
+	RedisErrors      *prometheus.CounterVec
+	EntriesRead      *prometheus.CounterVec
+	Acked            *prometheus.CounterVec
+	Claimed          *prometheus.CounterVec
+	InflightEntries  *prometheus.GaugeVec
+	BuildInfo        *prometheus.GaugeVec
+}
+
+// New creates the metrics and registers them on reg.
+func New(reg prometheus.Registerer, version string) *Metrics {
+	m := &Metrics{
+		StreamLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_stream_lag_entries",
+			Help: "Entries in the streams not yet delivered to the persister's group (XINFO GROUPS lag, computed when Redis reports null).",
+		}, []string{"tenant", "kind"}),
+		StreamPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_stream_pending_entries",
+			Help: "Entries delivered to the persister's group and not yet acknowledged (stored).",
+		}, []string{"tenant", "kind"}),
+		OldestUnackedAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_oldest_unacked_age_seconds",
+			Help: "Age, from its stream id time, of the oldest entry not yet stored (pending or undelivered).",
+		}, []string{"tenant", "kind"}),
+		EntriesStored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_entries_stored_total",
+			Help: "Entries stored and acknowledged, by collection and outcome (inserted, or duplicate = already stored).",
+		}, []string{"tenant", "collection", "outcome"}),
+		StoreLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "persister_store_latency_seconds",
+			Help:    "Time from an entry's stream id time to its acknowledgement after the write.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
+		}, []string{"kind"}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "persister_batch_size_entries",
+			Help:    "Entries per bulk write.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		FlushDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "persister_flush_duration_seconds",
+			Help:    "Duration of one bulk write, by result (ok, error).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}, []string{"result"}),
+		WriteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_write_errors_total",
+			Help: "MongoDB write errors by class (retryable, permanent, fatal, unknown_outcome).",
+		}, []string{"tenant", "class"}),
+		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_entries_dead_lettered_total",
+			Help: "Entries the persister itself routed to dead_letters because they could not be stored as messages, by reason.",
+		}, []string{"tenant", "reason"}),
+		Lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_entries_lost_total",
+			Help: "Entries that reached Redis but can never be stored, by cause (e.g. trimmed_before_stored).",
+		}, []string{"tenant", "cause"}),
+		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_entries_malformed_total",
+			Help: "Entries stored with a defect recorded in _system.defects, by defect.",
+		}, []string{"tenant", "defect"}),
+		Streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_streams",
+			Help: "Streams found by discovery, by kind and state (consumed, unconfigured_tenant).",
+		}, []string{"kind", "state"}),
+		TenantHalted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_tenant_halted",
+			Help: "1 while a tenant's writes are halted by a fatal error (authentication, authorization, conflicting index).",
+		}, []string{"tenant"}),
+		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_redis_errors_total",
+			Help: "Redis command errors by operation.",
+		}, []string{"op"}),
+		EntriesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_entries_read_total",
+			Help: "Entries read from streams (new, pending re-reads and claims).",
+		}, []string{"tenant", "kind"}),
+		Acked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_entries_acked_total",
+			Help: "Entries acknowledged with XACK.",
+		}, []string{"tenant", "kind"}),
+		Claimed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "persister_entries_claimed_total",
+			Help: "Pending entries of other consumers claimed with XAUTOCLAIM.",
+		}, []string{"tenant", "kind"}),
+		InflightEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_inflight_entries",
+			Help: "Entries read and held in memory, not yet acknowledged.",
+		}, []string{"tenant"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_build_info",
+			Help: "Build information; always 1.",
+		}, []string{"version", "goversion"}),
+	}
+	reg.MustRegister(m.StreamLag, m.StreamPending, m.OldestUnackedAge, m.EntriesStored, m.StoreLatency,
+		m.BatchSize, m.FlushDuration, m.WriteErrors, m.DeadLettered, m.Lost, m.Malformed, m.Streams,
+		m.TenantHalted, m.RedisErrors, m.EntriesRead, m.Acked, m.Claimed, m.InflightEntries, m.BuildInfo)
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	return m
+}
