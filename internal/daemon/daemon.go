@@ -20,6 +20,7 @@ import (
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/consumer"
 	"github.com/chronow/persister/internal/discovery"
+	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
@@ -35,7 +36,7 @@ type Daemon struct {
 	sink     *sink.Writer
 	acker    *consumer.Acker
 	rescuer  batch.Rescuer
-	decoders map[keyspace.Kind]Decoder
+	decoders map[keyspace.Kind]entry.Decoder
 	tenants  map[string]*tenantPipeline
 
 	mu           sync.Mutex
@@ -61,7 +62,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	d := &Daemon{
 		cfg: cfg, log: log, reg: reg, m: m, rdb: rdb, sink: w,
 		acker:        consumer.NewAcker(rdb, p.Group),
-		decoders:     map[keyspace.Kind]Decoder{keyspace.KindTopic: topicDecoder{}},
+		decoders:     entry.Decoders(),
 		tenants:      map[string]*tenantPipeline{},
 		unconfigured: map[string]bool{},
 	}

@@ -13,29 +13,11 @@ import (
 
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/consumer"
+	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/metrics"
 )
-
-// Decoder turns one stream entry into the item to store. An error means the
-// entry cannot be turned into any document; it is reported and left pending.
-type Decoder interface {
-	Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error)
-}
-
-// topicDecoder decodes topic entries into messages documents.
-type topicDecoder struct{}
-
-func (topicDecoder) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
-	var b message.Builder
-	doc, err := b.Topic(key, msg.ID, msg.Values, now)
-	if err != nil {
-		return batch.Item{}, doc.Defects, err
-	}
-	t, _ := message.IDTime(msg.ID)
-	return batch.Item{Collection: "messages", Doc: doc.Raw, Time: t}, doc.Defects, nil
-}
 
 // tenantPipeline is one tenant's readers, decoder and batcher.
 type tenantPipeline struct {
@@ -44,7 +26,7 @@ type tenantPipeline struct {
 	streams  *consumer.Streams
 	batcher  *batch.Batcher
 	acker    *consumer.Acker
-	decoders map[keyspace.Kind]Decoder
+	decoders map[keyspace.Kind]entry.Decoder
 	rdb      redis.UniversalClient
 	readers  []*consumer.Reader
 	m        *metrics.Metrics

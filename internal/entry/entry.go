@@ -1,0 +1,45 @@
+// Package entry turns a stream entry of any consumed kind into the item the
+// batcher stores; the daemon and the replay tool decode through it alike.
+package entry
+
+import (
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/message"
+)
+
+// Decoder turns one stream entry into the item to store. Defects are what
+// was wrong with the entry (it is stored anyway). An error means no document
+// can be built at all (e.g. message.ErrTooLarge).
+type Decoder interface {
+	Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error)
+}
+
+// Decoders returns the decoder of every stream kind the persister consumes.
+func Decoders() map[keyspace.Kind]Decoder {
+	return map[keyspace.Kind]Decoder{
+		keyspace.KindTopic: Topic{},
+	}
+}
+
+// Topic decodes topic entries into messages documents.
+type Topic struct{}
+
+// Decode implements Decoder.
+func (Topic) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
+	var b message.Builder
+	doc, err := b.Topic(key, msg.ID, msg.Values, now)
+	if err != nil {
+		return batch.Item{}, doc.Defects, err
+	}
+	t, _ := message.IDTime(msg.ID)
+	return batch.Item{
+		Stream: key.String(), ID: msg.ID, Kind: string(key.Kind),
+		Collection: config.CollMessages, Doc: doc.Raw, Time: t,
+	}, doc.Defects, nil
+}
