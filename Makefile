@@ -39,3 +39,9 @@ redis:
 		echo "error: redis-server not found; install it: sudo apt-get install -y redis-server" >&2; \
 		exit 1; \
 	fi
+
+# The daemon on a local default: redis-server and FerretDB started for you
+# (data in .run/); DEMO=1 also runs the demo publisher.
+.PHONY: run
+run:
+	bash scripts/run-local.sh
