@@ -1,0 +1,244 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ClaimerConfig tunes a Claimer.
+type ClaimerConfig struct {
+	Group    string
+	Consumer string
+	// MinIdle is how long an entry must have been pending without being
+	// delivered again before it is claimed (PERSISTER_CLAIM_MIN_IDLE).
+	MinIdle time.Duration
+	// Interval is the time between two sweeps (PERSISTER_CLAIM_INTERVAL).
+	Interval time.Duration
+	// Count is the number of entries asked for per XAUTOCLAIM call.
+	Count int
+	// IdleDelete is how long a consumer with nothing pending must have been
+	// idle before it is deleted (PERSISTER_CONSUMER_IDLE_DELETE); 0 never
+	// deletes consumers.
+	IdleDelete time.Duration
+	// Paused reports whether this sweep should claim nothing, e.g. while the
+	// tenant's writes fail: claimed entries could not be stored, and every
+	// claim raises their delivery count. May be nil.
+	Paused func() bool
+	// OnError is told of every Redis error (for metrics); may be nil.
+	OnError func(op string, err error)
+}
+
+// Claimer sweeps the group's pending entries list of every stream in a set:
+// entries pending longer than MinIdle (their consumer crashed, died for
+// good, or could not store them) are claimed with XAUTOCLAIM and handed to
+// the handler like freshly read entries; entries trimmed from the stream
+// while pending reach the handler with nil Values. Consumers idle for
+// IdleDelete with nothing pending are removed.
+type Claimer struct {
+	rdb     redis.UniversalClient
+	cfg     ClaimerConfig
+	streams *Streams
+	handle  Handler
+	log     *slog.Logger
+}
+
+// NewClaimer returns a Claimer of the streams in s.
+func NewClaimer(rdb redis.UniversalClient, cfg ClaimerConfig, s *Streams, h Handler, log *slog.Logger) *Claimer {
+	if cfg.Count <= 0 {
+		cfg.Count = 100
+	}
+	return &Claimer{rdb: rdb, cfg: cfg, streams: s, handle: h, log: log}
+}
+
+// SweepStats counts what one sweep did.
+type SweepStats struct {
+	// Claimed is the number of entries claimed and handed to the handler.
+	Claimed int
+	// Trimmed is the number of pending entries found trimmed from their
+	// stream (handed to the handler with nil Values).
+	Trimmed int
+	// ConsumersDeleted is the number of idle consumers removed.
+	ConsumersDeleted int
+	// Paused is true when the sweep was skipped because Paused said so.
+	Paused bool
+}
+
+// Run sweeps every Interval (with a little jitter, so replicas spread out)
+// until ctx is cancelled or the handler fails. Redis errors are logged and
+// the next sweep tries again.
+func (c *Claimer) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		d := c.cfg.Interval
+		d = d - d/10 + rand.N(d/5+1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+		st, err := c.Sweep(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, errHandler):
+			return err
+		case err != nil:
+			failures++
+			if failures == 1 || failures%20 == 0 {
+				c.log.Warn("claim sweep failed; retrying at the next interval", "attempt", failures, "err", err)
+			}
+			continue
+		}
+		failures = 0
+		if st.Claimed > 0 || st.Trimmed > 0 || st.ConsumersDeleted > 0 {
+			c.log.Info("claim sweep", "claimed", st.Claimed, "trimmed", st.Trimmed, "consumers_deleted", st.ConsumersDeleted)
+		}
+	}
+}
+
+// Sweep makes one pass over every stream: claims what is pending too long,
+// then removes idle consumers with nothing pending.
+func (c *Claimer) Sweep(ctx context.Context) (SweepStats, error) {
+	var st SweepStats
+	if c.cfg.Paused != nil && c.cfg.Paused() {
+		st.Paused = true
+		return st, nil
+	}
+	keys, _ := c.streams.Get()
+	for _, k := range keys {
+		if err := c.claimStream(ctx, k, &st); err != nil {
+			return st, err
+		}
+		if c.cfg.IdleDelete > 0 {
+			n, err := c.deleteIdle(ctx, k)
+			st.ConsumersDeleted += n
+			if err != nil {
+				return st, err
+			}
+		}
+	}
+	return st, nil
+}
+
+// claimStream follows the XAUTOCLAIM cursor from 0-0 back to 0-0.
+func (c *Claimer) claimStream(ctx context.Context, stream string, st *SweepStats) error {
+	start := "0-0"
+	for {
+		msgs, next, deleted, err := c.rdb.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
+			Stream: stream, Group: c.cfg.Group, Consumer: c.cfg.Consumer,
+			MinIdle: c.cfg.MinIdle, Start: start, Count: int64(c.cfg.Count),
+		}).Result()
+		if err != nil {
+			if gone(err) {
+				// The stream or its group vanished; the reader recreates
+				// the group when the stream is back.
+				return nil
+			}
+			c.report("xautoclaim", err)
+			return fmt.Errorf("xautoclaim %s: %w", stream, err)
+		}
+		// Entries trimmed while pending: Redis 7 lists their ids apart (and
+		// has already dropped them from the pending list); Redis 6 returned
+		// them among msgs with a nil body. Either way the handler sees nil
+		// Values, acks them and counts them as lost; they are never retried.
+		for _, id := range deleted {
+			msgs = append(msgs, redis.XMessage{ID: id})
+		}
+		for _, m := range msgs {
+			if m.Values == nil {
+				st.Trimmed++
+			} else {
+				st.Claimed++
+			}
+		}
+		if len(msgs) > 0 {
+			if err := c.handle(ctx, stream, msgs); err != nil {
+				return fmt.Errorf("%w: %w", errHandler, err)
+			}
+		}
+		if next == "0-0" || next == "" || next == start && len(msgs) == 0 {
+			return nil
+		}
+		start = next
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// deleteConsumer removes consumer ARGV[2] of group ARGV[1] on stream KEYS[1]
+// if, at that instant, it has nothing pending and has been idle at least
+// ARGV[3] ms. The check and the delete are one atomic step: XGROUP
+// DELCONSUMER drops a consumer's pending entries, so a consumer that read
+// something between a separate check and the delete would lose it. Returns
+// 1 when deleted, 0 when kept, -1 when there is no such consumer.
+var deleteConsumer = redis.NewScript(`
+local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+for _, c in ipairs(cs) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i+1]
+    elseif c[i] == 'pending' then pending = c[i+1]
+    elseif c[i] == 'idle' then idle = c[i+1] end
+  end
+  if name == ARGV[2] then
+    if pending == 0 and idle ~= nil and idle >= tonumber(ARGV[3]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+      return 1
+    end
+    return 0
+  end
+end
+return -1
+`)
+
+// deleteIdle removes the consumers of stream's group, other than this one,
+// that have nothing pending and were idle longer than IdleDelete.
+func (c *Claimer) deleteIdle(ctx context.Context, stream string) (int, error) {
+	consumers, err := c.rdb.XInfoConsumers(ctx, stream, c.cfg.Group).Result()
+	if err != nil {
+		if gone(err) {
+			return 0, nil
+		}
+		c.report("xinfo_consumers", err)
+		return 0, fmt.Errorf("xinfo consumers %s: %w", stream, err)
+	}
+	deleted := 0
+	for _, cs := range consumers {
+		if cs.Name == c.cfg.Consumer || cs.Pending > 0 || cs.Idle < c.cfg.IdleDelete {
+			continue
+		}
+		n, err := deleteConsumer.Run(ctx, c.rdb, []string{stream},
+			c.cfg.Group, cs.Name, c.cfg.IdleDelete.Milliseconds()).Int()
+		if err != nil {
+			if gone(err) {
+				return deleted, nil
+			}
+			c.report("xgroup_delconsumer", err)
+			return deleted, fmt.Errorf("delete consumer %q of %s: %w", cs.Name, stream, err)
+		}
+		if n == 1 {
+			deleted++
+			c.log.Info("idle consumer with nothing pending deleted", "stream", stream, "consumer", cs.Name, "idle", cs.Idle.Round(time.Second).String())
+		}
+	}
+	return deleted, nil
+}
+
+// gone reports whether err says the stream or its group does not exist.
+func gone(err error) bool {
+	return IsNoGroup(err) || strings.Contains(err.Error(), "no such key")
+}
+
+func (c *Claimer) report(op string, err error) {
+	if c.cfg.OnError != nil {
+		c.cfg.OnError(op, err)
+	}
+}
