@@ -70,6 +70,10 @@ type ReaderConfig struct {
 	Filter func(key string) bool
 	// OnError is told of every Redis error (for metrics); may be nil.
 	OnError func(op string, err error)
+	// Screen, when set, sees the entries re-read from this consumer's
+	// pending list before the handler and returns those to handle (the
+	// others it has dealt with, e.g. dead-lettered poison: dlq.Poison).
+	Screen func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage
 }
 
 // Reader reads a set of streams through the group, first this consumer's own
@@ -216,7 +220,13 @@ func (r *Reader) readPending(ctx context.Context, keys []string) error {
 		}
 		got[s.Stream] = true
 		r.cursor[s.Stream] = s.Messages[len(s.Messages)-1].ID
-		if err := r.handle(ctx, s.Stream, s.Messages); err != nil {
+		msgs := s.Messages
+		if r.cfg.Screen != nil {
+			if msgs = r.cfg.Screen(ctx, s.Stream, msgs); len(msgs) == 0 {
+				continue
+			}
+		}
+		if err := r.handle(ctx, s.Stream, msgs); err != nil {
 			return fmt.Errorf("%w: %w", errHandler, err)
 		}
 	}
