@@ -29,6 +29,9 @@ func commands() []command {
 	return []command{
 		{"run", "run the daemon (configuration from the environment)", runDaemon},
 		{"config", "validate the configuration and print it with secrets redacted", runConfig},
+		{"migrate", "create every tenant's collections, indexes and retention (TTL) indexes", runMigrate},
+		{"replay", "rebuild the cold tier from what Redis still holds (--verify: compare only)", runReplay},
+		{"dlq", "dlq requeue: put dead letters back onto their topic streams", runDLQ},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, version)
 			return err

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/migrate"
+	"github.com/chronow/persister/internal/sink"
+)
+
+const migrateUsage = `usage: persister migrate [flags]
+
+Creates each configured tenant's collections (messages, dead_letters, topics,
+shared_memory) and every index, idempotently, and reports what it created and
+what already existed. A tenant's retentionDays become TTL indexes (see
+docs/tools.md); a server without TTL support is reported, and the command
+fails, unless --skip-retention. Configuration comes from the same environment
+as the daemon.
+
+flags:
+`
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, migrateUsage)
+		fs.PrintDefaults()
+	}
+	var (
+		tenant        = fs.String("tenant", "", "only this tenant (default: every configured tenant)")
+		dryRun        = fs.Bool("dry-run", false, "only report what would be created; write nothing")
+		skipRetention = fs.Bool("skip-retention", false, "leave TTL (retention) indexes alone")
+		format        = fs.String("format", "text", "report format: text or json")
+	)
+	if err := parseToolFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkFormat(*format); err != nil {
+		return err
+	}
+	cfg, err := config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkTenant(cfg, *tenant); err != nil {
+		return err
+	}
+	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister-migrate"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		w.Close(cctx)
+	}()
+
+	var (
+		reps []migrate.TenantReport
+		errs []error
+	)
+	for _, t := range cfg.Chronos.Tenants() {
+		if *tenant != "" && t.TenantID != *tenant {
+			continue
+		}
+		db, err := w.Database(t.TenantID)
+		if err != nil {
+			return err
+		}
+		rep, err := migrate.Tenant(ctx, db, t, migrate.Options{DryRun: *dryRun, SkipRetention: *skipRetention})
+		reps = append(reps, rep)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %s: %w", t.TenantID, err))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if *format == "json" {
+		err = writeJSON(stdout, reps)
+	} else {
+		err = migrate.WriteText(stdout, reps)
+	}
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(errs...); err != nil {
+		if errors.Is(err, migrate.ErrTTLUnsupported) {
+			return fmt.Errorf("%w (collections and other indexes are done; run with --skip-retention to accept that, or use a server with TTL indexes)", err)
+		}
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,223 @@
+// Package replay rebuilds and verifies the cold tier from what Redis still
+// holds: it reads streams with XRANGE (never through a consumer group) and
+// writes through the daemon's idempotent insert path.
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+
+	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/discovery"
+	"github.com/chronow/persister/internal/entry"
+	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/sink"
+)
+
+// Store is the part of sink.Writer replay uses.
+type Store interface {
+	Insert(ctx context.Context, tenant, collection string, docs [][]byte) ([]sink.Result, error)
+	Database(tenant string) (*mongo.Database, error)
+}
+
+var _ Store = (*sink.Writer)(nil)
+
+// ErrFatal wraps a write error that retrying cannot fix (authentication,
+// authorization, a conflicting legacy index).
+var ErrFatal = errors.New("fatal write error")
+
+// Config sets up a Replayer.
+type Config struct {
+	// Prefix is the Redis key prefix (REDIS_KEY_PREFIX).
+	Prefix string
+	// Tenants are the configured tenant ids; other tenants' streams are
+	// reported and skipped.
+	Tenants []string
+	// Decoders maps each stream kind to its decoder (entry.Decoders()).
+	Decoders map[keyspace.Kind]entry.Decoder
+	// PageSize is the XRANGE COUNT (default 500).
+	PageSize int
+	// MaxBatchBytes bounds one insert (default 8 MiB).
+	MaxBatchBytes int
+	// Rate limits entries per second (0: no limit).
+	Rate float64
+	// Attempts bounds the tries of a write that fails with a retryable
+	// error before the replay stops (default 8).
+	Attempts int
+	// WriteTimeout bounds one insert (default 30s).
+	WriteTimeout time.Duration
+	// Rescuer, when set, stores documents MongoDB refuses for good another
+	// way, as the daemon does.
+	Rescuer batch.Rescuer
+	// Progress receives progress lines (nil: none); TTY rewrites one line.
+	Progress io.Writer
+	TTY      bool
+}
+
+// Replayer replays and verifies streams.
+type Replayer struct {
+	rdb   redis.UniversalClient
+	store Store
+	cfg   Config
+}
+
+// New returns a Replayer.
+func New(rdb redis.UniversalClient, store Store, cfg Config) *Replayer {
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 500
+	}
+	if cfg.Rate > 0 && float64(cfg.PageSize) > cfg.Rate {
+		// Small pages keep a rate limit smooth.
+		cfg.PageSize = max(1, int(cfg.Rate))
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 8 << 20
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 8
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	return &Replayer{rdb: rdb, store: store, cfg: cfg}
+}
+
+// Filter selects streams and a range of entries.
+type Filter struct {
+	// Tenant, Namespace and Topic match exactly when not empty.
+	Tenant, Namespace, Topic string
+	// Kinds are the stream kinds (empty: every kind with a decoder).
+	Kinds []keyspace.Kind
+	// Range is the inclusive id range (the zero value is empty: use All).
+	Range Range
+}
+
+func (f Filter) match(k keyspace.Key) bool {
+	return (f.Tenant == "" || k.Tenant == f.Tenant) &&
+		(f.Namespace == "" || k.Namespace == f.Namespace) &&
+		(f.Topic == "" || k.Name == f.Topic)
+}
+
+// Kinds returns the kinds the replayer can decode, sorted.
+func (r *Replayer) Kinds() []keyspace.Kind {
+	ks := make([]keyspace.Kind, 0, len(r.cfg.Decoders))
+	for k := range r.cfg.Decoders {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
+	return ks
+}
+
+// Streams discovers the streams a filter selects, and the streams of
+// tenants that are not configured (which are never replayed).
+func (r *Replayer) Streams(ctx context.Context, f Filter) (selected, unconfigured []keyspace.Key, err error) {
+	kinds := f.Kinds
+	if len(kinds) == 0 {
+		kinds = r.Kinds()
+	}
+	for _, k := range kinds {
+		if _, ok := r.cfg.Decoders[k]; !ok {
+			return nil, nil, fmt.Errorf("stream kind %q has no decoder in this build (have %v)", k, r.Kinds())
+		}
+	}
+	res, err := discovery.New(r.rdb, r.cfg.Prefix, kinds, r.cfg.Tenants).Scan(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("discover streams: %w", err)
+	}
+	tenants := make([]string, 0, len(res.ByTenant))
+	for t := range res.ByTenant {
+		tenants = append(tenants, t)
+	}
+	sort.Strings(tenants)
+	for _, t := range tenants {
+		for _, k := range res.ByTenant[t] {
+			if f.match(k) {
+				selected = append(selected, k)
+			}
+		}
+	}
+	for _, k := range res.Unconfigured {
+		if f.match(k) {
+			unconfigured = append(unconfigured, k)
+		}
+	}
+	return selected, unconfigured, nil
+}
+
+// page reads up to PageSize entries of key from start to the end of rng.
+func (r *Replayer) page(ctx context.Context, key string, start ID, rng Range) ([]redis.XMessage, error) {
+	end := Range{From: start, To: rng.To}
+	msgs, err := r.rdb.XRangeN(ctx, key, end.start(), end.end(), int64(r.cfg.PageSize)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("xrange %s %s: %w", key, end, err)
+	}
+	return msgs, nil
+}
+
+// estimate guesses how many entries of key lie in rng, for progress: the
+// stream length, scaled by how much of the stream's time span the range
+// covers when it is bounded.
+func (r *Replayer) estimate(ctx context.Context, key string, rng Range) int64 {
+	info, err := r.rdb.XInfoStream(ctx, key).Result()
+	if err != nil || info.Length == 0 {
+		return 0
+	}
+	if !rng.Bounded() {
+		return info.Length
+	}
+	first, err1 := ParseID(info.FirstEntry.ID)
+	last, err2 := ParseID(info.LastEntry.ID)
+	if err1 != nil || err2 != nil {
+		return info.Length
+	}
+	lo, hi := max(first.Ms, rng.From.Ms), min(last.Ms, rng.To.Ms)
+	if hi < lo {
+		return 0
+	}
+	if last.Ms == first.Ms {
+		return info.Length
+	}
+	return int64(float64(info.Length) * float64(hi-lo+1) / float64(last.Ms-first.Ms+1))
+}
+
+// backoff is exponential with jitter, from 200ms up to 10s.
+func backoff(attempt int) time.Duration {
+	d := 200 * time.Millisecond << min(attempt, 6)
+	d = min(d, 10*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// docID returns the _id of a BSON document as a string.
+func docID(doc []byte) string {
+	v, err := bson.Raw(doc).LookupErr("_id")
+	if err != nil {
+		return ""
+	}
+	if s, ok := v.StringValueOK(); ok {
+		return s
+	}
+	return v.String()
+}
