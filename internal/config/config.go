@@ -71,6 +71,9 @@ type Persister struct {
 	MaxDeliveries      int           `env:"PERSISTER_MAX_DELIVERIES, default=10"`
 	LogLevel           string        `env:"PERSISTER_LOG_LEVEL, default=info"`
 	LogFormat          string        `env:"PERSISTER_LOG_FORMAT, default=json"`
+	// MetricsInterval is how often stream lag, pending counts, oldest age
+	// and unseen trims are measured (internal/lag).
+	MetricsInterval time.Duration `env:"PERSISTER_METRICS_INTERVAL, default=10s"`
 }
 
 // Load reads the configuration from the process environment and validates it.
@@ -173,6 +176,7 @@ func (c *Config) Validate() error {
 		{"PERSISTER_CLAIM_MIN_IDLE", p.ClaimMinIdle},
 		{"PERSISTER_CLAIM_INTERVAL", p.ClaimInterval},
 		{"PERSISTER_CONSUMER_IDLE_DELETE", p.ConsumerIdleDelete},
+		{"PERSISTER_METRICS_INTERVAL", p.MetricsInterval},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {

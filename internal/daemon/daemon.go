@@ -20,9 +20,11 @@ import (
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/consumer"
 	"github.com/chronow/persister/internal/discovery"
+	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/internal/topics"
 	"github.com/chronow/persister/metrics"
 )
 
@@ -36,6 +38,8 @@ type Daemon struct {
 	sink     *sink.Writer
 	acker    *consumer.Acker
 	rescuer  batch.Rescuer
+	poison   *dlq.Poison
+	topics   *topics.Syncer
 	decoders map[keyspace.Kind]entry.Decoder
 	tenants  map[string]*tenantPipeline
 
@@ -66,6 +70,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		tenants:      map[string]*tenantPipeline{},
 		unconfigured: map[string]bool{},
 	}
+	d.setupBadInput()
 	for _, t := range tenants {
 		d.tenants[t.TenantID] = newTenantPipeline(d, t.TenantID)
 	}
@@ -106,6 +111,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return d.discoverLoop(gctx) })
+	g.Go(func() error { return d.topics.Run(gctx) })
 	var pipelines sync.WaitGroup
 	for _, tp := range d.tenants {
 		pipelines.Add(1)
@@ -186,6 +192,7 @@ func (d *Daemon) discoverOnce(ctx context.Context, sc *discovery.Scanner) error 
 		}
 		tp.streams.Set(keys)
 	}
+	d.topics.Offer(res.ByTenant)
 	unconf := map[string]int{}
 	d.mu.Lock()
 	for _, k := range res.Unconfigured {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 )
@@ -24,6 +25,7 @@ type Decoder interface {
 func Decoders() map[keyspace.Kind]Decoder {
 	return map[keyspace.Kind]Decoder{
 		keyspace.KindTopic: Topic{},
+		keyspace.KindDLQ:   dlq.Decoder{},
 	}
 }
 

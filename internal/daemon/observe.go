@@ -1,0 +1,65 @@
+package daemon
+
+import (
+	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/lag"
+	"github.com/chronow/persister/metrics"
+)
+
+// newLagCollector builds the stream-level collector (internal/lag) over the
+// streams discovery handed to each tenant.
+func (d *Daemon) newLagCollector() *lag.Collector {
+	kinds := make([]string, 0, len(d.decoders))
+	for k := range d.decoders {
+		kinds = append(kinds, string(k))
+	}
+	return lag.New(d.rdb, lag.Config{
+		Group:    d.cfg.Persister.Group,
+		Prefix:   d.cfg.Redis.KeyPrefix,
+		Interval: d.cfg.Persister.MetricsInterval,
+		Kinds:    kinds,
+	}, d.consumedStreams, d.m, d.reg, d.log)
+}
+
+// consumedStreams returns each tenant's streams as discovery last set them.
+func (d *Daemon) consumedStreams() map[string][]string {
+	out := make(map[string][]string, len(d.tenants))
+	for id, tp := range d.tenants {
+		keys, _ := tp.streams.Get()
+		out[id] = keys
+	}
+	return out
+}
+
+// writeErrorClasses are the class labels of persister_write_errors_total.
+var writeErrorClasses = []string{"retryable", "permanent", "fatal", "unknown_outcome"}
+
+// initSeries exports the bounded per-tenant counters at 0 from the start, so
+// the first increment shows in rate() and increase() and alert rules see a
+// series instead of nothing.
+func (d *Daemon) initSeries() {
+	for id := range d.tenants {
+		d.m.Lost.WithLabelValues(id, metrics.CauseTrimmed)
+		for _, class := range writeErrorClasses {
+			d.m.WriteErrors.WithLabelValues(id, class)
+		}
+		for _, outcome := range []string{metrics.OutcomeInserted, metrics.OutcomeDuplicate} {
+			d.m.EntriesStored.WithLabelValues(id, config.CollMessages, outcome)
+		}
+		d.m.TenantHalted.WithLabelValues(id).Set(0)
+	}
+}
+
+// HTTPAddr returns the address the HTTP server listens on, or "" until Run
+// has bound it (tests set PERSISTER_HTTP_ADDR=127.0.0.1:0).
+func (d *Daemon) HTTPAddr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.httpAddr
+}
+
+func (d *Daemon) setHTTPAddr(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.httpAddr = addr
+}

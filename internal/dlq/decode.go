@@ -1,0 +1,233 @@
+// Package dlq stores what Chronow dead-lettered and everything the persister
+// cannot store the usual way: Chronow's dead-letter stream entries become
+// dead_letters documents; entries whose document is too large or refused by
+// the server are kept as a stub document plus their raw bytes in a
+// GridFS-compatible bucket; entries delivered too often without being stored
+// (poison) are dead-lettered with the last error and acknowledged.
+//
+// Every document made here has a deterministic _id, so a redelivered entry
+// finds its document already stored (duplicate key = success) and the
+// outcome is the same on every delivery.
+package dlq
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
+
+	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/message"
+)
+
+// The defects a dead-letter entry can have beyond those of message (payload
+// and headers defects, field_not_string).
+const (
+	DefectOriginalIDMissing message.Defect = "original_msg_id_missing"
+	DefectOriginalIDInvalid message.Defect = "original_msg_id_invalid"
+	DefectReasonMissing     message.Defect = "reason_missing"
+	DefectDeliveriesMissing message.Defect = "deliveries_missing"
+	DefectDeliveriesInvalid message.Defect = "deliveries_invalid"
+	DefectFailedAtMissing   message.Defect = "failed_at_missing"
+	DefectFailedAtInvalid   message.Defect = "failed_at_invalid"
+)
+
+// dlqFields are the fields Chronow writes on a dead-letter entry.
+var dlqFields = map[string]bool{
+	"originalMsgId": true, "payload": true, "headers": true,
+	"reason": true, "deliveries": true, "failedAt": true,
+}
+
+// Decoder decodes dead-letter stream entries into dead_letters documents. It
+// implements entry.Decoder.
+type Decoder struct{}
+
+// Decode builds the dead_letters document of one dead-letter entry. Defects
+// are stored in the document and returned for the metrics; the error is
+// message.ErrTooLarge (or an invalid entry id) when no document can be built.
+func (Decoder) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
+	doc, err := Build(key, msg.ID, msg.Values, now)
+	if err != nil {
+		return batch.Item{}, doc.Defects, err
+	}
+	t, _ := message.IDTime(msg.ID)
+	return batch.Item{
+		Stream: key.String(), ID: msg.ID, Kind: string(key.Kind),
+		Collection: config.CollDeadLetters, Doc: doc.Raw, Time: t,
+	}, doc.Defects, nil
+}
+
+// Build builds the dead_letters document for the dead-letter entry id of the
+// stream key:
+//
+//	_id         Identity(namespace, topic, id)
+//	topic       the topic (the stream name)
+//	msgId       originalMsgId, verbatim (null when missing)
+//	tenantId, namespace
+//	dlqId       the dead-letter entry's own id
+//	reason      verbatim (null when missing)
+//	headers     object (empty when missing or not an object)
+//	payload     the JSON value (a string when not JSON, null when missing)
+//	failedAt    Date from the ISO field (the dlqId time when missing/invalid)
+//	deliveries  int64 (null when missing or not a non-negative integer)
+//	extraFields unknown fields, verbatim
+//	_system     createdAt, and defects + raw text of the faulty fields
+func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (message.Doc, error) {
+	idTime, err := message.IDTime(id)
+	if err != nil {
+		return message.Doc{}, err
+	}
+	var defects []message.Defect
+	raw := map[string]string{}
+	field := func(name string) (string, bool) {
+		s, present, isString := values.Get(name)
+		if present && !isString {
+			defects = append(defects, message.DefectFieldNotString)
+			s = fmt.Sprint(values[name])
+		}
+		return s, present
+	}
+
+	docID := message.Identity(key.Namespace, key.Name, id)
+	idx, dst := bsoncore.AppendDocumentStart(nil)
+	dst = bsoncore.AppendStringElement(dst, "_id", docID)
+	dst = bsoncore.AppendStringElement(dst, "topic", key.Name)
+	if orig, ok := field("originalMsgId"); ok {
+		if _, err := message.IDTime(orig); err != nil || !isStreamID(orig) {
+			defects = append(defects, DefectOriginalIDInvalid)
+		}
+		dst = bsoncore.AppendStringElement(dst, "msgId", orig)
+	} else {
+		defects = append(defects, DefectOriginalIDMissing)
+		dst = bsoncore.AppendNullElement(dst, "msgId")
+	}
+	dst = bsoncore.AppendStringElement(dst, "tenantId", key.Tenant)
+	dst = bsoncore.AppendStringElement(dst, "namespace", key.Namespace)
+	dst = bsoncore.AppendStringElement(dst, "dlqId", id)
+	if r, ok := field("reason"); ok {
+		dst = bsoncore.AppendStringElement(dst, "reason", r)
+	} else {
+		defects = append(defects, DefectReasonMissing)
+		dst = bsoncore.AppendNullElement(dst, "reason")
+	}
+
+	if h, ok := field("headers"); ok {
+		var d message.Defect
+		dst, d = message.AppendHeaders(dst, "headers", h)
+		if d != "" {
+			defects = append(defects, d)
+			raw["headers"] = h
+		}
+	} else {
+		defects = append(defects, message.DefectHeadersMissing)
+		dst = appendEmptyDoc(dst, "headers")
+	}
+	if p, ok := field("payload"); ok {
+		var ds []message.Defect
+		dst, ds = message.AppendPayload(dst, "payload", p)
+		if len(ds) > 0 {
+			defects = append(defects, ds...)
+			raw["payload"] = p
+		}
+	} else {
+		defects = append(defects, message.DefectPayloadMissing)
+		dst = bsoncore.AppendNullElement(dst, "payload")
+	}
+
+	failedAt := idTime
+	if s, ok := field("failedAt"); !ok {
+		defects = append(defects, DefectFailedAtMissing)
+	} else if t, err := time.Parse(time.RFC3339Nano, s); err != nil {
+		defects = append(defects, DefectFailedAtInvalid)
+		raw["failedAt"] = s
+	} else {
+		failedAt = t
+	}
+	dst = bsoncore.AppendDateTimeElement(dst, "failedAt", failedAt.UnixMilli())
+
+	if s, ok := field("deliveries"); !ok {
+		defects = append(defects, DefectDeliveriesMissing)
+		dst = bsoncore.AppendNullElement(dst, "deliveries")
+	} else if n, err := strconv.ParseInt(s, 10, 64); err != nil || n < 0 {
+		defects = append(defects, DefectDeliveriesInvalid)
+		raw["deliveries"] = s
+		dst = bsoncore.AppendNullElement(dst, "deliveries")
+	} else {
+		dst = bsoncore.AppendInt64Element(dst, "deliveries", n)
+	}
+
+	dst = appendExtraFields(dst, values, dlqFields)
+	dst = message.AppendSystem(dst, now, defects, raw)
+	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
+	if len(dst) > message.MaxDocBytes {
+		return message.Doc{ID: docID, Defects: defects}, fmt.Errorf("dead-letter entry %s: %d bytes: %w", id, len(dst), message.ErrTooLarge)
+	}
+	return message.Doc{ID: docID, Raw: dst, Defects: defects}, nil
+}
+
+// isStreamID reports whether s is a complete stream id "ms-seq".
+func isStreamID(s string) bool {
+	ms, seq, ok := strings.Cut(s, "-")
+	return ok && isDigits(ms) && isDigits(seq)
+}
+
+func isDigits(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendExtraFields keeps, verbatim, the fields Chronow does not write today
+// (the same way message does for topic entries).
+func appendExtraFields(dst []byte, values message.Fields, known map[string]bool) []byte {
+	var extra []string
+	for name := range values {
+		if !known[name] {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) == 0 {
+		return dst
+	}
+	sort.Strings(extra)
+	eidx, d := bsoncore.AppendDocumentElementStart(dst, "extraFields")
+	for _, name := range extra {
+		d = bsoncore.AppendStringElement(d, escapeFieldName(name), fmt.Sprint(values[name]))
+	}
+	dst, _ = bsoncore.AppendDocumentEnd(d, eidx)
+	return dst
+}
+
+func appendEmptyDoc(dst []byte, name string) []byte {
+	return bsoncore.AppendDocumentElement(dst, name, []byte{5, 0, 0, 0, 0})
+}
+
+// escapeFieldName makes a Redis field name safe as a BSON key the way
+// message and bsonjson do ('$' → U+FF04, '.' → U+FF0E, NUL → U+2400); a name
+// that is not UTF-8 (which servers refuse as a key) is Go-quoted.
+func escapeFieldName(n string) string {
+	if n == "" {
+		return "\u2400empty"
+	}
+	if !utf8.ValidString(n) {
+		n = strconv.Quote(n)
+	}
+	if strings.HasPrefix(n, "$") {
+		n = "\uFF04" + n[1:]
+	}
+	n = strings.ReplaceAll(n, ".", "\uFF0E")
+	return strings.ReplaceAll(n, "\x00", "\u2400")
+}

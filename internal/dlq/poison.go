@@ -1,0 +1,210 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/metrics"
+)
+
+// ReasonPoison is the persister_entries_dead_lettered_total reason of
+// entries delivered too often without being stored.
+const ReasonPoison = string(DefectPoison)
+
+// Acker acknowledges entries, grouped by stream (consumer.Acker).
+type Acker interface {
+	Ack(ctx context.Context, ids map[string][]string) error
+}
+
+// PoisonConfig tunes Poison.
+type PoisonConfig struct {
+	Config
+	// Group is the persister's consumer group.
+	Group string
+	// MaxDeliveries is PERSISTER_MAX_DELIVERIES: an entry delivered more
+	// often than this without being stored is poison.
+	MaxDeliveries int64
+}
+
+// Poison finds entries delivered more than MaxDeliveries times (the
+// delivery count of the group's pending list; XREADGROUP of pending
+// entries and XCLAIM/XAUTOCLAIM each count one) and dead-letters them: a
+// dead_letters document with the last error and the raw entry, then XACK.
+// The reader's own-pending drain and the claim sweeper call Screen before
+// handling what they re-read.
+type Poison struct {
+	cfg   PoisonConfig
+	rdb   redis.Cmdable
+	acker Acker
+	w     writer
+	blobs *blobs
+	memo  *Memo
+	m     *metrics.Metrics
+	log   *slog.Logger
+}
+
+// NewPoison returns a Poison. memo (may be nil) holds the last errors the
+// Rescuer recorded.
+func NewPoison(cfg PoisonConfig, rdb redis.Cmdable, store Store, acker Acker, memo *Memo, m *metrics.Metrics, log *slog.Logger) *Poison {
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 3
+	}
+	w := writer{store: store, timeout: cfg.WriteTimeout, attempts: cfg.Attempts}
+	return &Poison{cfg: cfg, rdb: rdb, acker: acker, w: w, blobs: &blobs{w: w, log: log}, memo: memo, m: m, log: log}
+}
+
+// Check returns, for the ids of stream whose delivery count exceeds
+// MaxDeliveries, that count. Ids no longer pending are left out.
+func (p *Poison) Check(ctx context.Context, stream string, ids []string) (map[string]int64, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.XPendingExtCmd, len(ids))
+	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: p.cfg.Group, Start: id, End: id, Count: 1})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("xpending %s: %w", stream, err)
+	}
+	out := map[string]int64{}
+	for i, c := range cmds {
+		for _, pe := range c.Val() {
+			if pe.ID == ids[i] && pe.RetryCount > p.cfg.MaxDeliveries {
+				out[pe.ID] = pe.RetryCount
+			}
+		}
+	}
+	return out, nil
+}
+
+// Screen dead-letters and acknowledges the poison among msgs (re-read from
+// stream's pending list) and returns the others, to be handled as usual.
+// Entries with a nil body (trimmed) are returned as they are. When Redis or
+// the database fails, nothing is dead-lettered now: the entries without a
+// known count are returned, the poison ones stay pending for next time.
+func (p *Poison) Screen(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage {
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Values != nil {
+			ids = append(ids, m.ID)
+		}
+	}
+	poisoned, err := p.Check(ctx, stream, ids)
+	if err != nil {
+		p.log.Warn("delivery counts unavailable; handling re-read entries as usual", "stream", stream, "err", err)
+		return msgs
+	}
+	if len(poisoned) == 0 {
+		return msgs
+	}
+	rest := make([]redis.XMessage, 0, len(msgs))
+	var bad []redis.XMessage
+	for _, m := range msgs {
+		if _, ok := poisoned[m.ID]; ok {
+			bad = append(bad, m)
+		} else {
+			rest = append(rest, m)
+		}
+	}
+	if err := p.deadLetter(ctx, stream, bad, poisoned); err != nil {
+		p.log.Error("poison entries could not be dead-lettered; left pending", "stream", stream, "count", len(bad), "first_id", bad[0].ID, "err", err)
+	}
+	return rest
+}
+
+// deadLetter stores one dead letter per poison entry (unless its usual
+// document is already stored: then it only needed the ack) and acks them.
+func (p *Poison) deadLetter(ctx context.Context, stream string, msgs []redis.XMessage, deliveries map[string]int64) error {
+	key, err := keyspace.Parse(p.cfg.Prefix, stream)
+	if err != nil {
+		return err
+	}
+	db, err := p.w.store.Database(key.Tenant)
+	if err != nil {
+		return err
+	}
+	coll := Collection(key.Kind)
+	now := time.Now()
+	var docs [][]byte
+	var acked []string
+	var stored []string
+	for _, msg := range msgs {
+		docID := message.Identity(key.Namespace, key.Name, msg.ID)
+		fctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+		err := db.Collection(coll).FindOne(fctx, bson.D{{Key: "_id", Value: docID}}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+		cancel()
+		switch {
+		case err == nil:
+			stored = append(stored, msg.ID)
+			acked = append(acked, msg.ID)
+			continue
+		case !errors.Is(err, mongo.ErrNoDocuments):
+			return fmt.Errorf("look up %s in %s: %w", docID, coll, err)
+		}
+		last, ok := p.memo.Last(stream, msg.ID)
+		if !ok {
+			last = "no error recorded by this process (it may have restarted while the entry was pending)"
+		}
+		n := deliveries[msg.ID]
+		e := entryDoc{
+			coll: config.CollDeadLetters, id: PoisonID(key, msg.ID), key: key, entryID: msg.ID,
+			values: message.Fields(msg.Values), defects: []message.Defect{DefectPoison}, errText: last,
+			poison: true, deliveries: n - 1, now: now,
+			reason: fmt.Sprintf("persister: not stored after %d deliveries (PERSISTER_MAX_DELIVERIES=%d): %s", n-1, p.cfg.MaxDeliveries, safeString(last)),
+		}
+		if off := chooseOffload(e.values); len(off) > 0 {
+			e.offloaded = map[string]BlobRef{}
+			for _, name := range off {
+				ref, err := p.blobs.put(ctx, key.Tenant, fileID(config.CollDeadLetters, e.id, name), []byte(fmt.Sprint(e.values[name])), blobMeta{
+					tenant: key.Tenant, stream: stream, streamID: msg.ID, field: name, contentType: ContentField,
+				}, now)
+				if err != nil {
+					return fmt.Errorf("store field %q of %s in the %s bucket: %w", name, msg.ID, Bucket, err)
+				}
+				e.offloaded[name] = ref
+			}
+		}
+		doc, err := e.build()
+		if err != nil {
+			return err
+		}
+		docs = append(docs, doc)
+		acked = append(acked, msg.ID)
+	}
+	if len(docs) > 0 {
+		if err := p.w.insert(ctx, key.Tenant, config.CollDeadLetters, docs); err != nil {
+			return err
+		}
+	}
+	if err := p.acker.Ack(ctx, map[string][]string{stream: acked}); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	kind := string(key.Kind)
+	p.m.Acked.WithLabelValues(key.Tenant, kind).Add(float64(len(acked)))
+	if n := len(acked) - len(stored); n > 0 {
+		p.m.DeadLettered.WithLabelValues(key.Tenant, ReasonPoison).Add(float64(n))
+		p.log.Warn("poison entries dead-lettered and acknowledged", "stream", stream, "count", n,
+			"first_id", msgs[0].ID, "max_deliveries", p.cfg.MaxDeliveries)
+	}
+	if len(stored) > 0 {
+		p.log.Info("entries delivered too often were already stored; acknowledged", "stream", stream, "count", len(stored), "first_id", stored[0])
+	}
+	return nil
+}

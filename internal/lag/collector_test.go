@@ -1,0 +1,151 @@
+package lag
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chronow/persister/internal/testenv"
+	"github.com/chronow/persister/metrics"
+)
+
+type fakeList struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+func (f *fakeList) set(m map[string][]string) { f.mu.Lock(); f.m = m; f.mu.Unlock() }
+func (f *fakeList) get() map[string][]string  { f.mu.Lock(); defer f.mu.Unlock(); return f.m }
+
+// value returns the value of the series of family name whose labels include
+// labels (name, value pairs), and how many series the family has.
+func value(t *testing.T, reg *prometheus.Registry, name string, labels ...string) (float64, int) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			switch {
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue(), len(mf.GetMetric())
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue(), len(mf.GetMetric())
+			}
+		}
+		return -1, len(mf.GetMetric())
+	}
+	return -1, 0
+}
+
+func TestCollectorAggregatesByTenantAndKind(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	rdb := rs.Client(t)
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "test")
+	list := &fakeList{}
+	c := New(rdb, Config{Group: group, Prefix: "cw:", Interval: time.Second, Kinds: []string{"topic", "dlq"}},
+		list.get, m, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	a1, a2, b1 := "cw:a:ns:topic:one", "cw:a:other:topic:two", "cw:b:ns:topic:one"
+	oldA := fill(t, rdb, a1, 10)
+	fill(t, rdb, a2, 5)
+	fill(t, rdb, b1, 30)
+	for _, s := range []string{a1, a2, b1} {
+		if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read(t, rdb, a1, 4) // 4 pending, 6 undelivered
+	ack(t, rdb, b1, read(t, rdb, b1, 10))
+	if err := rdb.XTrimMaxLen(ctx, b1, 5).Err(); err != nil { // 15 never delivered, gone
+		t.Fatal(err)
+	}
+	list.set(map[string][]string{"a": {a1, a2}, "b": {b1}, "c": nil})
+	time.Sleep(20 * time.Millisecond)
+	if err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		lagName  = "persister_stream_lag_entries"
+		pendName = "persister_stream_pending_entries"
+		ageName  = "persister_oldest_unacked_age_seconds"
+	)
+	for _, tc := range []struct {
+		name         string
+		tenant, kind string
+		want         float64
+	}{
+		{lagName, "a", "topic", 11},
+		{pendName, "a", "topic", 4},
+		{lagName, "b", "topic", 5},
+		{pendName, "b", "topic", 0},
+		{lagName, "a", "dlq", 0},
+		{lagName, "c", "topic", 0},
+		{ageName, "c", "topic", 0},
+	} {
+		if got, _ := value(t, reg, tc.name, "tenant", tc.tenant, "kind", tc.kind); got != tc.want {
+			t.Errorf("%s{tenant=%q,kind=%q} = %v, want %v", tc.name, tc.tenant, tc.kind, got, tc.want)
+		}
+	}
+	if age, _ := value(t, reg, ageName, "tenant", "a", "kind", "topic"); age < 0.02 || age > 60 {
+		t.Errorf("oldest age of a/topic = %v s, want the age of %s", age, oldA[0])
+	}
+	lost := func() float64 {
+		v, _ := value(t, reg, "persister_entries_lost_total", "tenant", "b", "cause", metrics.CauseTrimmed)
+		return v
+	}
+	if got := lost(); got != 15 {
+		t.Errorf("lost b = %v, want 15", got)
+	}
+	if err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := lost(); got != 15 {
+		t.Errorf("lost b after a second pass = %v, want 15 (counted once)", got)
+	}
+
+	// A tenant no longer listed loses its series.
+	list.set(map[string][]string{"a": {a1, a2}})
+	if err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, n := value(t, reg, lagName); n != 2 {
+		t.Errorf("lag series after tenant b and c left = %d, want 2 (a/topic, a/dlq)", n)
+	}
+	if got, _ := value(t, reg, "persister_lag_collected_timestamp_seconds"); got < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("collected timestamp = %v, want about now", got)
+	}
+
+	// Redis down: the pass fails, is counted, and the gauges keep their values.
+	rs.Kill(t)
+	if err := c.Collect(ctx); err == nil {
+		t.Fatal("collect with Redis down: got nil error")
+	}
+	if got, _ := value(t, reg, lagName, "tenant", "a", "kind", "topic"); got != 11 {
+		t.Errorf("lag after a failed pass = %v, want 11 (kept)", got)
+	}
+	if got, _ := value(t, reg, "persister_redis_errors_total", "op", "lag"); got != 2 {
+		t.Errorf("redis errors op=lag = %v, want 2 (one per stream)", got)
+	}
+}
