@@ -74,6 +74,9 @@ type Persister struct {
 	// MetricsInterval is how often stream lag, pending counts, oldest age
 	// and unseen trims are measured (internal/lag).
 	MetricsInterval time.Duration `env:"PERSISTER_METRICS_INTERVAL, default=10s"`
+	// PPROF serves Go's /debug/pprof/ profiles on the HTTP address (opt-in:
+	// they reveal internals and cost CPU while a profile is taken).
+	PPROF bool `env:"PERSISTER_PPROF, default=false"`
 }
 
 // Load reads the configuration from the process environment and validates it.

@@ -1,0 +1,135 @@
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Server is a server process started outside a test (by the benchmark
+// command): the same launch, readiness check and process-group handling as
+// StartRedis and StartMongo, without a testing.TB. The caller owns it and
+// must call Stop.
+type Server struct {
+	Name string // "redis-server" or "ferretdb"
+	Addr string // 127.0.0.1:port
+	// URL is the client URL: redis://addr/0 or mongodb://addr/.
+	URL string
+	Dir string // data directory
+	Log string // path of the server's stdout/stderr log
+
+	p       *proc
+	release func()
+	once    sync.Once
+	stopErr error
+}
+
+// LaunchRedis starts redis-server (found like StartRedis finds it) on a free
+// port with its data and log under dir, without persistence, and waits until
+// it answers PING. extra arguments come last and override the defaults.
+func LaunchRedis(dir string, extra ...string) (*Server, error) {
+	bin := os.Getenv(EnvRedisServerBin)
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("redis-server"); err != nil {
+			return nil, fmt.Errorf("redis-server not in $PATH and $%s is empty (run `make redis`): %w", EnvRedisServerBin, err)
+		}
+	}
+	data := filepath.Join(dir, "redis-data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, err
+	}
+	port, release, err := reservePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := []string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--protected-mode", "no",
+		"--daemonize", "no",
+		"--dir", data,
+		"--logfile", "",
+		"--save", "",
+		"--appendonly", "no",
+	}
+	args = append(args, extra...)
+	s := &Server{Name: "redis-server", Addr: addr, URL: "redis://" + addr + "/0", Dir: data, Log: filepath.Join(dir, "redis.log"), release: release}
+	s.p = &proc{name: s.Name, bin: bin, args: args, logPath: s.Log, addr: addr}
+	r := &Redis{Addr: addr}
+	return s, s.launch(r.ping)
+}
+
+// LaunchFerretDB starts bin/ferretdb (found like StartMongo finds it) on a
+// free port with its SQLite state and log under dir, and waits until a
+// mongo-driver ping succeeds. logLevel "" means "warn".
+func LaunchFerretDB(dir, logLevel string) (*Server, error) {
+	bin := os.Getenv(EnvFerretDBBin)
+	if bin == "" {
+		root, err := repoRoot()
+		if err != nil {
+			return nil, err
+		}
+		bin = filepath.Join(root, "bin", "ferretdb")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("FerretDB binary: %w (run `make ferretdb`)", err)
+	}
+	if logLevel == "" {
+		logLevel = "warn"
+	}
+	state := filepath.Join(dir, "ferretdb-state")
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return nil, err
+	}
+	port, release, err := reservePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s := &Server{Name: "ferretdb", Addr: addr, URL: "mongodb://" + addr + "/", Dir: state, Log: filepath.Join(dir, "ferretdb.log"), release: release}
+	s.p = &proc{
+		name: s.Name, bin: bin, logPath: s.Log, addr: addr,
+		args: []string{"-listen-addr", addr, "-state-dir", state, "-log-level", logLevel},
+	}
+	m := &Mongo{Addr: addr, URI: s.URL}
+	return s, s.launch(m.ping)
+}
+
+func (s *Server) launch(ready func(timeout time.Duration) error) error {
+	if err := s.p.start(); err != nil {
+		s.release()
+		return err
+	}
+	if err := s.p.waitReady(ready); err != nil {
+		_ = s.Stop()
+		return fmt.Errorf("%w\nlast lines of %s:\n%s", err, s.Log, s.p.logTail())
+	}
+	return nil
+}
+
+// Pid returns the server's process id, or 0 if it is not running.
+func (s *Server) Pid() int { return s.p.pid() }
+
+// Stop SIGKILLs the server, waits until it has exited and frees its port.
+// It is safe to call more than once.
+func (s *Server) Stop() error {
+	s.once.Do(func() {
+		s.stopErr = s.p.kill()
+		s.release()
+	})
+	return s.stopErr
+}
+
+// LogTail returns the last lines of the server's log.
+func (s *Server) LogTail() string { return s.p.logTail() }
+
+// Root returns the root directory of the persister module, found from the
+// working directory (or this source file's location).
+func Root() (string, error) { return repoRoot() }
