@@ -23,6 +23,7 @@ import (
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/lag"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
 	"github.com/chronow/persister/metrics"
@@ -43,8 +44,11 @@ type Daemon struct {
 	decoders map[keyspace.Kind]entry.Decoder
 	tenants  map[string]*tenantPipeline
 
+	lag *lag.Collector
+
 	mu           sync.Mutex
 	unconfigured map[string]bool // streams already reported
+	httpAddr     string          // bound HTTP address, once Run listens
 }
 
 // New builds the daemon's parts; nothing is contacted yet.
@@ -74,6 +78,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	for _, t := range tenants {
 		d.tenants[t.TenantID] = newTenantPipeline(d, t.TenantID)
 	}
+	d.lag = d.newLagCollector()
+	d.initSeries()
 	return d, nil
 }
 
@@ -89,6 +95,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on PERSISTER_HTTP_ADDR %q: %w", d.cfg.Persister.HTTPAddr, err)
 	}
+	d.setHTTPAddr(ln.Addr().String())
 	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
 	d.log.Info("persister starting", "config", d.cfg.Summary(), "http", ln.Addr().String())
 
@@ -111,6 +118,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return d.discoverLoop(gctx) })
+	g.Go(func() error { return d.lag.Run(gctx) })
 	g.Go(func() error { return d.topics.Run(gctx) })
 	var pipelines sync.WaitGroup
 	for _, tp := range d.tenants {
