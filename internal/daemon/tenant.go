@@ -29,6 +29,7 @@ type tenantPipeline struct {
 	decoders map[keyspace.Kind]entry.Decoder
 	rdb      redis.UniversalClient
 	readers  []*consumer.Reader
+	claimer  *consumer.Claimer
 	m        *metrics.Metrics
 	log      *slog.Logger
 }
@@ -65,6 +66,7 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 			Screen:  d.screen,
 		}, tp.streams, tp.handle, log))
 	}
+	tp.claimer = newClaimer(d, tp)
 	return tp
 }
 
@@ -76,6 +78,7 @@ func (tp *tenantPipeline) run(readCtx, drainCtx context.Context) error {
 	for _, r := range tp.readers {
 		readers.Go(func() error { return r.Run(readCtx) })
 	}
+	readers.Go(func() error { return tp.claimer.Run(readCtx) })
 	err := readers.Wait()
 	tp.batcher.Close()
 	return errors.Join(err, g.Wait())

@@ -1,0 +1,52 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chronow/persister/internal/consumer"
+	"github.com/chronow/persister/internal/keyspace"
+)
+
+// newClaimer builds the tenant's reclaim sweeper: it claims entries of the
+// tenant's streams left pending longer than PERSISTER_CLAIM_MIN_IDLE (by a
+// replica that died, or by this one before a restart under another name)
+// and feeds them through the same decode and batch path as read entries.
+// It pauses while the tenant's writes fail: claiming then would only raise
+// delivery counts of entries that cannot be stored anyway.
+func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
+	p := d.cfg.Persister
+	count := min(p.BatchSize, 1000)
+	return consumer.NewClaimer(d.rdb, consumer.ClaimerConfig{
+		Group: p.Group, Consumer: p.Consumer,
+		MinIdle: p.ClaimMinIdle, Interval: p.ClaimInterval, Count: count,
+		IdleDelete: p.ConsumerIdleDelete,
+		Paused:     func() bool { return tp.batcher.State().LastErr != nil },
+		OnError:    func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
+	}, tp.streams, tp.handleClaimed, tp.log.With("part", "claimer"))
+}
+
+// handleClaimed counts claimed entries and hands them to handle. Entries
+// with nil Values were trimmed while pending; handle acks and counts them
+// as lost.
+//
+// Hook for poison handling (issue 3, internal/dlq): entries delivered more
+// than PERSISTER_MAX_DELIVERIES times should be screened here, before
+// handle, once internal/dlq provides the check.
+func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage) error {
+	n := 0
+	for _, m := range msgs {
+		if m.Values != nil {
+			n++
+		}
+	}
+	if n > 0 {
+		kind := "unknown"
+		if k, err := keyspace.Parse(tp.prefix, stream); err == nil {
+			kind = string(k.Kind)
+		}
+		tp.m.Claimed.WithLabelValues(tp.tenant, kind).Add(float64(n))
+	}
+	return tp.handle(ctx, stream, msgs)
+}
