@@ -24,17 +24,17 @@ func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
 		IdleDelete: p.ConsumerIdleDelete,
 		Paused:     func() bool { return tp.batcher.State().LastErr != nil },
 		OnError:    func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
-	}, tp.streams, tp.handleClaimed, tp.log.With("part", "claimer"))
+	}, tp.streams, func(ctx context.Context, stream string, msgs []redis.XMessage) error {
+		return tp.handleClaimed(ctx, stream, msgs, d.screen)
+	}, tp.log.With("part", "claimer"))
 }
 
-// handleClaimed counts claimed entries and hands them to handle. Entries
-// with nil Values were trimmed while pending; handle acks and counts them
-// as lost.
-//
-// Hook for poison handling (issue 3, internal/dlq): entries delivered more
-// than PERSISTER_MAX_DELIVERIES times should be screened here, before
-// handle, once internal/dlq provides the check.
-func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage) error {
+// handleClaimed counts claimed entries, lets screen dead-letter the poison
+// among them (delivered more than PERSISTER_MAX_DELIVERIES times; each
+// claim counts one delivery) and hands the rest to handle. Entries with nil
+// Values were trimmed while pending; handle acks and counts them as lost.
+func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage,
+	screen func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage) error {
 	n := 0
 	for _, m := range msgs {
 		if m.Values != nil {
@@ -47,6 +47,11 @@ func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs
 			kind = string(k.Kind)
 		}
 		tp.m.Claimed.WithLabelValues(tp.tenant, kind).Add(float64(n))
+	}
+	if screen != nil {
+		if msgs = screen(ctx, stream, msgs); len(msgs) == 0 {
+			return nil
+		}
 	}
 	return tp.handle(ctx, stream, msgs)
 }
