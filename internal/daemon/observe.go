@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/lag"
 	"github.com/chronow/persister/metrics"
 )
@@ -46,9 +47,18 @@ func (d *Daemon) initSeries() {
 		for _, outcome := range []string{metrics.OutcomeInserted, metrics.OutcomeDuplicate} {
 			d.m.EntriesStored.WithLabelValues(id, config.CollMessages, outcome)
 		}
+		for _, reason := range []string{dlq.ReasonPoison, string(dlq.DefectRefused)} {
+			d.m.DeadLettered.WithLabelValues(id, reason)
+		}
 		d.m.TenantHalted.WithLabelValues(id).Set(0)
 	}
+	for _, op := range redisOps {
+		d.m.RedisErrors.WithLabelValues(op)
+	}
 }
+
+// redisOps are the op labels of persister_redis_errors_total set at start.
+var redisOps = []string{"scan", "xreadgroup", "xgroup_create", "lag"}
 
 // HTTPAddr returns the address the HTTP server listens on, or "" until Run
 // has bound it (tests set PERSISTER_HTTP_ADDR=127.0.0.1:0).
