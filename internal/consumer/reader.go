@@ -65,6 +65,9 @@ type ReaderConfig struct {
 	Count int
 	// Block is how long a read of new entries waits.
 	Block time.Duration
+	// Poll is, in a Redis Cluster, how often streams without a backlog are
+	// polled (see cluster.go); 0 means DefaultPoll.
+	Poll time.Duration
 	// Filter keeps the keys this reader owns (when several readers share a
 	// tenant); nil keeps all.
 	Filter func(key string) bool
@@ -88,11 +91,17 @@ type Reader struct {
 	// cursor per stream: "0" or an id while draining own pending entries,
 	// ">" once drained.
 	cursor map[string]string
+	// slots is the read state on a Redis Cluster; nil on a single Redis.
+	slots *slotReader
 }
 
 // NewReader returns a Reader of the streams in s.
 func NewReader(rdb redis.UniversalClient, cfg ReaderConfig, s *Streams, h Handler, log *slog.Logger) *Reader {
-	return &Reader{rdb: rdb, cfg: cfg, streams: s, handle: h, log: log, cursor: map[string]string{}}
+	r := &Reader{rdb: rdb, cfg: cfg, streams: s, handle: h, log: log, cursor: map[string]string{}}
+	if isCluster(rdb) {
+		r.slots = newSlotReader()
+	}
+	return r
 }
 
 // Run reads until ctx is cancelled or the handler fails. Redis errors are
@@ -114,7 +123,9 @@ func (r *Reader) Run(ctx context.Context) error {
 			continue
 		}
 		var err error
-		if pend := r.pendingKeys(keys); len(pend) > 0 {
+		if r.slots != nil {
+			err = r.readSlots(ctx, keys, changed)
+		} else if pend := r.pendingKeys(keys); len(pend) > 0 {
 			err = r.readPending(ctx, pend)
 		} else {
 			err = r.readNew(ctx, keys)

@@ -1,0 +1,398 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chronow/persister/internal/testenv"
+)
+
+// clusterRec records handled entries per stream and acks them.
+type clusterRec struct {
+	acker *Acker
+	mu    sync.Mutex
+	got   map[string][]string
+}
+
+func (c *clusterRec) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	c.mu.Lock()
+	c.got[stream] = append(c.got[stream], ids...)
+	c.mu.Unlock()
+	return c.acker.Ack(ctx, map[string][]string{stream: ids})
+}
+
+func (c *clusterRec) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, ids := range c.got {
+		n += len(ids)
+	}
+	return n
+}
+
+// clusterStreams returns n Chronow-like topic keys spread over tenants and
+// checks that they land on every master.
+func clusterStreams(t *testing.T, c *testenv.Cluster, n int) []string {
+	t.Helper()
+	var keys []string
+	masters := map[int]int{}
+	for i := range n {
+		k := fmt.Sprintf("cw:t%d:ns:topic:orders-%d", i%5, i)
+		keys = append(keys, k)
+		masters[c.Master(Slot(k))]++
+	}
+	if len(masters) != len(c.Nodes) {
+		t.Fatalf("streams land on masters %v, want all %d", masters, len(c.Nodes))
+	}
+	return keys
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func xaddAll(t *testing.T, rdb redis.UniversalClient, keys []string, per int) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	ids := map[string][]string{}
+	cmds := map[string][]*redis.StringCmd{}
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			for i := range per {
+				cmds[k] = append(cmds[k], p.XAdd(ctx, &redis.XAddArgs{Stream: k, Values: []any{"payload", fmt.Sprint(i)}}))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("xadd: %v", err)
+	}
+	for k, cs := range cmds {
+		for _, c := range cs {
+			ids[k] = append(ids[k], c.Val())
+		}
+	}
+	return ids
+}
+
+// TestSlotMatchesCluster compares Slot with CLUSTER KEYSLOT.
+func TestSlotMatchesCluster(t *testing.T) {
+	c := testenv.StartCluster(t, 3)
+	rdb := c.Nodes[0].Client(t)
+	ctx := context.Background()
+	var keys []string
+	for i := range 2000 {
+		keys = append(keys, fmt.Sprintf("cw:tenant-%d:ns%d:topic:name-%d", i%37, i%3, i))
+	}
+	keys = append(keys, "{t1}:a", "a{t1}b", "a{}b{c}", "x{{y}}", "ü{ß}", "")
+	cmds := make([]*redis.IntCmd, len(keys))
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.ClusterKeySlot(ctx, k)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		if got, want := Slot(k), int(cmds[i].Val()); got != want {
+			t.Errorf("Slot(%q) = %d, CLUSTER KEYSLOT says %d", k, got, want)
+		}
+	}
+}
+
+// TestClusterReader reads streams on every master of a 3-master cluster:
+// first this consumer's own pending entries, then new ones, each exactly
+// once, through the slot-grouped pipelined reads; and acks them.
+func TestClusterReader(t *testing.T) {
+	c := testenv.StartCluster(t, 3)
+	rdb := c.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	keys := clusterStreams(t, c, 40)
+	want := xaddAll(t, rdb, keys, 30)
+	// Leave 5 entries of every stream pending on this consumer, as after a
+	// crash: they must be read again first.
+	for _, k := range keys {
+		if err := EnsureGroup(ctx, rdb, k, "persister"); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: "persister", Consumer: "c1", Streams: []string{k, ">"}, Count: 5, Block: -1,
+		}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
+	screened := map[string]int{}
+	var smu sync.Mutex
+	streams := NewStreams()
+	streams.Set(keys)
+	r := NewReader(rdb, ReaderConfig{
+		Group: "persister", Consumer: "c1", Count: 100, Block: 200 * time.Millisecond, Poll: 20 * time.Millisecond,
+		Screen: func(_ context.Context, stream string, msgs []redis.XMessage) []redis.XMessage {
+			smu.Lock()
+			screened[stream] += len(msgs)
+			smu.Unlock()
+			return msgs
+		},
+	}, streams, rec.handle, quiet())
+	if r.slots == nil {
+		t.Fatal("reader of a cluster client does not use the slot reader")
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	total := len(keys) * 30
+	waitFor(t, 30*time.Second, "every entry handled", func() (bool, string) {
+		n := rec.count()
+		return n >= total, fmt.Sprintf("%d of %d", n, total)
+	})
+	// New entries after the backlog, while the reader polls.
+	more := xaddAll(t, rdb, keys, 3)
+	for k, ids := range more {
+		want[k] = append(want[k], ids...)
+	}
+	total += len(keys) * 3
+	waitFor(t, 30*time.Second, "new entries handled", func() (bool, string) {
+		n := rec.count()
+		return n >= total, fmt.Sprintf("%d of %d", n, total)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, k := range keys {
+		if !slices.Equal(rec.got[k], want[k]) {
+			t.Errorf("%s: handled %d ids, want %d in order (first got %v)", k, len(rec.got[k]), len(want[k]), head(rec.got[k]))
+		}
+		if screened[k] != 5 {
+			t.Errorf("%s: %d own pending entries screened, want 5", k, screened[k])
+		}
+		p, err := rdb.XPending(context.Background(), k, "persister").Result()
+		if err != nil || p.Count != 0 {
+			t.Errorf("%s: pending %v (err %v), want 0 after acks", k, p, err)
+		}
+	}
+}
+
+func head(s []string) []string {
+	if len(s) > 3 {
+		return s[:3]
+	}
+	return s
+}
+
+// TestClusterReaderNodeDown kills one master: the streams of the other two
+// are still read; after a restart (empty, no persistence) the reader
+// recreates the groups on its streams and reads what is added there.
+func TestClusterReaderNodeDown(t *testing.T) {
+	c := testenv.StartCluster(t, 3)
+	rdb := c.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keys := clusterStreams(t, c, 30)
+	xaddAll(t, rdb, keys, 1)
+
+	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
+	streams := NewStreams()
+	streams.Set(keys)
+	var emu sync.Mutex
+	errs := 0
+	r := NewReader(rdb, ReaderConfig{
+		Group: "persister", Consumer: "c1", Count: 100, Block: 200 * time.Millisecond, Poll: 20 * time.Millisecond,
+		OnError: func(string, error) { emu.Lock(); errs++; emu.Unlock() },
+	}, streams, rec.handle, quiet())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
+		return rec.count() == len(keys), fmt.Sprint(rec.count())
+	})
+
+	c.Nodes[2].Kill(t)
+	var live, dead []string
+	for _, k := range keys {
+		if c.Master(Slot(k)) == 2 {
+			dead = append(dead, k)
+		} else {
+			live = append(live, k)
+		}
+	}
+	// go-redis needs a moment to see the node gone; keep adding to the
+	// live streams until the reader has read them.
+	before := rec.count()
+	waitFor(t, 30*time.Second, "live streams read while a master is down", func() (bool, string) {
+		_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range live {
+				p.XAdd(ctx, &redis.XAddArgs{Stream: k, Values: []any{"payload", "x"}})
+			}
+			return nil
+		})
+		n := rec.count() - before
+		return n >= 3*len(live), fmt.Sprintf("%d read", n)
+	})
+	emu.Lock()
+	if errs == 0 {
+		t.Errorf("no read error reported while a master was down")
+	}
+	emu.Unlock()
+
+	c.Nodes[2].Restart(t)
+	waitFor(t, 30*time.Second, "restarted master back", func() (bool, string) {
+		err := rdb.Ping(ctx).Err()
+		info, _ := c.Nodes[2].Client(t).ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok"), info
+	})
+	// The restarted master is empty: the reader finds NOGROUP and drops
+	// the vanished streams; XADD creates them anew, discovery (here: Set)
+	// hands them back, and the reader creates the group at 0.
+	var added int
+	waitFor(t, 30*time.Second, "streams of the restarted master read", func() (bool, string) {
+		if added == 0 {
+			added = xaddAllQuiet(ctx, rdb, dead)
+		}
+		streams.Set(keys)
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		missing := 0
+		for _, k := range dead {
+			if len(rec.got[k]) < 2 {
+				missing++
+			}
+		}
+		return added > 0 && missing == 0, fmt.Sprintf("%d of %d dead-master streams without their new entry (added %d)", missing, len(dead), added)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func xaddAllQuiet(ctx context.Context, rdb redis.UniversalClient, keys []string) int {
+	n := 0
+	for _, k := range keys {
+		if rdb.XAdd(ctx, &redis.XAddArgs{Stream: k, Values: []any{"payload", "after"}}).Err() == nil {
+			n++
+		}
+	}
+	if n < len(keys) {
+		return 0
+	}
+	return n
+}
+
+// TestClusterAckAndClaim checks the per-key operations on a cluster: one
+// Acker call acks streams of every master (the pipeline is split by slot),
+// NOGROUP is no error, and the claim sweeper claims a dead consumer's
+// entries on every master and then deletes the consumer.
+func TestClusterAckAndClaim(t *testing.T) {
+	c := testenv.StartCluster(t, 3)
+	rdb := c.Client(t)
+	ctx := context.Background()
+	keys := clusterStreams(t, c, 24)
+	xaddAll(t, rdb, keys, 4)
+	read := func(consumer string, count int64) map[string][]string {
+		out := map[string][]string{}
+		for _, k := range keys {
+			if err := EnsureGroup(ctx, rdb, k, "persister"); err != nil {
+				t.Fatal(err)
+			}
+			res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+				Group: "persister", Consumer: consumer, Streams: []string{k, ">"}, Count: count, Block: -1,
+			}).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range res[0].Messages {
+				out[k] = append(out[k], m.ID)
+			}
+		}
+		return out
+	}
+	pending := func() int64 {
+		var n int64
+		for _, k := range keys {
+			p, err := rdb.XPending(ctx, k, "persister").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += p.Count
+		}
+		return n
+	}
+
+	// Two entries per stream read by "alive" and acked in one call, with a
+	// stream that has no group mixed in.
+	ids := read("alive", 2)
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: "cw:t9:ns:topic:nogroup", Values: []any{"a", "b"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ids["cw:t9:ns:topic:nogroup"] = []string{"1-1"}
+	if err := NewAcker(rdb, "persister").Ack(ctx, ids); err != nil {
+		t.Fatalf("Ack across masters: %v", err)
+	}
+	if n := pending(); n != 0 {
+		t.Fatalf("pending %d after one Ack of every stream, want 0", n)
+	}
+	if err := EnsureGroup(ctx, rdb, "cw:t9:ns:topic:absent", "persister"); !errors.Is(err, ErrStreamGone) {
+		t.Errorf("EnsureGroup on a missing key: %v, want ErrStreamGone", err)
+	}
+
+	// Two more per stream left pending by "dead".
+	read("dead", 2)
+	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
+	streams := NewStreams()
+	streams.Set(keys)
+	cl := NewClaimer(rdb, ClaimerConfig{
+		Group: "persister", Consumer: "alive", MinIdle: time.Millisecond, Interval: time.Hour, Count: 1,
+		IdleDelete: time.Millisecond,
+	}, streams, rec.handle, quiet())
+	time.Sleep(20 * time.Millisecond)
+	st, err := cl.Sweep(ctx)
+	if err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if st.Claimed != 2*len(keys) {
+		t.Errorf("claimed %d, want %d", st.Claimed, 2*len(keys))
+	}
+	if n := pending(); n != 0 {
+		t.Errorf("pending %d after the claimed entries were acked, want 0", n)
+	}
+	deleted := st.ConsumersDeleted // "dead" had nothing left once claimed
+	time.Sleep(20 * time.Millisecond)
+	st, err = cl.Sweep(ctx)
+	if err != nil {
+		t.Fatalf("second Sweep: %v", err)
+	}
+	if deleted += st.ConsumersDeleted; deleted != len(keys) {
+		t.Errorf("deleted %d idle consumers, want %d (\"dead\" on every stream)", deleted, len(keys))
+	}
+}
