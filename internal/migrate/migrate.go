@@ -195,7 +195,7 @@ func retention(ctx context.Context, db *mongo.Database, days map[string]int, dry
 		}
 		t, wanted := want[coll]
 		if !wanted {
-			if ix, ok := have[RetentionIndexName]; ok {
+			if ix, ok := have[RetentionIndexName]; ok && ix.ttl {
 				r := RetentionResult{Collection: coll, Field: strings.Join(ix.keys, ","), ExpireAfterSeconds: ix.expire, Index: RetentionIndexName,
 					Detail: "no retentionDays configured for this collection: documents no longer expire"}
 				if dryRun {
@@ -225,20 +225,49 @@ func retention(ctx context.Context, db *mongo.Database, days map[string]int, dry
 	return out, nil
 }
 
+// ttlAction is what a collection's retention index needs.
+type ttlAction int
+
+const (
+	ttlKeep ttlAction = iota
+	ttlCreate
+	ttlUpdate
+	ttlConflict
+)
+
+// decideTTL compares the wanted TTL index with the collection's indexes:
+// a TTL index on the field (either direction, any name) with the same
+// period is kept, one with another period is updated in place, none is
+// created; an index with the retention name on another field conflicts.
+func decideTTL(t TTL, have map[string]indexInfo) (ttlAction, string, indexInfo) {
+	if name, cur, found := findSingleField(have, t.Field); found {
+		if cur.expire == t.ExpireAfterSeconds {
+			return ttlKeep, name, cur
+		}
+		return ttlUpdate, name, cur
+	}
+	if ix, ok := have[RetentionIndexName]; ok {
+		return ttlConflict, RetentionIndexName, ix
+	}
+	return ttlCreate, RetentionIndexName, indexInfo{}
+}
+
 func ensureTTL(ctx context.Context, db *mongo.Database, t TTL, have map[string]indexInfo, dryRun, ferret bool) (RetentionResult, error) {
 	if t.ExpireAfterSeconds > math.MaxInt32 {
 		return result(t, "", ""), fmt.Errorf("%w: retentionDays[%q] = %d: MongoDB's TTL limit is %d days", config.ErrInvalid, t.Collection, t.Days, math.MaxInt32/86400)
 	}
-	coll := db.Collection(t.Collection)
-	name, cur, found := findSingleField(have, t.Field)
-	switch {
-	case found && cur.expire == t.ExpireAfterSeconds:
-		r := result(t, StatusExists, "")
-		r.Index = name
+	action, name, cur := decideTTL(t, have)
+	r := result(t, "", "")
+	r.Index = name
+	switch action {
+	case ttlKeep:
+		r.Status = StatusExists
 		return r, nil
-	case found:
-		r := result(t, StatusUpdated, fmt.Sprintf("expireAfterSeconds was %d", cur.expire))
-		r.Index = name
+	case ttlConflict:
+		return r, fmt.Errorf("%s.%s has an index named %q on (%s), not a TTL index on %s: drop it (db.%s.dropIndex(%q)) and run migrate again: %w",
+			db.Name(), t.Collection, name, strings.Join(cur.keys, ", "), t.Field, t.Collection, name, errConflict)
+	case ttlUpdate:
+		r.Detail = fmt.Sprintf("expireAfterSeconds was %d", cur.expire)
 		if dryRun {
 			r.Status = StatusWouldUpdate
 			return r, nil
@@ -248,34 +277,35 @@ func ensureTTL(ctx context.Context, db *mongo.Database, t TTL, have map[string]i
 			{Key: "index", Value: bson.D{{Key: "name", Value: name}, {Key: "expireAfterSeconds", Value: t.ExpireAfterSeconds}}},
 		}).Err()
 		if isUnsupported(err) {
-			return result(t, StatusUnsupported, "the server refused collMod: "+err.Error()), nil
+			r.Status, r.Detail = StatusUnsupported, "the server refused collMod: "+err.Error()
+			return r, nil
 		}
 		if err != nil {
 			return r, fmt.Errorf("update TTL index %s.%s.%s: %w", db.Name(), t.Collection, name, err)
 		}
+		r.Status = StatusUpdated
 		return r, nil
 	}
-	if ix, ok := have[RetentionIndexName]; ok {
-		return result(t, "", ""), fmt.Errorf("%s.%s has an index named %q on (%s), not on %s: drop it (db.%s.dropIndex(%q)) and run migrate again: %w",
-			db.Name(), t.Collection, RetentionIndexName, strings.Join(ix.keys, ", "), t.Field, t.Collection, RetentionIndexName, errConflict)
-	}
 	if dryRun {
+		r.Status = StatusWouldCreate
 		if ferret {
-			return result(t, StatusUnsupported, "the server is FerretDB, which refuses TTL indexes"), nil
+			r.Status, r.Detail = StatusUnsupported, "the server is FerretDB, which refuses TTL indexes"
 		}
-		return result(t, StatusWouldCreate, ""), nil
+		return r, nil
 	}
-	_, err := coll.Indexes().CreateOne(ctx, mongo.IndexModel{
+	_, err := db.Collection(t.Collection).Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys:    bson.D{{Key: t.Field, Value: 1}},
 		Options: options.Index().SetName(RetentionIndexName).SetExpireAfterSeconds(int32(t.ExpireAfterSeconds)),
 	})
 	if isUnsupported(err) {
-		return result(t, StatusUnsupported, "the server refused the index: "+err.Error()), nil
+		r.Status, r.Detail = StatusUnsupported, "the server refused the index: "+err.Error()
+		return r, nil
 	}
 	if err != nil {
-		return result(t, "", ""), fmt.Errorf("create TTL index %s.%s on %s: %w", db.Name(), t.Collection, t.Field, err)
+		return r, fmt.Errorf("create TTL index %s.%s on %s: %w", db.Name(), t.Collection, t.Field, err)
 	}
-	return result(t, StatusCreated, ""), nil
+	r.Status = StatusCreated
+	return r, nil
 }
 
 var errConflict = errors.New("conflicting index")
