@@ -1,0 +1,69 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strconv"
+)
+
+// ClusterServer is a Redis Cluster started outside a test (by the benchmark
+// command). The caller owns it and must call Stop.
+type ClusterServer struct {
+	Nodes []*Server
+}
+
+// LaunchCluster starts masters cluster-enabled redis-server processes, each
+// with its data and log under dir/node-<i>, and forms them into a cluster
+// as StartCluster does. extra arguments are passed to every node.
+func LaunchCluster(ctx context.Context, dir string, masters int, extra ...string) (*ClusterServer, error) {
+	cs := &ClusterServer{}
+	args := append(append([]string{}, clusterArgs...), extra...)
+
+	for i := range masters {
+		s, err := LaunchRedis(filepath.Join(dir, "node-"+strconv.Itoa(i)), args...)
+		if err != nil {
+			_ = cs.Stop()
+			return nil, err
+		}
+
+		cs.Nodes = append(cs.Nodes, s)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
+	defer cancel()
+
+	if err := formCluster(ctx, cs.Addrs()); err != nil {
+		_ = cs.Stop()
+		return nil, err
+	}
+
+	return cs, nil
+}
+
+// Addrs returns the masters' host:port addresses.
+func (cs *ClusterServer) Addrs() []string {
+	out := make([]string, len(cs.Nodes))
+	for i, n := range cs.Nodes {
+		out[i] = n.Addr
+	}
+
+	return out
+}
+
+// NodesJSON returns the addresses as Chronow's REDIS_CLUSTER_NODES value.
+func (cs *ClusterServer) NodesJSON() string {
+	b, _ := json.Marshal(cs.Addrs())
+	return string(b)
+}
+
+// Stop kills every node.
+func (cs *ClusterServer) Stop() error {
+	var errs []error
+	for _, n := range cs.Nodes {
+		errs = append(errs, n.Stop())
+	}
+
+	return errors.Join(errs...)
+}
