@@ -32,6 +32,19 @@ make --no-print-directory ferretdb
 export PERSISTER_FERRETDB_BIN="$ROOT/bin/ferretdb"
 echo "PERSISTER_FERRETDB_BIN=$PERSISTER_FERRETDB_BIN"
 
+step "2b. prometheus and promtool (the alert rules and dashboard queries run in a real Prometheus)"
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ]; then
+		echo "prometheus not found; installing Debian's prometheus package with apt-get"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus ||
+			{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+	else
+		echo "error: prometheus not found; install it: sudo apt-get install -y prometheus" >&2
+		exit 1
+	fi
+fi
+echo "$(prometheus --version 2>&1 | head -n1)"
+
 step "3. gofmt"
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
