@@ -74,6 +74,9 @@ type Persister struct {
 	// MetricsInterval is how often stream lag, pending counts, oldest age
 	// and unseen trims are measured (internal/lag).
 	MetricsInterval time.Duration `env:"PERSISTER_METRICS_INTERVAL, default=10s"`
+	// MetricsTopStreams, when > 0, also exports lag and oldest age with a
+	// stream label for this many streams (the oldest unstored first).
+	MetricsTopStreams int `env:"PERSISTER_METRICS_TOP_STREAMS, default=0"`
 	// PPROF serves Go's /debug/pprof/ profiles on the HTTP address (opt-in:
 	// they reveal internals and cost CPU while a profile is taken).
 	PPROF bool `env:"PERSISTER_PPROF, default=false"`
@@ -162,6 +165,9 @@ func (c *Config) Validate() error {
 		if f.v <= 0 {
 			bad(f.name, "must be > 0, got %d", f.v)
 		}
+	}
+	if p.MetricsTopStreams < 0 || p.MetricsTopStreams > 1000 {
+		bad("PERSISTER_METRICS_TOP_STREAMS", "must be between 0 (off) and 1000, got %d", p.MetricsTopStreams)
 	}
 	if p.BatchSize > 100000 {
 		bad("PERSISTER_BATCH_SIZE", "must be <= 100000 (MongoDB's maxWriteBatchSize), got %d", p.BatchSize)

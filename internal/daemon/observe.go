@@ -15,10 +15,11 @@ func (d *Daemon) newLagCollector() *lag.Collector {
 		kinds = append(kinds, string(k))
 	}
 	return lag.New(d.rdb, lag.Config{
-		Group:    d.cfg.Persister.Group,
-		Prefix:   d.cfg.Redis.KeyPrefix,
-		Interval: d.cfg.Persister.MetricsInterval,
-		Kinds:    kinds,
+		Group:      d.cfg.Persister.Group,
+		Prefix:     d.cfg.Redis.KeyPrefix,
+		Interval:   d.cfg.Persister.MetricsInterval,
+		Kinds:      kinds,
+		TopStreams: d.cfg.Persister.MetricsTopStreams,
 	}, d.consumedStreams, d.m, d.reg, d.log)
 }
 

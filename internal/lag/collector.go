@@ -15,9 +15,11 @@
 package lag
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +47,10 @@ type Config struct {
 	Kinds []string
 	// CountCap bounds the entries walked per stream (DefaultCountCap if 0).
 	CountCap int
+	// TopStreams, when > 0, exports lag and oldest age with a stream label
+	// for at most this many streams: those with entries not yet stored,
+	// the oldest first. 0 keeps the labels to tenant and kind.
+	TopStreams int
 }
 
 // Collector refreshes the stream-level gauges.
@@ -55,11 +61,16 @@ type Collector struct {
 	m         *metrics.Metrics
 	log       *slog.Logger
 	collected prometheus.Gauge
+	topLag    *prometheus.GaugeVec // nil unless TopStreams > 0
+	topAge    *prometheus.GaugeVec
 
-	// shown holds the label pairs set by the last pass; owned by the
-	// goroutine calling Collect.
-	shown map[series]bool
+	// shown and topShown hold the label sets of the last pass; owned by
+	// the goroutine calling Collect.
+	shown    map[series]bool
+	topShown map[topKey]bool
 }
+
+type topKey struct{ tenant, kind, stream string }
 
 type series struct{ tenant, kind string }
 
@@ -84,9 +95,22 @@ func New(rdb redis.UniversalClient, cfg Config, list Lister, m *metrics.Metrics,
 			Name: "persister_lag_collected_timestamp_seconds",
 			Help: "Unix time of the last pass that measured every consumed stream (lag, pending, oldest age, unseen trims).",
 		}),
-		shown: map[series]bool{},
+		shown:    map[series]bool{},
+		topShown: map[topKey]bool{},
 	}
 	reg.MustRegister(c.collected)
+	if cfg.TopStreams > 0 {
+		labels := []string{"tenant", "kind", "stream"}
+		c.topLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_top_stream_lag_entries",
+			Help: "Lag (entries not yet delivered) of the streams with the oldest unstored entries, at most PERSISTER_METRICS_TOP_STREAMS of them.",
+		}, labels)
+		c.topAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_top_stream_oldest_unacked_age_seconds",
+			Help: "Oldest unstored entry age of the streams with the oldest unstored entries, at most PERSISTER_METRICS_TOP_STREAMS of them.",
+		}, labels)
+		reg.MustRegister(c.topLag, c.topAge)
+	}
 	return c
 }
 
@@ -143,6 +167,7 @@ func (c *Collector) Collect(ctx context.Context) error {
 	res, errs := c.ms.Measure(pctx, keys)
 
 	failed := map[series]bool{}
+	var top []topEntry
 	var firstErr error
 	nerr := 0
 	for i, s := range refs {
@@ -172,6 +197,12 @@ func (c *Collector) Collect(ctx context.Context) error {
 		t.lag += r.Lag
 		t.pending += r.Pending
 		t.age = max(t.age, r.Age())
+		if c.topLag != nil && r.Lag+r.Pending > 0 {
+			top = append(top, topEntry{topKey{s.tenant, s.kind, r.Stream}, r})
+		}
+	}
+	if c.topLag != nil {
+		c.setTop(top, failed)
 	}
 	for s, t := range agg {
 		if failed[s] {
@@ -198,4 +229,43 @@ func (c *Collector) Collect(ctx context.Context) error {
 	}
 	c.collected.SetToCurrentTime()
 	return nil
+}
+
+type topEntry struct {
+	key topKey
+	m   Measurement
+}
+
+// setTop exports the TopStreams streams with the oldest unstored entries
+// (then the largest backlog) and removes the series of streams that left
+// the top, unless their (tenant, kind) could not be measured this pass.
+func (c *Collector) setTop(top []topEntry, failed map[series]bool) {
+	slices.SortFunc(top, func(a, b topEntry) int {
+		if d := cmp.Compare(b.m.Age(), a.m.Age()); d != 0 {
+			return d
+		}
+		if d := cmp.Compare(b.m.Lag+b.m.Pending, a.m.Lag+a.m.Pending); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.key.stream, b.key.stream)
+	})
+	top = top[:min(len(top), c.cfg.TopStreams)]
+	now := make(map[topKey]bool, len(top))
+	for _, e := range top {
+		now[e.key] = true
+		c.topLag.WithLabelValues(e.key.tenant, e.key.kind, e.key.stream).Set(float64(e.m.Lag))
+		c.topAge.WithLabelValues(e.key.tenant, e.key.kind, e.key.stream).Set(e.m.Age().Seconds())
+	}
+	for k := range c.topShown {
+		if now[k] {
+			continue
+		}
+		if failed[series{k.tenant, k.kind}] {
+			now[k] = true // keep it until it can be measured again
+			continue
+		}
+		c.topLag.DeleteLabelValues(k.tenant, k.kind, k.stream)
+		c.topAge.DeleteLabelValues(k.tenant, k.kind, k.stream)
+	}
+	c.topShown = now
 }

@@ -149,3 +149,55 @@ func TestCollectorAggregatesByTenantAndKind(t *testing.T) {
 		t.Errorf("redis errors op=lag = %v, want 2 (one per stream)", got)
 	}
 }
+
+func TestCollectorTopStreams(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	rdb := rs.Client(t)
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "test")
+	list := &fakeList{}
+	c := New(rdb, Config{Group: group, Prefix: "cw:", Interval: time.Second, Kinds: []string{"topic"}, TopStreams: 2},
+		list.get, m, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	oldest, middle, newest, idle := "cw:a:ns:topic:oldest", "cw:a:ns:topic:middle", "cw:b:ns:topic:newest", "cw:b:ns:topic:idle"
+	for _, s := range []string{oldest, middle, newest, idle} {
+		fill(t, rdb, s, 3)
+		if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	ack(t, rdb, idle, read(t, rdb, idle, 10))
+	list.set(map[string][]string{"a": {oldest, middle}, "b": {newest, idle}})
+	if err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const topLag = "persister_top_stream_lag_entries"
+	for _, s := range []string{oldest, middle} {
+		if got, _ := value(t, reg, topLag, "stream", s); got != 3 {
+			t.Errorf("top lag of %s = %v, want 3", s, got)
+		}
+	}
+	if _, n := value(t, reg, topLag); n != 2 {
+		t.Errorf("top series = %d, want 2 (the cap)", n)
+	}
+	if got, _ := value(t, reg, topLag, "stream", newest); got != -1 {
+		t.Errorf("newest stream exported (%v) although two older ones fill the cap", got)
+	}
+	if age, _ := value(t, reg, "persister_top_stream_oldest_unacked_age_seconds", "stream", oldest, "tenant", "a", "kind", "topic"); age <= 0 {
+		t.Errorf("top age of the oldest stream = %v, want > 0", age)
+	}
+
+	// Once the oldest stream is stored, the next one moves in.
+	ack(t, rdb, oldest, read(t, rdb, oldest, 10))
+	if err := c.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := value(t, reg, topLag, "stream", oldest); got != -1 {
+		t.Errorf("stored stream still exported: %v", got)
+	}
+	if got, _ := value(t, reg, topLag, "stream", newest); got != 3 {
+		t.Errorf("top lag of %s = %v, want 3", newest, got)
+	}
+}
