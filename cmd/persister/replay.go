@@ -8,12 +8,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/daemon"
+	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/internal/topics"
+	"github.com/chronow/persister/metrics"
 )
 
 const replayUsage = `usage: persister replay [flags]
@@ -105,6 +110,16 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if !*quiet {
 		rc.Progress, rc.TTY = stderr, isTerminal(stderr)
+	}
+	if !*verify {
+		// The daemon's own parts for what the usual path cannot store, and
+		// the topics documents: the rebuild matches what it would write.
+		log := newLogger(stderr, cfg.Persister)
+		m := metrics.New(prometheus.NewRegistry(), version)
+		rc.Rescuer = dlq.NewRescuer(dlq.Config{Prefix: cfg.Redis.KeyPrefix, WriteTimeout: cfg.Persister.WriteTimeout},
+			w, nil, m, log.With("part", "rescue"))
+		rc.Topics = topics.New(topics.Config{Prefix: cfg.Redis.KeyPrefix, WriteTimeout: cfg.Persister.WriteTimeout},
+			rdb, w, log.With("part", "topics"))
 	}
 	r := replay.New(rdb, w, rc)
 

@@ -58,9 +58,17 @@ type Config struct {
 	// Rescuer, when set, stores documents MongoDB refuses for good another
 	// way, as the daemon does.
 	Rescuer batch.Rescuer
+	// Topics, when set, writes the topics documents of the replayed topic
+	// streams afterwards (the daemon's topics.Syncer).
+	Topics TopicSyncer
 	// Progress receives progress lines (nil: none); TTY rewrites one line.
 	Progress io.Writer
 	TTY      bool
+}
+
+// TopicSyncer upserts the topics documents of topic streams, by tenant.
+type TopicSyncer interface {
+	Sync(ctx context.Context, byTenant map[string][]keyspace.Key) error
 }
 
 // Replayer replays and verifies streams.

@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
@@ -22,6 +26,8 @@ import (
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/testenv"
+	"github.com/chronow/persister/internal/topics"
+	"github.com/chronow/persister/metrics"
 )
 
 const prefix = "cw:"
@@ -50,19 +56,33 @@ func newRig(t *testing.T, tenants ...string) *rig {
 	return &rig{rdb: rs.Client(t), mc: ms.Client(t), env: env, cfg: cfg, w: w, tenants: tenants}
 }
 
+// replayer is wired like the replay command: the daemon's decoders,
+// rescuer and topics syncer.
 func (r *rig) replayer(cfg replay.Config) *replay.Replayer {
 	cfg.Prefix = prefix
 	cfg.Tenants = r.tenants
 	cfg.Decoders = entry.Decoders()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	cfg.Rescuer = dlq.NewRescuer(dlq.Config{Prefix: prefix, WriteTimeout: 30 * time.Second}, r.w, nil, m, log)
+	cfg.Topics = topics.New(topics.Config{Prefix: prefix}, r.rdb, r.w, log)
 	return replay.New(r.rdb, r.w, cfg)
 }
 
 func (r *rig) db(tenant string) *mongo.Database { return r.mc.Database(e2e.DBName(tenant)) }
 
-// publish writes n entries to each of the tenant's streams (2 namespaces x
-// 2 topics, one topic name holding ':'), with payloads of every shape,
-// plus a few malformed entries as another producer might write them.
-func publish(t *testing.T, ctx context.Context, rdb *redis.Client, tenant string, n int) []string {
+// published says what publish wrote for one tenant.
+type published struct {
+	topicKeys, dlqKeys    []string
+	messages, deadLetters int
+}
+
+// publish writes n entries to each of the tenant's topic streams (2
+// namespaces x 2 topics, one topic name holding ':'), with payloads of every
+// shape, plus a malformed entry per stream as another producer might write
+// it; and n/5 dead letters (plus a malformed one) to each dead-letter stream.
+// With big, one topic entry is over the BSON limit.
+func publish(t *testing.T, ctx context.Context, rdb *redis.Client, tenant string, n int, big bool) published {
 	t.Helper()
 	p := publisher.Publisher{RDB: rdb, Prefix: prefix, MaxLen: -1}
 	payloads := []string{
@@ -72,7 +92,7 @@ func publish(t *testing.T, ctx context.Context, rdb *redis.Client, tenant string
 		`{"$set":{"a.b":1}}`,
 		`12345678901234567890`,
 	}
-	var keys []string
+	var out published
 	for _, ns := range []string{"app", "billing"} {
 		for _, topic := range []string{"orders", "audit:eu"} {
 			var ms []publisher.Message
@@ -82,20 +102,43 @@ func publish(t *testing.T, ctx context.Context, rdb *redis.Client, tenant string
 					Payload: payloads[i%len(payloads)], Headers: map[string]string{"i": fmt.Sprint(i), "trace": "x"},
 				})
 			}
-			if _, err := p.PublishBatch(ctx, ms); err != nil {
+			ids, err := p.PublishBatch(ctx, ms)
+			if err != nil {
 				t.Fatal(err)
 			}
 			key := ms[0].Key(prefix)
-			keys = append(keys, key)
+			out.topicKeys = append(out.topicKeys, key)
 			// Malformed: not JSON, wrong size and hash, missing headers.
 			if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: key, Values: []any{
 				"payload", "{not json", "hash", "00", "size", "x", "publishedAt", "yesterday",
 			}}).Err(); err != nil {
 				t.Fatal(err)
 			}
+			out.messages += n + 1
+			for i := range n / 5 {
+				if _, err := p.PublishDeadLetter(ctx, publisher.DeadLetter{
+					Tenant: tenant, Namespace: ns, Topic: topic, OriginalMsgID: ids[i], Payload: payloads[i%len(payloads)],
+					Headers: map[string]string{"i": fmt.Sprint(i)}, Reason: "max deliveries exceeded", Deliveries: 5,
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dk := publisher.DeadLetter{Tenant: tenant, Namespace: ns, Topic: topic}.Key(prefix)
+			out.dlqKeys = append(out.dlqKeys, dk)
+			if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: dk, Values: []any{"payload", "[", "deliveries", "many"}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			out.deadLetters += n/5 + 1
 		}
 	}
-	return keys
+	if big {
+		m := publisher.Message{Tenant: tenant, Namespace: "app", Topic: "orders", Payload: `"` + strings.Repeat("x", 16<<20) + `"`}
+		if _, err := p.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		out.messages++
+	}
+	return out
 }
 
 // docs returns a collection's documents by _id, with _system.createdAt
@@ -160,21 +203,37 @@ func TestReplayRebuildsDroppedTenant(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, "acme", "globex")
 	const n = 150
-	keys := publish(t, ctx, r.rdb, "acme", n)
-	publish(t, ctx, r.rdb, "globex", n)
-	perTenant := 4 * (n + 1)
+	acme := publish(t, ctx, r.rdb, "acme", n, true)
+	globex := publish(t, ctx, r.rdb, "globex", n, false)
+	all := acme.messages + acme.deadLetters
 
 	// The daemon stores everything; that is the reference.
 	d := e2e.Start(t, r.env)
-	e2e.Eventually(t, 2*time.Minute, "the daemon to store every entry", func() (bool, string) {
-		a, g := e2e.CountStored(ctx, t, r.mc, "acme"), e2e.CountStored(ctx, t, r.mc, "globex")
-		return a == int64(perTenant) && g == int64(perTenant), fmt.Sprintf("acme %d, globex %d of %d", a, g, perTenant)
+	e2e.Eventually(t, 3*time.Minute, "the daemon to store every entry", func() (bool, string) {
+		var state []string
+		ok := true
+		for _, c := range []struct {
+			tenant, coll string
+			want         int
+		}{
+			{"acme", config.CollMessages, acme.messages}, {"acme", config.CollDeadLetters, acme.deadLetters},
+			{"globex", config.CollMessages, globex.messages}, {"globex", config.CollDeadLetters, globex.deadLetters},
+			{"acme", config.CollTopics, 4},
+		} {
+			got, _ := r.db(c.tenant).Collection(c.coll).CountDocuments(ctx, bson.D{})
+			ok = ok && int(got) == c.want
+			state = append(state, fmt.Sprintf("%s.%s %d/%d", c.tenant, c.coll, got, c.want))
+		}
+		return ok, strings.Join(state, ", ")
 	})
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	msgs := r.db("acme").Collection(config.CollMessages)
-	want := docs(t, ctx, msgs)
+	colls := []string{config.CollMessages, config.CollDeadLetters}
+	want := map[string]map[string][]byte{}
+	for _, c := range colls {
+		want[c] = docs(t, ctx, r.db("acme").Collection(c))
+	}
 	globexBefore := docs(t, ctx, r.db("globex").Collection(config.CollMessages))
 
 	// Lose acme's database.
@@ -187,37 +246,44 @@ func TestReplayRebuildsDroppedTenant(t *testing.T) {
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
-	if got := rep.Totals; got.Read != perTenant || got.Stored != perTenant || got.Present != 0 || got.Refused != 0 {
-		t.Fatalf("first replay totals: got %+v, want read=stored=%d", got, perTenant)
+	if got := rep.Totals; got.Read != all || got.Stored != all-1 || got.Rescued != 1 || got.Present != 0 || got.Refused != 0 {
+		t.Fatalf("first replay totals: got %+v, want read %d = stored %d + rescued 1 (the oversized entry)", got, all, all-1)
 	}
 	var streams []string
 	for _, s := range rep.Streams {
 		streams = append(streams, s.Stream)
-		if s.Read != n+1 || s.Stored != n+1 {
-			t.Errorf("stream %s: read %d stored %d, want %d", s.Stream, s.Read, s.Stored, n+1)
-		}
 	}
-	slices.Sort(keys)
-	if !slices.Equal(streams, keys) {
-		t.Errorf("streams replayed: got %v, want %v", streams, keys)
+	wantStreams := append(append([]string(nil), acme.topicKeys...), acme.dlqKeys...)
+	slices.Sort(wantStreams)
+	slices.Sort(streams)
+	if !slices.Equal(streams, wantStreams) {
+		t.Errorf("streams replayed: got %v, want %v", streams, wantStreams)
+	}
+	if rep.TopicsSynced != 4 {
+		t.Errorf("topics synced: got %d, want 4", rep.TopicsSynced)
 	}
 	if !strings.Contains(progress.String(), "replay:") {
 		t.Errorf("no progress printed: %q", progress.String())
 	}
 
 	// Every entry stored exactly once, field for field as the daemon wrote it.
-	got := docs(t, ctx, msgs)
-	if len(got) != len(want) {
-		t.Fatalf("after replay: %d documents, want %d", len(got), len(want))
-	}
-	for id, w := range want {
-		g, ok := got[id]
-		switch {
-		case !ok:
-			t.Errorf("document %s missing after replay", id)
-		case !bytes.Equal(g, w):
-			t.Errorf("document %s differs:\n got  %s\n want %s", id, bson.Raw(g), bson.Raw(w))
+	for _, c := range colls {
+		got := docs(t, ctx, r.db("acme").Collection(c))
+		if len(got) != len(want[c]) {
+			t.Fatalf("after replay: %d documents in %s, want %d", len(got), c, len(want[c]))
 		}
+		for id, w := range want[c] {
+			g, ok := got[id]
+			switch {
+			case !ok:
+				t.Errorf("%s document %s missing after replay", c, id)
+			case !bytes.Equal(g, w):
+				t.Errorf("%s document %s differs:\n got  %s\n want %s", c, id, clip(bson.Raw(g).String()), clip(bson.Raw(w).String()))
+			}
+		}
+	}
+	if got := count(t, ctx, r.db("acme").Collection(config.CollTopics)); got != 4 {
+		t.Errorf("topics documents after replay: got %d, want 4", got)
 	}
 	// The other tenant was not touched.
 	if g := docs(t, ctx, r.db("globex").Collection(config.CollMessages)); len(g) != len(globexBefore) {
@@ -229,25 +295,43 @@ func TestReplayRebuildsDroppedTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := rep2.Totals; got.Read != perTenant || got.Present != perTenant || got.Stored != 0 {
-		t.Fatalf("second replay totals: got %+v, want everything present", got)
+	if got := rep2.Totals; got.Read != all || got.Present != all || got.Stored != 0 || got.Rescued != 0 {
+		t.Fatalf("second replay totals: got %+v, want all %d present", got, all)
 	}
-	if c := count(t, ctx, msgs); c != perTenant {
-		t.Fatalf("after second replay: %d documents, want %d", c, perTenant)
+	if c := count(t, ctx, r.db("acme").Collection(config.CollMessages)); c != acme.messages {
+		t.Fatalf("after second replay: %d documents, want %d", c, acme.messages)
 	}
 	var text bytes.Buffer
 	if err := rep2.WriteText(&text, 5); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("second replay report:\n%s", text.String())
+
+	// And verify agrees.
+	v, err := rp.Verify(ctx, replay.Filter{Tenant: "acme", Range: replay.All})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Complete() || v.Totals.Matched != all || v.Totals.OnlyInMongo != 0 {
+		t.Errorf("verify after replay: %+v", v.Totals)
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 600 {
+		return s[:600] + "..."
+	}
+	return s
 }
 
 func TestVerifyFindsDeletedDocumentAndTrimmedEntry(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, "acme")
 	const n = 120
-	keys := publish(t, ctx, r.rdb, "acme", n)
+	pub := publish(t, ctx, r.rdb, "acme", n, false)
+	keys := pub.topicKeys
 	slices.Sort(keys)
+	all := pub.messages + pub.deadLetters
 	rp := r.replayer(replay.Config{PageSize: 50})
 	if _, err := rp.Replay(ctx, replay.Filter{Range: replay.All}); err != nil {
 		t.Fatal(err)
@@ -256,8 +340,8 @@ func TestVerifyFindsDeletedDocumentAndTrimmedEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.Complete() || v.Totals.Matched != 4*(n+1) || v.Totals.OnlyInMongo != 0 {
-		t.Fatalf("verify after replay: got %+v, want all %d matched", v.Totals, 4*(n+1))
+	if !v.Complete() || v.Totals.Matched != all || v.Totals.OnlyInMongo != 0 || len(v.Streams) != 8 {
+		t.Fatalf("verify after replay: got %+v over %d streams, want all %d matched in 8 streams", v.Totals, len(v.Streams), all)
 	}
 
 	// Delete a document by hand, and remove entries from Redis: one by
@@ -310,21 +394,46 @@ func TestVerifyFindsDeletedDocumentAndTrimmedEntry(t *testing.T) {
 	if got := byStream[k2].OnlyInMongo; !slices.Equal(got, trimmed) {
 		t.Errorf("only in MongoDB for %s: got %v, want %v", k2, got, trimmed)
 	}
-	if got := v.Totals; got.MissingInMongo != 1 || got.OnlyInMongo != 21 || got.InRedis != 4*(n+1)-21 {
+	// On a dead-letter stream too: a deleted document, a deleted entry.
+	dk := pub.dlqKeys[0]
+	dkey, _ := keyspace.Parse(prefix, dk)
+	dl := entries(dk)
+	if _, err := r.db("acme").Collection(config.CollDeadLetters).DeleteOne(ctx, bson.D{{Key: "_id", Value: dkey.Namespace + ":" + dkey.Name + ":" + dl[3].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.rdb.XDel(ctx, dk, dl[7].ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	v, err = rp.Verify(ctx, replay.Filter{Range: replay.All})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byStream = map[string]replay.StreamVerify{}
+	for _, s := range v.Streams {
+		byStream[s.Stream] = s
+	}
+	if got := byStream[dk]; !slices.Equal(got.MissingInMongo, []string{dl[3].ID}) || !slices.Equal(got.OnlyInMongo, []string{dl[7].ID}) {
+		t.Errorf("dead-letter stream %s: missing %v only %v, want [%s] [%s]", dk, got.MissingInMongo, got.OnlyInMongo, dl[3].ID, dl[7].ID)
+	}
+	if got := v.Totals; got.MissingInMongo != 2 || got.OnlyInMongo != 22 || got.InRedis != all-22 {
 		t.Errorf("verify totals: got %+v", got)
 	}
 	var text bytes.Buffer
 	if err := v.WriteText(&text, 5); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{deleted, xdel, "INCOMPLETE: 1 entries", "... 15 more"} {
+	for _, want := range []string{deleted, xdel, "INCOMPLETE: 2 entries", "... 15 more"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("verify text lacks %q:\n%s", want, text.String())
 		}
 	}
 
 	// A range replay restores exactly the deleted document.
-	id, _ := replay.ParseID(deleted)
+	id, err := replay.ParseID(deleted)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, err := rp.Replay(ctx, replay.Filter{Tenant: "acme", Namespace: k0.Namespace, Topic: k0.Name, Kinds: []keyspace.Kind{keyspace.KindTopic},
 		Range: replay.Range{From: id, To: id}})
 	if err != nil {
@@ -334,14 +443,27 @@ func TestVerifyFindsDeletedDocumentAndTrimmedEntry(t *testing.T) {
 		t.Fatalf("range replay: got %+v over %d streams, want 1 read and stored in 1 stream", got, len(rep.Streams))
 	}
 	// Verify over a range: only what lies in it is judged.
-	first, _ := replay.ParseID(trimmed[5])
-	last, _ := replay.ParseID(trimmed[9])
-	v, err = rp.Verify(ctx, replay.Filter{Topic: k0.Name, Namespace: k0.Namespace, Range: replay.Range{From: first, To: last}})
+	k0e := entries(keys[0])
+	first, _ := replay.ParseID(k0e[30].ID)
+	last, _ := replay.ParseID(k0e[40].ID)
+	v, err = rp.Verify(ctx, replay.Filter{Topic: k0.Name, Namespace: k0.Namespace, Kinds: []keyspace.Kind{keyspace.KindTopic},
+		Range: replay.Range{From: first, To: last}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.Complete() || len(v.Streams) != 1 {
-		t.Fatalf("range verify after repair: %+v", v.Totals)
+	if !v.Complete() || len(v.Streams) != 1 || v.Totals.InRedis != 11 || v.Totals.Matched != 11 || v.Totals.OnlyInMongo != 0 {
+		t.Fatalf("range verify after repair: %+v over %d streams, want 11 matched in 1", v.Totals, len(v.Streams))
+	}
+	k2key, _ := keyspace.Parse(prefix, k2)
+	first, _ = replay.ParseID(trimmed[5])
+	last, _ = replay.ParseID(trimmed[9])
+	v, err = rp.Verify(ctx, replay.Filter{Topic: k2key.Name, Namespace: k2key.Namespace, Kinds: []keyspace.Kind{keyspace.KindTopic},
+		Range: replay.Range{From: first, To: last}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Streams) != 1 || !slices.Equal(v.Streams[0].OnlyInMongo, trimmed[5:10]) || v.Totals.InRedis != 0 {
+		t.Fatalf("range verify of trimmed ids: %+v, want only %v in MongoDB", v.Streams, trimmed[5:10])
 	}
 }
 

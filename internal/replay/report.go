@@ -40,6 +40,12 @@ func (r *Report) WriteText(w io.Writer, limit int) error {
 			fmt.Fprintf(w, "  %s: %s\n", x.ID, x.Reason)
 		}
 	}
+	if r.TopicsSynced > 0 {
+		fmt.Fprintf(w, "topics documents written or up to date for %d topic streams\n", r.TopicsSynced)
+	}
+	for _, x := range r.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", x)
+	}
 	writeUnconfigured(w, r.Unconfigured)
 	if r.Error != "" {
 		fmt.Fprintf(w, "\nSTOPPED EARLY: %s\n", r.Error)
@@ -65,6 +71,9 @@ func (v *VerifyReport) WriteText(w io.Writer, limit int) error {
 		return err
 	}
 	fmt.Fprintf(w, "range %s, %d streams, %.1fs\n", v.Range, len(v.Streams), v.Seconds)
+	if t.StandIns > 0 {
+		fmt.Fprintf(w, "%d matched entries are stored another way (the persister's own dead letters)\n", t.StandIns)
+	}
 	list := func(title string, ids []string) {
 		if len(ids) == 0 {
 			return

@@ -11,6 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/keyspace"
 )
 
@@ -30,6 +31,10 @@ type StreamVerify struct {
 	// with their document.
 	InRedis int `json:"inRedis"`
 	Matched int `json:"matched"`
+	// StandIns counts matched entries stored another way by the persister:
+	// its own dead letter (poison, refused) or a document under another
+	// _id holding the entry id.
+	StandIns int `json:"standIns"`
 	// MissingInMongo lists entry ids Redis holds that have no document.
 	MissingInMongo []string `json:"missingInMongo"`
 	// OnlyInMongo lists entry ids that have a document but are no longer
@@ -39,8 +44,9 @@ type StreamVerify struct {
 	// OnlyInMongoChecked is false when this kind's documents cannot be
 	// listed by stream (then OnlyInMongo is empty).
 	OnlyInMongoChecked bool `json:"onlyInMongoChecked"`
-	// Undecodable lists entries no document can be built for (they are
-	// neither matched nor missing).
+	// Undecodable lists the missing entries no usual document can be built
+	// for (e.g. over the BSON limit), and why; the daemon stores those as a
+	// stub or a dead letter, and a replay does the same.
 	Undecodable []Refusal `json:"undecodable,omitempty"`
 }
 
@@ -58,6 +64,7 @@ type VerifyTotals struct {
 	Streams        int `json:"streams"`
 	InRedis        int `json:"inRedis"`
 	Matched        int `json:"matched"`
+	StandIns       int `json:"standIns"`
 	MissingInMongo int `json:"missingInMongo"`
 	OnlyInMongo    int `json:"onlyInMongo"`
 	Undecodable    int `json:"undecodable"`
@@ -72,6 +79,7 @@ func (v *VerifyReport) total() {
 	for _, s := range v.Streams {
 		t.InRedis += s.InRedis
 		t.Matched += s.Matched
+		t.StandIns += s.StandIns
 		t.MissingInMongo += len(s.MissingInMongo)
 		t.OnlyInMongo += len(s.OnlyInMongo)
 		t.Undecodable += len(s.Undecodable)
@@ -90,15 +98,22 @@ func locatorFor(kind keyspace.Kind) (locator, bool) {
 	switch kind {
 	case keyspace.KindTopic:
 		return locator{coll: config.CollMessages, idField: "msgId", timeField: "firstSeenAt"}, true
+	case keyspace.KindDLQ:
+		// failedAt is the consumer's time, not the entry id's: no range
+		// query, the ids are filtered here.
+		return locator{coll: config.CollDeadLetters, idField: "dlqId"}, true
 	}
 	return locator{}, false
 }
 
 // redisEntry is an entry's document identity.
 type redisEntry struct {
-	id   string
-	coll string
-	seen bool
+	id      string
+	coll    string // "" when undecodable
+	seen    bool
+	standIn bool
+	// undecodable is why no document could be built for the entry.
+	undecodable string
 }
 
 // Verify compares Redis and MongoDB over the filter's range without writing.
@@ -166,7 +181,10 @@ func (r *Replayer) verifyStream(ctx context.Context, k keyspace.Key, rng Range, 
 			sv.InRedis++
 			it, _, err := dec.Decode(k, msg, now)
 			if err != nil {
-				sv.Undecodable = append(sv.Undecodable, Refusal{ID: msg.ID, Reason: err.Error()})
+				// The daemon stores such an entry another way (a stub
+				// holding the entry id, or its own dead letter): it is
+				// matched by entry id, not by _id.
+				order = append(order, &redisEntry{id: msg.ID, undecodable: err.Error()})
 				continue
 			}
 			e := &redisEntry{id: msg.ID, coll: it.Collection}
@@ -193,7 +211,7 @@ func (r *Replayer) verifyStream(ctx context.Context, k keyspace.Key, rng Range, 
 	if loc, ok := locatorFor(k.Kind); ok {
 		sv.Collection = loc.coll
 		sv.OnlyInMongoChecked = true
-		if err := r.listDocs(ctx, db, k, rng, loc, byDoc, &sv); err != nil {
+		if err := r.listDocs(ctx, db, k, rng, loc, byDoc, order, &sv); err != nil {
 			return sv, err
 		}
 	}
@@ -202,18 +220,27 @@ func (r *Replayer) verifyStream(ctx context.Context, k keyspace.Key, rng Range, 
 	// stored meanwhile otherwise).
 	var unseen []*redisEntry
 	for _, e := range order {
-		if !e.seen {
+		if !e.seen && e.coll != "" {
 			unseen = append(unseen, e)
 		}
 	}
 	if err := r.lookup(ctx, db, byDoc, unseen); err != nil {
 		return sv, err
 	}
+	if err := r.lookupStandIns(ctx, db, k, order); err != nil {
+		return sv, err
+	}
 	for _, e := range order {
 		if e.seen {
 			sv.Matched++
-		} else {
-			sv.MissingInMongo = append(sv.MissingInMongo, e.id)
+			if e.standIn {
+				sv.StandIns++
+			}
+			continue
+		}
+		sv.MissingInMongo = append(sv.MissingInMongo, e.id)
+		if e.undecodable != "" {
+			sv.Undecodable = append(sv.Undecodable, Refusal{ID: e.id, Reason: e.undecodable})
 		}
 	}
 	sortIDs(sv.OnlyInMongo)
@@ -222,7 +249,11 @@ func (r *Replayer) verifyStream(ctx context.Context, k keyspace.Key, rng Range, 
 
 // listDocs lists the documents of stream k in rng and marks those Redis
 // still holds; the others are only in MongoDB.
-func (r *Replayer) listDocs(ctx context.Context, db *mongo.Database, k keyspace.Key, rng Range, loc locator, byDoc map[string]*redisEntry, sv *StreamVerify) error {
+func (r *Replayer) listDocs(ctx context.Context, db *mongo.Database, k keyspace.Key, rng Range, loc locator, byDoc map[string]*redisEntry, order []*redisEntry, sv *StreamVerify) error {
+	byEntry := make(map[string]*redisEntry, len(order))
+	for _, e := range order {
+		byEntry[e.id] = e
+	}
 	filter := bson.D{{Key: "namespace", Value: k.Namespace}, {Key: "topic", Value: k.Name}}
 	if loc.timeField != "" && rng.Bounded() {
 		filter = append(filter, bson.E{Key: loc.timeField, Value: bson.D{
@@ -251,6 +282,15 @@ func (r *Replayer) listDocs(ctx context.Context, db *mongo.Database, k keyspace.
 			continue
 		}
 		if eid, err := ParseID(entryID); err != nil || !rng.Contains(eid) {
+			continue
+		}
+		if e, ok := byEntry[entryID]; ok {
+			// Another document of the same entry (the stub of an entry too
+			// large for a document, a persister-made dead letter of a
+			// dead-letter entry): stored, another way.
+			if !e.seen {
+				e.seen, e.standIn = true, true
+			}
 			continue
 		}
 		sv.OnlyInMongo = append(sv.OnlyInMongo, entryID)
@@ -293,6 +333,42 @@ func (r *Replayer) lookup(ctx context.Context, db *mongo.Database, byDoc map[str
 			if err != nil {
 				return fmt.Errorf("look up %s.%s: %w", db.Name(), coll, err)
 			}
+		}
+	}
+	return nil
+}
+
+// lookupStandIns looks for the persister's own dead letters (poison,
+// refused) of the entries still unseen.
+func (r *Replayer) lookupStandIns(ctx context.Context, db *mongo.Database, k keyspace.Key, order []*redisEntry) error {
+	alt := map[string]*redisEntry{}
+	var ids []string
+	for _, e := range order {
+		if e.seen {
+			continue
+		}
+		for _, id := range []string{dlq.PoisonID(k, e.id), dlq.RefusedID(k, e.id)} {
+			alt[id] = e
+			ids = append(ids, id)
+		}
+	}
+	const chunk = 500
+	for i := 0; i < len(ids); i += chunk {
+		part := ids[i:min(i+chunk, len(ids))]
+		cur, err := db.Collection(config.CollDeadLetters).Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: part}}}},
+			options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+		if err != nil {
+			return fmt.Errorf("look up %s.%s: %w", db.Name(), config.CollDeadLetters, err)
+		}
+		for cur.Next(ctx) {
+			if e, ok := alt[docID(cur.Current)]; ok {
+				e.seen, e.standIn = true, true
+			}
+		}
+		err = cur.Err()
+		_ = cur.Close(ctx)
+		if err != nil {
+			return fmt.Errorf("look up %s.%s: %w", db.Name(), config.CollDeadLetters, err)
 		}
 	}
 	return nil

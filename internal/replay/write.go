@@ -33,10 +33,11 @@ type StreamReport struct {
 	Read int `json:"read"`
 	// Stored counts documents newly inserted.
 	Stored int `json:"stored"`
-	// Present counts documents that were already stored.
+	// Present counts documents that were already stored (the usual one or
+	// the one that stands in for it).
 	Present int `json:"present"`
-	// Rescued counts entries MongoDB refused as they were and that were
-	// stored another way (by the Rescuer).
+	// Rescued counts entries newly stored another way (by the Rescuer:
+	// too large, or refused by MongoDB as they were).
 	Rescued int `json:"rescued"`
 	// Refused counts entries not stored; Refusals says why (at most 1000).
 	Refused  int       `json:"refused"`
@@ -63,6 +64,11 @@ type Report struct {
 	Unconfigured []string       `json:"unconfiguredStreams,omitempty"`
 	Totals       StreamReport   `json:"totals"`
 	Seconds      float64        `json:"seconds"`
+	// TopicsSynced counts the topic streams whose topics document was
+	// written (or found up to date) after the replay.
+	TopicsSynced int `json:"topicsSynced"`
+	// Warnings are problems that did not stop the replay.
+	Warnings []string `json:"warnings,omitempty"`
 	// Error is set when the replay stopped early.
 	Error string `json:"error,omitempty"`
 }
@@ -130,6 +136,23 @@ func (r *Replayer) Replay(ctx context.Context, f Filter) (*Report, error) {
 		}
 	}
 	m.finish()
+	if r.cfg.Topics != nil {
+		byTenant := map[string][]keyspace.Key{}
+		n := 0
+		for _, k := range keys {
+			if k.Kind == keyspace.KindTopic {
+				byTenant[k.Tenant] = append(byTenant[k.Tenant], k)
+				n++
+			}
+		}
+		if n > 0 {
+			if err := r.cfg.Topics.Sync(ctx, byTenant); err != nil {
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("topics documents not written: %v (the daemon writes them when it next sees the streams)", err))
+			} else {
+				rep.TopicsSynced = n
+			}
+		}
+	}
 	return rep, nil
 }
 
@@ -229,12 +252,12 @@ func (r *Replayer) write(ctx context.Context, tenant string, items []batch.Item,
 				switch res.Class {
 				case sink.ClassNone, sink.ClassDuplicate:
 					switch {
+					case res.Class == sink.ClassDuplicate:
+						sr.Present++
 					case it.Attempts > 0:
 						sr.Rescued++
-					case res.Class == sink.ClassNone:
-						sr.Stored++
 					default:
-						sr.Present++
+						sr.Stored++
 					}
 				case sink.ClassPermanent:
 					if r.cfg.Rescuer != nil && it.Attempts < 2 {

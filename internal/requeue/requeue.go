@@ -21,6 +21,7 @@ import (
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/message"
 )
 
 // Fields a requeue writes on the dead-letter document.
@@ -35,7 +36,9 @@ const (
 var ErrUnmarked = errors.New("requeued but not marked")
 
 // Filter selects dead letters. Documents already marked requeued are never
-// selected.
+// selected, nor the persister's own dead letters of topic entries it could
+// not store (_system.source.kind "topic"): those were never delivered to a
+// consumer and failed; they are not Chronow's dead letters.
 type Filter struct {
 	// Namespace and Topic match exactly when not empty.
 	Namespace, Topic string
@@ -49,7 +52,10 @@ type Filter struct {
 
 // Query returns the MongoDB filter for f.
 func (f Filter) Query() bson.D {
-	q := bson.D{{Key: FieldRequeuedAt, Value: bson.D{{Key: "$exists", Value: false}}}}
+	q := bson.D{
+		{Key: FieldRequeuedAt, Value: bson.D{{Key: "$exists", Value: false}}},
+		{Key: "_system.source.kind", Value: bson.D{{Key: "$ne", Value: string(keyspace.KindTopic)}}},
+	}
 	if f.Topic != "" {
 		q = append(q, bson.E{Key: "topic", Value: f.Topic})
 	}
@@ -244,6 +250,22 @@ func (q *Requeuer) prepare(doc bson.Raw) (Item, []any, error) {
 // persister kept it (it had to change something to store the payload),
 // else the stored value as JSON.
 func payloadText(doc bson.Raw) (string, error) {
+	for _, name := range []string{"payload", "document"} {
+		if _, err := doc.LookupErr("_system", "offloaded", name); err == nil {
+			return "", errors.New("the payload was too large for a document and is in the raw_entries bucket: not requeued (requeue it by hand)")
+		}
+	}
+	if v, err := doc.LookupErr("_system", "defects"); err == nil {
+		if arr, ok := v.ArrayOK(); ok {
+			if vals, err := arr.Values(); err == nil {
+				for _, d := range vals {
+					if s, _ := d.StringValueOK(); s == string(message.DefectPayloadMissing) {
+						return "", errors.New("the dead-letter entry had no payload")
+					}
+				}
+			}
+		}
+	}
 	if v, err := doc.LookupErr("_system", "raw", "payload"); err == nil {
 		if s, ok := v.StringValueOK(); ok {
 			return s, nil
