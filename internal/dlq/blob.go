@@ -25,8 +25,10 @@ const Bucket = "raw_entries"
 // ChunkSize is the GridFS chunk size (the GridFS default).
 const ChunkSize = 255 * 1024
 
-// chunksPerInsert bounds one insert of chunks to about 8 MiB.
-const chunksPerInsert = 32
+// chunksPerInsert bounds one insert of chunks to about 1 MiB, so each
+// insert is quick even on a slow server and a retry after a timeout starts
+// where the last one left off (chunks already stored are duplicates).
+const chunksPerInsert = 4
 
 // Content types of stored blobs.
 const (

@@ -7,6 +7,7 @@ package topics
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -143,8 +144,19 @@ func (s *Syncer) Sync(ctx context.Context, byTenant map[string][]keyspace.Key) e
 		if n == 0 {
 			n = 1
 		}
-		if old, ok := s.written[k.String()]; ok && old == n {
+		old, ok := s.written[k.String()]
+		if ok && old == n {
 			continue
+		}
+		if !ok {
+			// First seen by this process: a document that already says
+			// the same (written before a restart, or by another replica)
+			// is left alone; reads are cheap, upserts are not.
+			stored, err := s.stored(ctx, k)
+			if err == nil && stored == n {
+				s.written[k.String()] = n
+				continue
+			}
 		}
 		if err := s.upsert(ctx, k, n); err != nil {
 			if ctx.Err() != nil {
@@ -174,6 +186,29 @@ func (s *Syncer) Sync(ctx context.Context, byTenant map[string][]keyspace.Key) e
 	return nil
 }
 
+// stored returns the shard count of the topic's document, 0 when there is
+// none.
+func (s *Syncer) stored(ctx context.Context, k keyspace.Key) (int32, error) {
+	db, err := s.store.Database(k.Tenant)
+	if err != nil {
+		return 0, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	var doc struct {
+		Shards int32 `bson:"shards"`
+	}
+	err = db.Collection(config.CollTopics).FindOne(fctx, filterOf(k), options.FindOne().SetProjection(bson.D{{Key: "shards", Value: 1}})).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, nil
+	}
+	return doc.Shards, err
+}
+
+func filterOf(k keyspace.Key) bson.D {
+	return bson.D{{Key: "topic", Value: k.Name}, {Key: "tenantId", Value: k.Tenant}, {Key: "namespace", Value: k.Namespace}}
+}
+
 // upsert writes one topics document: shards and _system.updatedAt always,
 // createdAt only when the document is created.
 func (s *Syncer) upsert(ctx context.Context, k keyspace.Key, shards int32) error {
@@ -185,7 +220,7 @@ func (s *Syncer) upsert(ctx context.Context, k keyspace.Key, shards int32) error
 		return err
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	filter := bson.D{{Key: "topic", Value: k.Name}, {Key: "tenantId", Value: k.Tenant}, {Key: "namespace", Value: k.Namespace}}
+	filter := filterOf(k)
 	update := bson.D{
 		{Key: "$set", Value: bson.D{{Key: "shards", Value: shards}, {Key: "_system.updatedAt", Value: now}}},
 		{Key: "$setOnInsert", Value: bson.D{{Key: "createdAt", Value: now}}},
