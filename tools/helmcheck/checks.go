@@ -123,6 +123,7 @@ func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFile
 		}
 		je := e
 		je.ContainerName = "persister"
+		je.AllEnv = false // checked once, on the daemon
 		if c := checkPod(&p, where, j.Spec.Template.Spec, je, env, podOpts{ownPod: true}); c != nil {
 			if len(c.Args) == 0 || c.Args[0] != "migrate" {
 				p.Addf("%s: args %v, want migrate first", where, c.Args)
@@ -380,7 +381,7 @@ func checkEnv(p *Problems, where string, list []corev1.EnvVar, e Expect, env map
 	if e.AllEnv {
 		for _, name := range sortedKeys(env) {
 			if _, ok := vars[name]; !ok {
-				p.Addf("%s: env %s (read by the daemon) is never set by the chart: add a value for it", where, name)
+				p.Addf("%s: env %s (read by the daemon) is never set by the chart: %s", where, name, howToAdd(name))
 			}
 		}
 	}
@@ -616,6 +617,22 @@ func checkScaledObject(p *Problems, o Object, e Expect) {
 			p.Addf("%s: trigger metadata %s empty", where, k)
 		}
 	}
+}
+
+// howToAdd says where a new daemon setting goes in the chart.
+func howToAdd(env string) string {
+	rest, ok := strings.CutPrefix(env, "PERSISTER_")
+	if !ok {
+		return "add a value for it (redis.*, mongo.* or chronos.*) and set it in templates/_helpers.tpl persister.env"
+	}
+	words := strings.Split(strings.ToLower(rest), "_")
+	for i := 1; i < len(words); i++ {
+		if words[i] != "" {
+			words[i] = strings.ToUpper(words[i][:1]) + words[i][1:]
+		}
+	}
+	key := strings.Join(words, "")
+	return fmt.Sprintf("add config.%s (commented) to values.yaml and values.schema.json, and set it in ci/all-on-values.yaml", key)
 }
 
 func subset(sub, super map[string]string) bool {

@@ -141,11 +141,11 @@ func TestBrokenChartFails(t *testing.T) {
 			edit(t, dir, "templates/_helpers.tpl", "{{- add $grace $margin }}", "{{- $grace }}")
 		}, "terminationGracePeriodSeconds"},
 		{"daemon setting dropped", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", "workers: PERSISTER_WORKERS\n", "")
-		}, "env PERSISTER_WORKERS (read by the daemon) is never set"},
+			edit(t, dir, "ci/all-on-values.yaml", "  workers: 2\n", "")
+		}, "env PERSISTER_WORKERS (read by the daemon) is never set by the chart: add config.workers"},
 		{"setting the daemon does not read", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", "workers: PERSISTER_WORKERS", "workers: PERSISTER_WORKER")
-		}, "env PERSISTER_WORKER is not read by the daemon"},
+			edit(t, dir, "templates/_helpers.tpl", `(ne $key "shutdownGraceSeconds")`, `(ne $key "nothing")`)
+		}, "env PERSISTER_SHUTDOWN_GRACE_SECONDS is not read by the daemon"},
 		{"consumer name not the pod name", func(t *testing.T, dir string) {
 			edit(t, dir, "templates/_helpers.tpl", "fieldPath: metadata.name", "fieldPath: metadata.uid")
 		}, "PERSISTER_CONSUMER must come from the pod name"},
@@ -179,6 +179,12 @@ func TestBrokenChartFails(t *testing.T) {
 		{"keda scaling the wrong object", func(t *testing.T, dir string) {
 			edit(t, dir, "templates/scaledobject.yaml", "name: {{ include \"persister.fullname\" . }}\n  minReplicaCount", "name: other\n  minReplicaCount")
 		}, "scaleTargetRef"},
+		{"bitnami example drifted", func(t *testing.T, dir string) {
+			edit(t, dir, "examples/bitnami-redis-values.yaml", `value: "25s"`, `value: "30s"`)
+		}, "master.sidecars[0] differs from persister.sidecarContainer"},
+		{"sidecar template without its volumes", func(t *testing.T, dir string) {
+			edit(t, dir, "templates/_helpers.tpl", "{{- include \"persister.volumes\" . }}\n{{- end }}", "{{- end }}")
+		}, "has no volume"},
 		{"a refusal accepted", func(t *testing.T, dir string) {
 			edit(t, dir, "templates/validate.yaml", `{{- if and (eq .Values.mode "sidecar") .Values.keda.enabled }}`, `{{- if false }}`)
 		}, `refusal "keda in sidecar mode": rendered without error`},

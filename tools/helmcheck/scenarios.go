@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"helm.sh/helm/v3/pkg/chart"
@@ -28,6 +30,8 @@ var Scenarios = []Scenario{
 	{Name: "sidecar", Files: []string{"ci/sidecar-values.yaml"}},
 	{Name: "all-on", Files: []string{"ci/all-on-values.yaml"}, AllEnv: true},
 	{Name: "sidecar-all-on", Files: []string{"ci/sidecar-all-on-values.yaml"}},
+	{Name: "example-standalone", Files: []string{"examples/standalone-values.yaml"}},
+	{Name: "example-sidecar", Files: []string{"examples/sidecar-values.yaml"}},
 }
 
 // Refusal is a values set the chart must refuse, with a part of the message.
@@ -178,9 +182,39 @@ spec:
       {{- end }}
 `
 
+// renderInParent renders the stand-in parent chart with vals as the
+// persister subchart's values and returns its Redis StatefulSet.
+func (c Checker) renderInParent(vals map[string]any) (*Rendered, *appsv1.StatefulSet, error) {
+	sub, err := LoadChart(c.ChartDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	parent := &chart.Chart{
+		Metadata: &chart.Metadata{APIVersion: chart.APIVersionV2, Name: "redis", Version: "1.0.0",
+			Dependencies: []*chart.Dependency{{Name: "persister", Version: sub.Metadata.Version}}},
+		Templates: []*chart.File{{Name: "templates/statefulset.yaml", Data: []byte(parentStatefulSet)}},
+		Values:    map[string]any{},
+	}
+	parent.SetDependencies(sub)
+	r, err := Render(parent, map[string]any{"persister": vals})
+	if err != nil {
+		return nil, nil, err
+	}
+	sts := r.ByKind("StatefulSet")
+	if len(sts) != 1 {
+		return nil, nil, fmt.Errorf("rendered %d StatefulSets, want 1", len(sts))
+	}
+	var p Problems
+	var ss appsv1.StatefulSet
+	if !decode(&p, sts[0], &ss) {
+		return nil, nil, p.Err()
+	}
+	return r, &ss, nil
+}
+
 // CheckSidecarInParent renders a parent chart that has this chart as a
 // dependency and includes persister.sidecarContainer in its Redis
-// StatefulSet, with the sidecar scenarios' values, and checks the container.
+// StatefulSet, with each sidecar scenario's values, and checks the container.
 func (c Checker) CheckSidecarInParent(env map[string]string) error {
 	sub, err := LoadChart(c.ChartDir)
 	if err != nil {
@@ -195,14 +229,7 @@ func (c Checker) CheckSidecarInParent(env map[string]string) error {
 		if mode, _ := vals["mode"].(string); mode != "sidecar" {
 			continue
 		}
-		parent := &chart.Chart{
-			Metadata: &chart.Metadata{APIVersion: chart.APIVersionV2, Name: "redis", Version: "1.0.0",
-				Dependencies: []*chart.Dependency{{Name: "persister", Version: sub.Metadata.Version}}},
-			Templates: []*chart.File{{Name: "templates/statefulset.yaml", Data: []byte(parentStatefulSet)}},
-			Values:    map[string]any{},
-		}
-		parent.SetDependencies(sub)
-		r, err := Render(parent, map[string]any{"persister": vals})
+		r, ss, err := c.renderInParent(vals)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
 			continue
@@ -212,20 +239,10 @@ func (c Checker) CheckSidecarInParent(env map[string]string) error {
 			return err
 		}
 		var p Problems
-		sts := r.ByKind("StatefulSet")
-		if len(sts) != 1 {
-			p.Addf("rendered %d StatefulSets, want 1", len(sts))
+		if n := len(ss.Spec.Template.Spec.Containers); n != 2 {
+			p.Addf("StatefulSet: %d containers, want redis and the persister", n)
 		}
-		for _, o := range sts {
-			var ss appsv1.StatefulSet
-			if !decode(&p, o, &ss) {
-				continue
-			}
-			if n := len(ss.Spec.Template.Spec.Containers); n != 2 {
-				p.Addf("StatefulSet: %d containers, want redis and the persister", n)
-			}
-			checkPod(&p, "StatefulSet "+ss.Name, ss.Spec.Template.Spec, e, env, podOpts{serve: true})
-		}
+		checkPod(&p, "StatefulSet "+ss.Name, ss.Spec.Template.Spec, e, env, podOpts{serve: true})
 		if n := len(r.ByKind("Deployment")); n != 0 {
 			p.Addf("sidecar mode rendered %d Deployments", n)
 		}
@@ -233,5 +250,60 @@ func (c Checker) CheckSidecarInParent(env map[string]string) error {
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
 		}
 	}
+	if err := c.CheckBitnamiExample(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// CheckBitnamiExample checks that the container, volumes and grace period in
+// examples/bitnami-redis-values.yaml are what persister.sidecarContainer
+// renders from examples/sidecar-values.yaml (the image aside: users set it).
+func (c Checker) CheckBitnamiExample() error {
+	vals, err := LoadValues(c.ChartDir, "examples/sidecar-values.yaml")
+	if err != nil {
+		return err
+	}
+	_, ss, err := c.renderInParent(vals)
+	if err != nil {
+		return fmt.Errorf("examples/sidecar-values.yaml: %w", err)
+	}
+	raw, err := os.ReadFile(filepath.Join(c.ChartDir, "examples", "bitnami-redis-values.yaml"))
+	if err != nil {
+		return err
+	}
+	var doc struct {
+		Master struct {
+			TerminationGracePeriodSeconds int64              `json:"terminationGracePeriodSeconds"`
+			Sidecars                      []corev1.Container `json:"sidecars"`
+			ExtraVolumes                  []corev1.Volume    `json:"extraVolumes"`
+		} `json:"master"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("examples/bitnami-redis-values.yaml: %w", err)
+	}
+	var p Problems
+	spec := ss.Spec.Template.Spec
+	var want corev1.Container
+	if len(spec.Containers) == 2 {
+		want = spec.Containers[1]
+	}
+	if len(doc.Master.Sidecars) != 1 {
+		p.Addf("examples/bitnami-redis-values.yaml: %d master.sidecars, want 1", len(doc.Master.Sidecars))
+	} else {
+		got := doc.Master.Sidecars[0]
+		got.Image, want.Image = "", ""
+		if !reflect.DeepEqual(got, want) {
+			gy, _ := yaml.Marshal(got)
+			wy, _ := yaml.Marshal(want)
+			p.Addf("examples/bitnami-redis-values.yaml: master.sidecars[0] differs from persister.sidecarContainer; got\n%s\nwant\n%s", gy, wy)
+		}
+	}
+	if !reflect.DeepEqual(doc.Master.ExtraVolumes, spec.Volumes) {
+		p.Addf("examples/bitnami-redis-values.yaml: master.extraVolumes %+v, want %+v", doc.Master.ExtraVolumes, spec.Volumes)
+	}
+	if tg := spec.TerminationGracePeriodSeconds; tg == nil || doc.Master.TerminationGracePeriodSeconds < *tg {
+		p.Addf("examples/bitnami-redis-values.yaml: master.terminationGracePeriodSeconds %d, want at least %v", doc.Master.TerminationGracePeriodSeconds, ptrVal(tg))
+	}
+	return p.Err()
 }

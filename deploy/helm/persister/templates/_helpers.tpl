@@ -153,10 +153,9 @@ Argument: dict "ctx" root "sidecar" bool.
 - name: CHRONOS_CONFIG
   value: {{ printf "%s/%s" (trimSuffix "/" $v.chronos.mountPath) $v.chronos.key | quote }}
 {{- end }}
-{{- range $key, $name := include "persister.configEnvNames" . | fromYaml }}
-{{- $val := index $v.config $key }}
-{{- if and (not (kindIs "invalid" $val)) (ne (toString $val) "") }}
-- name: {{ $name }}
+{{- range $key, $val := $v.config }}
+{{- if and (ne $key "shutdownGraceSeconds") (not (kindIs "invalid" $val)) (ne (toString $val) "") }}
+- name: {{ printf "PERSISTER_%s" ($key | snakecase | upper) }}
   value: {{ include "persister.scalar" $val | quote }}
 {{- end }}
 {{- end }}
@@ -169,32 +168,6 @@ Argument: dict "ctx" root "sidecar" bool.
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
-{{- end }}
-
-{{/*
-persister.configEnvNames maps the keys of .Values.config to the daemon's
-environment names (shutdownGraceSeconds is rendered separately).
-*/}}
-{{- define "persister.configEnvNames" -}}
-group: PERSISTER_GROUP
-batchSize: PERSISTER_BATCH_SIZE
-batchBytes: PERSISTER_BATCH_BYTES
-batchLinger: PERSISTER_BATCH_LINGER
-workers: PERSISTER_WORKERS
-inflightBatches: PERSISTER_INFLIGHT_BATCHES
-readBlock: PERSISTER_READ_BLOCK
-discoveryInterval: PERSISTER_DISCOVERY_INTERVAL
-writeTimeout: PERSISTER_WRITE_TIMEOUT
-retryMaxBackoff: PERSISTER_RETRY_MAX_BACKOFF
-claimMinIdle: PERSISTER_CLAIM_MIN_IDLE
-claimInterval: PERSISTER_CLAIM_INTERVAL
-consumerIdleDelete: PERSISTER_CONSUMER_IDLE_DELETE
-maxDeliveries: PERSISTER_MAX_DELIVERIES
-logLevel: PERSISTER_LOG_LEVEL
-logFormat: PERSISTER_LOG_FORMAT
-metricsInterval: PERSISTER_METRICS_INTERVAL
-metricsTopStreams: PERSISTER_METRICS_TOP_STREAMS
-pprof: PERSISTER_PPROF
 {{- end }}
 
 {{/*
