@@ -280,3 +280,28 @@ func TestMeasureObserveOnly(t *testing.T) {
 		t.Errorf("XINFO GROUPS lag = %d, want 25 (untouched)", rl)
 	}
 }
+
+// A group that never read anything has no entries-read counter: entries
+// trimmed before its first read (e.g. long before the persister was
+// deployed) are not counted as lost, and Redis sets the counter from the
+// first entry at the first read.
+func TestMeasureTrimBeforeFirstReadNotCounted(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	rdb := rs.Client(t)
+	ctx := context.Background()
+	ms := NewMeasurer(rdb, group, 1000, true)
+	const s = "cw:t:ns:topic:fresh"
+	ids := fill(t, rdb, s, 20)
+	if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XTrimMaxLen(ctx, s, 5).Err(); err != nil {
+		t.Fatal(err)
+	}
+	check(t, "never read", measure(t, ms, s), 5, 0, 0, ids[15])
+	ack(t, rdb, s, read(t, rdb, s, 2))
+	check(t, "first read", measure(t, ms, s), 3, 0, 0, ids[17])
+	if rl := redisLag(t, rdb, s); rl != 3 {
+		t.Errorf("XINFO GROUPS lag after the first read = %d, want 3", rl)
+	}
+}
