@@ -4,6 +4,7 @@
 #   make build     - bin/persister
 #   make ferretdb  - bin/ferretdb (FerretDB + SQLite, Mongo-compatible test server)
 #   make redis     - make sure redis-server is installed
+#   make helmcheck - lint, render and check the Helm chart; check the Dockerfile
 
 SHELL := bash
 .DEFAULT_GOAL := build
@@ -26,6 +27,14 @@ ferretdb: bin/ferretdb
 bin/ferretdb: tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
 	@echo "building bin/ferretdb (FerretDB + pure-Go SQLite; the first build takes a few minutes)"
 	cd tools/ferretdb && go build -o ../../bin/ferretdb .
+
+# The Helm chart and the Dockerfile, checked with the Helm library in its own
+# module (helm.sh/helm/v3 never enters the product's go.mod): lint and render
+# every mode, check the manifests, fail on a broken template, and compile the
+# Dockerfile's own go build line. The first build of the module takes minutes.
+.PHONY: helmcheck
+helmcheck:
+	cd tools/helmcheck && go vet ./... && go test -count=1 -timeout 30m ./...
 
 .PHONY: redis
 redis:

@@ -62,5 +62,8 @@ echo "ok"
 step "5. go test -race -count=1 ./..."
 go test -race -count=1 -timeout 20m ./...
 
+step "6. Helm chart and Dockerfile (make helmcheck: tools/helmcheck, a separate module)"
+make --no-print-directory helmcheck
+
 echo
 echo "==> all tests passed"
