@@ -175,10 +175,9 @@ spec:
             - name: redis
               containerPort: 6379
         {{- include "persister.sidecarContainer" .Subcharts.persister | nindent 8 }}
-      {{- $volumes := include "persister.sidecarVolumes" .Subcharts.persister }}
-      {{- if $volumes }}
+      {{- with include "persister.sidecarVolumes" .Subcharts.persister | trim }}
       volumes:
-        {{- $volumes | nindent 8 }}
+        {{- . | nindent 8 }}
       {{- end }}
 `
 
