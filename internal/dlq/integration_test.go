@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
@@ -325,6 +326,16 @@ func TestBadInput(t *testing.T) {
 	waitPending(ctx, t, rdb, streams, 0)
 	t.Logf("%d entries (%d bad, 4 over 16 MiB) stored and acked in %s", len(all), countBad(all), time.Since(start).Round(time.Millisecond))
 	checkBadInput(ctx, t, mc, all)
+	for _, tenant := range tenants {
+		for defect, want := range map[message.Defect]float64{
+			dlq.DefectPayloadTooLarge: 2, dlq.DefectRefused: 1, message.DefectPayloadNotJSON: 2,
+			message.DefectKeysEscaped: 3, dlq.DefectDeliveriesInvalid: 1, message.DefectHashMismatch: 1,
+		} {
+			if got := counter(t, run.D.Registry(), "persister_entries_malformed_total", "tenant", tenant, "defect", string(defect)); got != want {
+				t.Errorf("persister_entries_malformed_total{tenant=%q,defect=%q}: got %v, want %v", tenant, defect, got, want)
+			}
+		}
+	}
 	before := snapshot(ctx, t, mc, tenants)
 	if err := run.Stop(); err != nil {
 		t.Fatal(err)
@@ -592,6 +603,9 @@ func TestPoison(t *testing.T) {
 		n, _ := db.Collection("messages").CountDocuments(ctx, bson.D{{Key: "_id", Value: message.Identity("default", "jobs", ids[3])}})
 		return n == 1, fmt.Sprint(n)
 	})
+	if got := counter(t, run.D.Registry(), "persister_entries_dead_lettered_total", "tenant", "acme", "reason", dlq.ReasonPoison); got != 2 {
+		t.Errorf("persister_entries_dead_lettered_total{reason=%q}: got %v, want 2", dlq.ReasonPoison, got)
+	}
 	for i, id := range ids {
 		nMsg, _ := db.Collection("messages").CountDocuments(ctx, bson.D{{Key: "_id", Value: message.Identity("default", "jobs", id)}})
 		var dl bson.M
@@ -636,4 +650,32 @@ func TestPoison(t *testing.T) {
 	if err := run.Stop(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// counter reads one counter from the daemon's registry, as a scrape would.
+func counter(t *testing.T, reg prometheus.Gatherer, family string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metric
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
