@@ -74,6 +74,12 @@ type Persister struct {
 	// MetricsInterval is how often stream lag, pending counts, oldest age
 	// and unseen trims are measured (internal/lag).
 	MetricsInterval time.Duration `env:"PERSISTER_METRICS_INTERVAL, default=10s"`
+	// ClusterPoll and ClusterIdlePoll bound how often a stream without a
+	// backlog is polled on a Redis Cluster (where one blocking read cannot
+	// span slots): ClusterPoll after a read that found entries, doubling
+	// per empty read up to ClusterIdlePoll (docs/scaling.md).
+	ClusterPoll     time.Duration `env:"PERSISTER_CLUSTER_POLL, default=50ms"`
+	ClusterIdlePoll time.Duration `env:"PERSISTER_CLUSTER_IDLE_POLL, default=500ms"`
 	// MetricsTopStreams, when > 0, also exports lag and oldest age with a
 	// stream label for this many streams (the oldest unstored first).
 	MetricsTopStreams int `env:"PERSISTER_METRICS_TOP_STREAMS, default=0"`
@@ -209,6 +215,8 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+		{"PERSISTER_CLUSTER_POLL", p.ClusterPoll},
+		{"PERSISTER_CLUSTER_IDLE_POLL", p.ClusterIdlePoll},
 }
 
 // Nodes parses REDIS_CLUSTER_NODES (a JSON array of host:port).

@@ -113,6 +113,9 @@ func (c *Claimer) Sweep(ctx context.Context) (SweepStats, error) {
 	}
 	keys, _ := c.streams.Get()
 	for _, k := range keys {
+		if ctx.Err() != nil {
+			return st, ctx.Err()
+		}
 		if err := c.claimStream(ctx, k, &st); err != nil {
 			return st, err
 		}
@@ -131,7 +134,9 @@ func (c *Claimer) Sweep(ctx context.Context) (SweepStats, error) {
 func (c *Claimer) claimStream(ctx context.Context, stream string, st *SweepStats) error {
 	start := "0-0"
 	for {
-		msgs, next, deleted, err := c.rdb.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
+		// Not cancelled by a stop: a claim whose reply is lost would leave
+		// the entries pending on this consumer with nobody holding them.
+		msgs, next, deleted, err := c.rdb.XAutoClaimWithDeleted(context.WithoutCancel(ctx), &redis.XAutoClaimArgs{
 			Stream: stream, Group: c.cfg.Group, Consumer: c.cfg.Consumer,
 			MinIdle: c.cfg.MinIdle, Start: start, Count: int64(c.cfg.Count),
 		}).Result()

@@ -217,7 +217,10 @@ func (r *Reader) readPending(ctx context.Context, keys []string) error {
 	for _, k := range keys {
 		args = append(args, r.cursor[k])
 	}
-	res, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+	// Not cancelled by a stop: a read cancelled after Redis delivered its
+	// entries would leave them pending on this consumer without anyone
+	// holding them. It is short (no BLOCK; bounded by the read timeout).
+	res, err := r.rdb.XReadGroup(context.WithoutCancel(ctx), &redis.XReadGroupArgs{
 		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args,
 		Count: r.perStream(len(keys)), Block: -1,
 	}).Result()
@@ -259,7 +262,10 @@ func (r *Reader) readNew(ctx context.Context, keys []string) error {
 	for range keys {
 		args = append(args, ">")
 	}
-	res, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+	// Not cancelled by a stop (see readPending): a stop waits at most Block
+	// (plus the read timeout if Redis hangs), and what this last read
+	// delivered is handed on, flushed and acked like the rest.
+	res, err := r.rdb.XReadGroup(context.WithoutCancel(ctx), &redis.XReadGroupArgs{
 		Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args,
 		Count: r.perStream(len(keys)), Block: r.cfg.Block,
 	}).Result()

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -13,16 +14,29 @@ import (
 // tenant's streams left pending longer than PERSISTER_CLAIM_MIN_IDLE (by a
 // replica that died, or by this one before a restart under another name)
 // and feeds them through the same decode and batch path as read entries.
-// It pauses while the tenant's writes fail: claiming then would only raise
-// delivery counts of entries that cannot be stored anyway.
+//
+// It pauses while the tenant's writes fail, and for one min-idle after they
+// recover: claiming then would only raise the delivery counts of entries
+// that cannot be stored anyway, and would re-claim the entries this process
+// still holds in hand (pending on itself, idle since the outage began),
+// writing each twice. Once writes have been healthy for min-idle, whatever
+// is still pending that long is really stranded.
 func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
 	p := d.cfg.Persister
 	count := min(p.BatchSize, 1000)
+	var badAt time.Time // only the claimer's goroutine calls Paused
+	paused := func() bool {
+		if tp.batcher.State().LastErr != nil {
+			badAt = time.Now()
+			return true
+		}
+		return !badAt.IsZero() && time.Since(badAt) < p.ClaimMinIdle
+	}
 	return consumer.NewClaimer(d.rdb, consumer.ClaimerConfig{
 		Group: p.Group, Consumer: p.Consumer,
 		MinIdle: p.ClaimMinIdle, Interval: p.ClaimInterval, Count: count,
 		IdleDelete: p.ConsumerIdleDelete,
-		Paused:     func() bool { return tp.batcher.State().LastErr != nil },
+		Paused:     paused,
 		OnError:    func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
 	}, tp.streams, func(ctx context.Context, stream string, msgs []redis.XMessage) error {
 		return tp.handleClaimed(ctx, stream, msgs, d.screen)

@@ -102,13 +102,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// drainCtx outlives ctx by the grace period, for flushing and acking.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
-	stopGrace := context.AfterFunc(ctx, func() {
-		d.log.Info("stop requested: no more reads; flushing what is in hand", "grace", d.cfg.Persister.ShutdownGrace.String())
+	g, gctx := errgroup.WithContext(ctx)
+	// The grace period starts at any stop: SIGTERM, or a part failing
+	// (gctx). Without it a drain against an unreachable MongoDB would
+	// never end.
+	stopGrace := context.AfterFunc(gctx, func() {
+		d.log.Info("stopping: no more reads; flushing what is in hand", "grace", d.cfg.Persister.ShutdownGrace.String())
 		time.AfterFunc(d.cfg.Persister.ShutdownGrace, cancelDrain)
 	})
 	defer stopGrace()
-
-	g, gctx := errgroup.WithContext(ctx)
 	httpDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(httpDone)

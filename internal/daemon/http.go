@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
-	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -36,32 +36,52 @@ type Readiness struct {
 	Tenants map[string]string `json:"tenants"`
 }
 
-// Ready checks Redis and every tenant's database and write state.
+// Ready checks Redis and every tenant's database and write state. Each
+// check runs concurrently with its own timeout, so one server that hangs
+// (SIGSTOP, network partition) does not make the others look down.
 func (d *Daemon) Ready(ctx context.Context) Readiness {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
+	const timeout = 2 * time.Second
 	r := Readiness{Ready: true, Redis: "ok", Tenants: map[string]string{}}
-	if err := d.rdb.Ping(ctx).Err(); err != nil {
-		r.Ready, r.Redis = false, "unreachable: "+err.Error()
-	}
-	ids := make([]string, 0, len(d.tenants))
-	for id := range d.tenants {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		st := d.tenants[id].batcher.State()
-		switch {
-		case st.Halted:
-			r.Ready, r.Tenants[id] = false, "halted: "+st.LastErr.Error()
-		case d.sink.Ping(ctx, id) != nil:
-			r.Ready, r.Tenants[id] = false, "database unreachable"
-		case st.LastErr != nil:
-			r.Ready, r.Tenants[id] = false, "writes failing: "+st.LastErr.Error()
-		default:
-			r.Tenants[id] = "ok"
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := d.rdb.Ping(pctx).Err(); err != nil {
+			mu.Lock()
+			r.Ready, r.Redis = false, "unreachable: "+err.Error()
+			mu.Unlock()
 		}
+	}()
+	for id, tp := range d.tenants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			st := tp.batcher.State()
+			status := "ok"
+			switch {
+			case st.Halted:
+				status = "halted: " + st.LastErr.Error()
+			case d.sink.Ping(pctx, id) != nil:
+				status = "database unreachable"
+			case st.LastErr != nil:
+				status = "writes failing: " + st.LastErr.Error()
+			}
+			mu.Lock()
+			r.Tenants[id] = status
+			if status != "ok" {
+				r.Ready = false
+			}
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
 	return r
 }
 

@@ -115,7 +115,10 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 			continue
 		}
 		it.Stream, it.ID, it.Kind = stream, msg.ID, kind
-		if err := tp.batcher.Add(ctx, it); err != nil {
+		// Entries read are in hand: a stop does not drop them. Add waits
+		// for the batcher, which consumes until Close (after the grace
+		// period it abandons, leaving them pending).
+		if err := tp.batcher.Add(context.WithoutCancel(ctx), it); err != nil {
 			return err
 		}
 	}
@@ -140,7 +143,7 @@ func (tp *tenantPipeline) rescueUndecodable(ctx context.Context, key keyspace.Ke
 	if it.Time.IsZero() {
 		it.Time, _ = message.IDTime(msg.ID)
 	}
-	return tp.batcher.Add(ctx, it) == nil
+	return tp.batcher.Add(context.WithoutCancel(ctx), it) == nil
 }
 
 // EntryRescuer stores entries no document can be built for another way.
