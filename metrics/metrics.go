@@ -40,6 +40,8 @@ type Metrics struct {
 	Claimed          *prometheus.CounterVec
 	InflightEntries  *prometheus.GaugeVec
 	BuildInfo        *prometheus.GaugeVec
+
+	SharedMemory // persister_sm_*: metrics/sharedmem.go
 }
 
 // New creates the metrics and registers them on reg.
@@ -128,6 +130,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reg.MustRegister(m.StreamLag, m.StreamPending, m.OldestUnackedAge, m.EntriesStored, m.StoreLatency,
 		m.BatchSize, m.FlushDuration, m.WriteErrors, m.DeadLettered, m.Lost, m.Malformed, m.Streams,
 		m.TenantHalted, m.RedisErrors, m.EntriesRead, m.Acked, m.Claimed, m.InflightEntries, m.BuildInfo)
+	m.SharedMemory = newSharedMemory()
+	reg.MustRegister(m.SharedMemory.collectors()...)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m
 }

@@ -86,7 +86,36 @@ type Persister struct {
 	// PPROF serves Go's /debug/pprof/ profiles on the HTTP address (opt-in:
 	// they reveal internals and cost CPU while a profile is taken).
 	PPROF bool `env:"PERSISTER_PPROF, default=false"`
+
+	// Shared memory (internal/sharedmem, docs/shared-memory.md).
+	// SMEnabled carries Chronow's sm keys into each tenant's shared_memory.
+	SMEnabled bool `env:"PERSISTER_SM_ENABLED, default=true"`
+	// SMNotify is auto (check notify-keyspace-events, add the missing flags
+	// when CONFIG SET is allowed, subscribe) or off (reconcile only).
+	SMNotify string `env:"PERSISTER_SM_NOTIFY, default=auto"`
+	// SMReconcileInterval is the time between two SCAN passes that write
+	// every value whose content differs from the stored one.
+	SMReconcileInterval time.Duration `env:"PERSISTER_SM_RECONCILE_INTERVAL, default=1m"`
+	// SMFlushInterval is the coalescing window: the values of one key set
+	// within it become one write of the latest.
+	SMFlushInterval time.Duration `env:"PERSISTER_SM_FLUSH_INTERVAL, default=1s"`
+	// SMDeleteMode is keep (a deleted key changes nothing in the warm tier)
+	// or tombstone (_system.tombstone and _system.deletedAt are set).
+	SMDeleteMode string `env:"PERSISTER_SM_DELETE_MODE, default=keep"`
+	// SMMaxPending bounds the keys waiting for a flush (backpressure).
+	SMMaxPending int `env:"PERSISTER_SM_MAX_PENDING, default=100000"`
+	// SMCacheKeys bounds the in-memory cache of stored hashes (about 150
+	// bytes per key).
+	SMCacheKeys int `env:"PERSISTER_SM_CACHE_KEYS, default=200000"`
 }
+
+// Values of PERSISTER_SM_NOTIFY and PERSISTER_SM_DELETE_MODE.
+const (
+	SMNotifyAuto      = "auto"
+	SMNotifyOff       = "off"
+	SMDeleteKeep      = "keep"
+	SMDeleteTombstone = "tombstone"
+)
 
 // Load reads the configuration from the process environment and validates it.
 // Every error wraps ErrInvalid and names the setting at fault.
@@ -166,6 +195,8 @@ func (c *Config) Validate() error {
 		{"PERSISTER_WORKERS", p.Workers},
 		{"PERSISTER_INFLIGHT_BATCHES", p.InflightBatches},
 		{"PERSISTER_MAX_DELIVERIES", p.MaxDeliveries},
+		{"PERSISTER_SM_MAX_PENDING", p.SMMaxPending},
+		{"PERSISTER_SM_CACHE_KEYS", p.SMCacheKeys},
 	}
 	for _, f := range positive {
 		if f.v <= 0 {
@@ -192,6 +223,8 @@ func (c *Config) Validate() error {
 		{"PERSISTER_CLAIM_INTERVAL", p.ClaimInterval},
 		{"PERSISTER_CONSUMER_IDLE_DELETE", p.ConsumerIdleDelete},
 		{"PERSISTER_METRICS_INTERVAL", p.MetricsInterval},
+		{"PERSISTER_SM_RECONCILE_INTERVAL", p.SMReconcileInterval},
+		{"PERSISTER_SM_FLUSH_INTERVAL", p.SMFlushInterval},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {
@@ -202,6 +235,12 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("PERSISTER_LOG_LEVEL", "must be debug, info, warn or error, got %q", p.LogLevel)
+	}
+	if p.SMNotify != SMNotifyAuto && p.SMNotify != SMNotifyOff {
+		bad("PERSISTER_SM_NOTIFY", "must be auto or off, got %q", p.SMNotify)
+	}
+	if p.SMDeleteMode != SMDeleteKeep && p.SMDeleteMode != SMDeleteTombstone {
+		bad("PERSISTER_SM_DELETE_MODE", "must be keep or tombstone, got %q", p.SMDeleteMode)
 	}
 	switch p.LogFormat {
 	case "json", "text":

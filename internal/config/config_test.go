@@ -107,6 +107,9 @@ func TestBadConfig(t *testing.T) {
 		{"chronow group", map[string]string{"PERSISTER_GROUP": "sub:orders"}, "", []string{"PERSISTER_GROUP"}},
 		{"bad cluster nodes", map[string]string{"REDIS_CLUSTER_NODES": "a:1,b:2"}, "", []string{"REDIS_CLUSTER_NODES", "JSON array"}},
 		{"bad log level", map[string]string{"PERSISTER_LOG_LEVEL": "loud"}, "", []string{"PERSISTER_LOG_LEVEL"}},
+		{"bad sm notify", map[string]string{"PERSISTER_SM_NOTIFY": "on"}, "", []string{"PERSISTER_SM_NOTIFY", "auto or off"}},
+		{"bad sm delete mode", map[string]string{"PERSISTER_SM_DELETE_MODE": "delete"}, "", []string{"PERSISTER_SM_DELETE_MODE", "keep or tombstone"}},
+		{"bad sm flush interval", map[string]string{"PERSISTER_SM_FLUSH_INTERVAL": "0s"}, "", []string{"PERSISTER_SM_FLUSH_INTERVAL", "positive"}},
 		{"missing chronos file", map[string]string{"CHRONOS_CONFIG": "/nonexistent/chronos.json"}, "", []string{"CHRONOS_CONFIG", "cannot read"}},
 	}
 	for _, tt := range tests {

@@ -24,6 +24,7 @@ import (
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/lag"
+	"github.com/chronow/persister/internal/sharedmem"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
 	"github.com/chronow/persister/metrics"
@@ -45,6 +46,7 @@ type Daemon struct {
 	tenants  map[string]*tenantPipeline
 
 	lag *lag.Collector
+	sm  *sharedmem.Carrier // nil when PERSISTER_SM_ENABLED=false
 
 	mu           sync.Mutex
 	unconfigured map[string]bool // streams already reported
@@ -79,6 +81,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		d.tenants[t.TenantID] = newTenantPipeline(d, t.TenantID)
 	}
 	d.lag = d.newLagCollector()
+	if p.SMEnabled {
+		d.sm = sharedmem.New(sharedmem.ConfigFrom(cfg), rdb, w, m, log)
+	}
 	d.initSeries()
 	return d, nil
 }
@@ -128,6 +133,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		g.Go(func() error {
 			defer pipelines.Done()
 			return tp.run(gctx, drainCtx)
+		})
+	}
+	if d.sm != nil {
+		pipelines.Add(1)
+		g.Go(func() error {
+			defer pipelines.Done()
+			return d.sm.Run(gctx, drainCtx)
 		})
 	}
 	// The HTTP server stops last, after every pipeline has flushed.

@@ -1,0 +1,303 @@
+package sharedmem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
+
+	"github.com/chronow/persister/internal/bsonjson"
+	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/internal/sink"
+)
+
+// Databases is what the store needs from the sink: a tenant's database and
+// its schema (the unique index on key, namespace, tenantId, which the
+// ordering guarantee relies on).
+type Databases interface {
+	Database(tenantID string) (*mongo.Database, error)
+	EnsureSchema(ctx context.Context, tenantID string) error
+}
+
+var _ Databases = (*sink.Writer)(nil)
+
+// The defects a stored value can have, kept in _system.defects.
+const (
+	DefectNotJSON     = "val_not_json"
+	DefectKeysEscaped = "val_keys_escaped"
+)
+
+// opsPerCommand caps the updates sent in one command. FerretDB (v1, SQLite)
+// keeps the cursor of every update of a command open until the command
+// ends, from a pool of 100 SQLite connections: a command of 100 updates that
+// match existing documents never returns. 32 leaves room for other commands
+// on the same database.
+const opsPerCommand = 32
+
+// outcome is what became of one observation's write.
+type outcome uint8
+
+const (
+	// outWritten: the document now holds this observation.
+	outWritten outcome = iota + 1
+	// outStale: the document holds this version or a newer one.
+	outStale
+	// outRefused: this value can never be written as it is.
+	outRefused
+	// outRetry: not written; try again later.
+	outRetry
+)
+
+// writeOp is one conditional upsert.
+type writeOp struct {
+	filter bson.D
+	update bson.Raw
+}
+
+// buildOp turns an observation into its conditional upsert. retentionDays
+// is the tenant's retention for shared_memory (0: none).
+//
+// The filter matches the document only when it holds an older version (or
+// none, when another writer created it): an older observation never
+// replaces a newer one. When it does not match, the upsert's insert hits
+// the unique index and fails with a duplicate key error, which the store
+// reads as "stale" after one retry.
+func buildOp(o *Observation, retentionDays int) (writeOp, error) {
+	filter := bson.D{
+		{Key: "key", Value: o.Key.Name},
+		{Key: "namespace", Value: o.Key.Namespace},
+		{Key: "tenantId", Value: o.Key.Tenant},
+		{Key: "$or", Value: bson.A{
+			bson.D{{Key: "_system.version", Value: bson.D{{Key: "$lt", Value: o.Version}}}},
+			bson.D{{Key: "_system.version", Value: bson.D{{Key: "$exists", Value: false}}}},
+		}},
+	}
+	at := o.millis()
+	idx, u := bsoncore.AppendDocumentStart(nil)
+
+	// $set
+	sidx, u := bsoncore.AppendDocumentElementStart(u, "$set")
+	var unset []string
+	if o.Deleted {
+		u = bsoncore.AppendBooleanElement(u, "_system.tombstone", true)
+		u = bsoncore.AppendDateTimeElement(u, "_system.deletedAt", at)
+		unset = append(unset, "_system.hash")
+	} else {
+		var defects []string
+		out, res, err := bsonjson.AppendElement(u, "val", o.Value)
+		switch {
+		case err != nil:
+			u = bsoncore.AppendStringElement(u, "val", string(o.Value))
+			defects = append(defects, DefectNotJSON)
+		default:
+			u = out
+			if res.EscapedKeys {
+				defects = append(defects, DefectKeysEscaped)
+			}
+		}
+		u = bsoncore.AppendStringElement(u, "_system.hash", o.Hash)
+		if len(defects) > 0 {
+			aidx, a := bsoncore.AppendArrayElementStart(u, "_system.defects")
+			for i, d := range defects {
+				a = bsoncore.AppendStringElement(a, fmt.Sprint(i), d)
+			}
+			u, _ = bsoncore.AppendArrayEnd(a, aidx)
+		} else {
+			unset = append(unset, "_system.defects")
+		}
+		if res.EscapedKeys {
+			ridx, r := bsoncore.AppendDocumentElementStart(u, "_system.raw")
+			r = bsoncore.AppendStringElement(r, "val", string(o.Value))
+			u, _ = bsoncore.AppendDocumentEnd(r, ridx)
+		} else {
+			unset = append(unset, "_system.raw")
+		}
+		unset = append(unset, "_system.tombstone", "_system.deletedAt")
+	}
+	u = bsoncore.AppendDateTimeElement(u, "_system.updatedAt", at)
+	u = bsoncore.AppendInt64Element(u, "_system.version", o.Version)
+	if retentionDays > 0 {
+		u = bsoncore.AppendInt32Element(u, "_system.retentionDays", int32(retentionDays))
+		u = bsoncore.AppendDateTimeElement(u, "_system.expireAt", at+int64(retentionDays)*int64(24*time.Hour/time.Millisecond))
+	} else {
+		unset = append(unset, "_system.retentionDays", "_system.expireAt")
+	}
+	u, _ = bsoncore.AppendDocumentEnd(u, sidx)
+
+	// $setOnInsert
+	oidx, u := bsoncore.AppendDocumentElementStart(u, "$setOnInsert")
+	u = bsoncore.AppendDateTimeElement(u, "_system.createdAt", at)
+	if o.Deleted {
+		u = bsoncore.AppendNullElement(u, "val")
+	}
+	u, _ = bsoncore.AppendDocumentEnd(u, oidx)
+
+	// $unset
+	uidx, u := bsoncore.AppendDocumentElementStart(u, "$unset")
+	for _, f := range unset {
+		u = bsoncore.AppendStringElement(u, f, "")
+	}
+	u, _ = bsoncore.AppendDocumentEnd(u, uidx)
+
+	u, _ = bsoncore.AppendDocumentEnd(u, idx)
+	if len(u) > message.MaxDocBytes {
+		return writeOp{}, fmt.Errorf("%s: %d bytes: %w", o.Key, len(u), message.ErrTooLarge)
+	}
+	return writeOp{filter: filter, update: u}, nil
+}
+
+// store writes observations into tenants' shared_memory collections.
+type store struct {
+	dbs          Databases
+	writeTimeout time.Duration
+}
+
+// write applies ops to one tenant's collection and returns one outcome per
+// op. The error, when not nil, is why some ops got outRetry.
+//
+// Ops go in unordered bulks of opsPerCommand. A bulk without error wrote
+// every op. A bulk with write errors is replayed op by op: servers differ in
+// what they report (FerretDB stops at the first error and reports it at
+// index 0), and replaying is safe because every op is conditional on its
+// version. A command-level error leaves the rest for a later retry.
+func (s *store) write(ctx context.Context, tenant string, ops []writeOp) ([]outcome, error) {
+	out := make([]outcome, len(ops))
+	for i := range out {
+		out[i] = outRetry
+	}
+	db, err := s.dbs.Database(tenant)
+	if err != nil {
+		return out, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
+	err = s.dbs.EnsureSchema(sctx, tenant)
+	cancel()
+	if err != nil {
+		return out, err
+	}
+	coll := db.Collection(config.CollSharedMemory)
+	var firstErr error
+	for start := 0; start < len(ops); start += opsPerCommand {
+		end := min(start+opsPerCommand, len(ops))
+		chunk := ops[start:end]
+		models := make([]mongo.WriteModel, len(chunk))
+		for i, op := range chunk {
+			models[i] = mongo.NewUpdateOneModel().SetFilter(op.filter).SetUpdate(op.update).SetUpsert(true)
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
+		_, err := coll.BulkWrite(cctx, models, options.BulkWrite().SetOrdered(false))
+		cancel()
+		if err == nil {
+			for i := start; i < end; i++ {
+				out[i] = outWritten
+			}
+			continue
+		}
+		var bwe mongo.BulkWriteException
+		if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+			return out, fmt.Errorf("bulk upsert into %s.%s: %w", db.Name(), config.CollSharedMemory, err)
+		}
+		for i, op := range chunk {
+			o, err := s.writeOne(ctx, coll, op)
+			out[start+i] = o
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if o == outRetry {
+				return out, firstErr
+			}
+		}
+	}
+	return out, firstErr
+}
+
+// writeOne applies one op. A duplicate key error means the document exists
+// with this version or a newer one, or that another writer inserted it an
+// instant ago; the second attempt tells them apart, since the document then
+// exists.
+func (s *store) writeOne(ctx context.Context, coll *mongo.Collection, op writeOp) (outcome, error) {
+	for range 2 {
+		cctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
+		_, err := coll.UpdateOne(cctx, op.filter, op.update, options.Update().SetUpsert(true))
+		cancel()
+		switch {
+		case err == nil:
+			return outWritten, nil
+		case mongo.IsDuplicateKeyError(err):
+			continue
+		}
+		switch classify(err) {
+		case sink.ClassPermanent:
+			return outRefused, err
+		default:
+			return outRetry, err
+		}
+	}
+	return outStale, nil
+}
+
+// classify classifies the error of one update.
+func classify(err error) sink.Class {
+	var we mongo.WriteException
+	if errors.As(err, &we) && we.WriteConcernError == nil && len(we.WriteErrors) > 0 {
+		return sink.ClassifyCode(we.WriteErrors[0].Code, we.WriteErrors[0].Message)
+	}
+	return sink.Classify(err)
+}
+
+// storedState is what the collection holds for one key.
+type storedState struct {
+	hash    string // tombstoneHash for a tombstone, "" when unknown
+	version int64
+}
+
+// lookup reads the stored hash and version of names in one namespace of a
+// tenant's collection. Names without a document are absent from the map.
+func (s *store) lookup(ctx context.Context, tenant, namespace string, names []string) (map[string]storedState, error) {
+	db, err := s.dbs.Database(tenant)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
+	defer cancel()
+	filter := bson.D{
+		{Key: "key", Value: bson.D{{Key: "$in", Value: names}}},
+		{Key: "namespace", Value: namespace},
+		{Key: "tenantId", Value: tenant},
+	}
+	proj := bson.D{{Key: "key", Value: 1}, {Key: "_system.hash", Value: 1}, {Key: "_system.version", Value: 1}, {Key: "_system.tombstone", Value: 1}}
+	cur, err := db.Collection(config.CollSharedMemory).Find(ctx, filter, options.Find().SetProjection(proj))
+	if err != nil {
+		return nil, fmt.Errorf("read stored hashes from %s.%s: %w", db.Name(), config.CollSharedMemory, err)
+	}
+	defer cur.Close(ctx)
+	out := make(map[string]storedState, len(names))
+	for cur.Next(ctx) {
+		var d struct {
+			Key    string `bson:"key"`
+			System struct {
+				Hash      string `bson:"hash"`
+				Version   int64  `bson:"version"`
+				Tombstone bool   `bson:"tombstone"`
+			} `bson:"_system"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return nil, fmt.Errorf("decode stored hash from %s.%s: %w", db.Name(), config.CollSharedMemory, err)
+		}
+		st := storedState{hash: d.System.Hash, version: d.System.Version}
+		if d.System.Tombstone {
+			st.hash = tombstoneHash
+		}
+		out[d.Key] = st
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("read stored hashes from %s.%s: %w", db.Name(), config.CollSharedMemory, err)
+	}
+	return out, nil
+}
