@@ -215,6 +215,8 @@ func (c *Config) Validate() error {
 	}{
 		{"PERSISTER_BATCH_LINGER", p.BatchLinger},
 		{"PERSISTER_READ_BLOCK", p.ReadBlock},
+		{"PERSISTER_CLUSTER_POLL", p.ClusterPoll},
+		{"PERSISTER_CLUSTER_IDLE_POLL", p.ClusterIdlePoll},
 		{"PERSISTER_DISCOVERY_INTERVAL", p.DiscoveryInterval},
 		{"PERSISTER_SHUTDOWN_GRACE", p.ShutdownGrace},
 		{"PERSISTER_WRITE_TIMEOUT", p.WriteTimeout},
@@ -254,8 +256,6 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
-		{"PERSISTER_CLUSTER_POLL", p.ClusterPoll},
-		{"PERSISTER_CLUSTER_IDLE_POLL", p.ClusterIdlePoll},
 }
 
 // Nodes parses REDIS_CLUSTER_NODES (a JSON array of host:port).
