@@ -10,43 +10,51 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultPoll is how often, in a Redis Cluster, a reader polls the streams
-// that had no backlog at their last read, when ReaderConfig.Poll is 0.
-const DefaultPoll = 50 * time.Millisecond
+// Defaults of the cluster poll intervals (ReaderConfig.Poll, IdlePoll).
+const (
+	DefaultPoll     = 50 * time.Millisecond
+	DefaultIdlePoll = 500 * time.Millisecond
+)
 
 // In a Redis Cluster a multi-stream XREADGROUP may only name keys of one
 // hash slot, and Chronow's keys carry no hash tags, so a tenant's streams
-// lie on as many slots as it has streams. A blocking read per slot would
-// take one connection per stream. The reader therefore polls: one
-// non-blocking XREADGROUP per slot group, all in one pipeline (go-redis
-// sends each node its share in parallel, one round trip per node). Streams
-// whose last read came back full (a backlog) or that are still re-reading
-// their own pending entries are read again at once; the others every Poll.
-// A reader whose streams all lie in one slot (one stream, or hash-tagged
-// keys) blocks as it does on a single Redis.
+// lie on about as many slots as it has streams. A blocking read per slot
+// would hold one connection per stream. The reader therefore polls: one
+// non-blocking XREADGROUP per slot group, all due groups in one pipeline
+// (go-redis sends each master its share in parallel, one round trip per
+// master).
 //
-// A slot group whose read fails (its master is down or failing over) is
-// retried with its own backoff while the other groups are read as usual;
-// its streams restart from their own pending entries, since a read whose
-// reply was lost may have delivered entries to this consumer.
+// When a group is due: a group whose last read returned entries is read
+// again after Poll; each empty read doubles the wait, up to IdlePoll. A
+// stream whose read came back full (a backlog) or that is still re-reading
+// its own pending entries is read again at once. So a busy stream is read
+// as fast as the batcher takes entries, a quiet one costs one command per
+// IdlePoll, and an entry waits at most IdlePoll to be read.
+//
+// A reader whose streams all lie in one slot (one stream, or keys with a
+// common hash tag) blocks as it does on a single Redis.
+//
+// A group whose read fails (its master is down or failing over) is retried
+// with its own backoff while the other groups are read as usual; its
+// streams restart from their own pending entries, since a read whose reply
+// was lost may have delivered entries to this consumer.
 type slotReader struct {
 	// full is the set of streams whose last new-entry read returned the
 	// whole count: more is probably waiting.
 	full map[string]bool
-	// lastAll is when every group was last polled.
-	lastAll time.Time
-	// down holds the backoff of slots whose last read failed.
-	down     map[int]*slotDown
-	failures int // reads with a failed group, for log throttling
+	// slot holds the poll state of each slot read so far.
+	slot     map[int]*slotState
+	failures int // passes with a failed group, for log throttling
 }
 
-type slotDown struct {
-	until    time.Time
-	failures int
+type slotState struct {
+	next     time.Time     // when the group is due
+	wait     time.Duration // wait after the last read: Poll..IdlePoll
+	failures int           // consecutive failed reads
 }
 
 func newSlotReader() *slotReader {
-	return &slotReader{full: map[string]bool{}, down: map[int]*slotDown{}}
+	return &slotReader{full: map[string]bool{}, slot: map[int]*slotState{}}
 }
 
 // isCluster reports whether rdb is a Redis Cluster client.
@@ -55,76 +63,71 @@ func isCluster(rdb redis.UniversalClient) bool {
 	return ok
 }
 
-func (r *Reader) poll() time.Duration {
-	if r.cfg.Poll > 0 {
-		return r.cfg.Poll
+func (r *Reader) pollIntervals() (poll, idle time.Duration) {
+	poll, idle = r.cfg.Poll, r.cfg.IdlePoll
+	if poll <= 0 {
+		poll = DefaultPoll
 	}
-	return DefaultPoll
+	if idle <= 0 {
+		idle = DefaultIdlePoll
+	}
+	return poll, max(idle, poll)
 }
 
 // readSlots makes one cluster read pass over keys (every stream's own
-// pending entries from its cursor, new entries with ">"). It waits up to
-// Poll when no stream needs reading at once; changed ends the wait early.
+// pending entries from its cursor, new entries with ">"). When no group is
+// due it waits for the first that is; changed ends the wait early.
 func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan struct{}) error {
 	st := r.slots
 	groups := BySlot(keys)
 	urgent := func(k string) bool { return r.cursor[k] != ">" || st.full[k] }
+	st.forget(groups)
 
-	anyUrgent := false
-	for _, k := range keys {
-		if urgent(k) {
-			anyUrgent = true
-			break
-		}
-	}
-	if len(groups) == 1 && !anyUrgent {
+	if len(groups) == 1 && !hasAny(keys, urgent) {
 		// One slot: a blocking read costs one connection, as on one Redis.
-		st.lastAll = time.Now()
 		return r.readNew(ctx, keys)
-	}
-	all := time.Since(st.lastAll) >= r.poll()
-	if !anyUrgent && !all {
-		select {
-		case <-time.After(time.Until(st.lastAll.Add(r.poll()))):
-		case <-changed:
-			return nil
-		case <-ctx.Done():
-			return nil
-		}
-		all = true
 	}
 
 	now := time.Now()
-	var read [][]string
+	var due [][]string
 	nkeys := 0
+	var next time.Time
 	for _, g := range groups {
-		if d := st.down[Slot(g[0])]; d != nil && now.Before(d.until) {
+		s := st.state(Slot(g[0]))
+		if s.failures > 0 && now.Before(s.next) {
+			next = earliest(next, s.next)
+			continue // backing off
+		}
+		if !now.Before(s.next) || hasAny(g, urgent) {
+			due = append(due, g)
+			nkeys += len(g)
 			continue
 		}
-		if !all && !hasAny(g, urgent) {
-			continue
+		next = earliest(next, s.next)
+	}
+	if len(due) == 0 {
+		select {
+		case <-time.After(time.Until(next)):
+		case <-changed:
+		case <-ctx.Done():
 		}
-		read = append(read, g)
-		nkeys += len(g)
+		return nil
 	}
-	if all {
-		st.lastAll = now
-	}
-	if len(read) == 0 {
-		// Every group due is backing off: wait for the nearest retry, or
-		// the next poll of the others.
-		return r.waitDown(ctx, changed)
-	}
+
 	per := r.perStream(nkeys)
-	cmds := make([]*redis.XStreamSliceCmd, len(read))
-	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, g := range read {
+	cmds := make([]*redis.XStreamSliceCmd, len(due))
+	// Not cancelled by a stop (as in readPending): a read cancelled after
+	// Redis delivered its entries would leave them pending with nobody
+	// holding them. It is short: no BLOCK, bounded by the read timeout.
+	rctx := context.WithoutCancel(ctx)
+	_, _ = r.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
+		for i, g := range due {
 			args := make([]string, 0, 2*len(g))
 			args = append(args, g...)
 			for _, k := range g {
 				args = append(args, r.cursor[k])
 			}
-			cmds[i] = p.XReadGroup(ctx, &redis.XReadGroupArgs{
+			cmds[i] = p.XReadGroup(rctx, &redis.XReadGroupArgs{
 				Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args,
 				Count: per, Block: -1,
 			})
@@ -132,29 +135,36 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		return nil
 	})
 
+	poll, idle := r.pollIntervals()
+	now = time.Now()
 	var firstErr error
 	failed := 0
-	for i, g := range read {
+	for i, g := range due {
+		s := st.state(Slot(g[0]))
 		res, err := cmds[i].Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			if ctx.Err() != nil {
-				return nil
-			}
 			failed++
 			firstErr = firstError(firstErr, err)
-			r.slotFailed(g, err)
+			r.slotFailed(s, g, err, now)
 			continue
 		}
-		delete(st.down, Slot(g[0]))
-		if err := r.handleSlot(ctx, g, res, per); err != nil {
+		s.failures = 0
+		n, err := r.handleSlot(ctx, g, res, per)
+		if err != nil {
 			return err
 		}
+		if n > 0 {
+			s.wait = poll
+		} else {
+			s.wait = min(max(2*s.wait, poll), idle)
+		}
+		s.next = now.Add(s.wait)
 	}
 	if failed == 0 {
 		st.failures = 0
 		return nil
 	}
-	if failed == len(read) {
+	if failed == len(due) && len(due) == len(groups) {
 		// Nothing answered: the caller backs off (and recreates groups on
 		// NOGROUP).
 		return firstErr
@@ -165,18 +175,46 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 	}
 	if st.failures == 1 || st.failures%20 == 0 {
 		r.log.Warn("cluster read failed on some slots; the others are read as usual",
-			"failed_groups", failed, "groups", len(read), "attempt", st.failures, "err", firstErr)
+			"failed_groups", failed, "groups", len(due), "attempt", st.failures, "err", firstErr)
 	}
 	return nil
 }
 
+func (st *slotReader) state(slot int) *slotState {
+	s := st.slot[slot]
+	if s == nil {
+		s = &slotState{}
+		st.slot[slot] = s
+	}
+	return s
+}
+
+// forget drops the state of slots none of the current streams lie in.
+func (st *slotReader) forget(groups [][]string) {
+	if len(st.slot) <= len(groups) {
+		return
+	}
+	live := make(map[int]bool, len(groups))
+	for _, g := range groups {
+		live[Slot(g[0])] = true
+	}
+	for s := range st.slot {
+		if !live[s] {
+			delete(st.slot, s)
+		}
+	}
+}
+
 // handleSlot hands one slot group's reply to the handler and moves the
 // cursors: a stream re-reading its pending entries advances to the last id
-// returned, or to ">" when none came back.
-func (r *Reader) handleSlot(ctx context.Context, g []string, res []redis.XStream, per int64) error {
+// returned, or to ">" when none came back. It returns the number of
+// entries read.
+func (r *Reader) handleSlot(ctx context.Context, g []string, res []redis.XStream, per int64) (int, error) {
 	got := make(map[string][]redis.XMessage, len(res))
+	n := 0
 	for _, s := range res {
 		got[s.Stream] = s.Messages
+		n += len(s.Messages)
 	}
 	for _, k := range g {
 		msgs := got[k]
@@ -194,28 +232,26 @@ func (r *Reader) handleSlot(ctx context.Context, g []string, res []redis.XStream
 					continue
 				}
 			}
+		} else if int64(len(msgs)) >= per {
+			r.slots.full[k] = true
 		} else {
-			if int64(len(msgs)) >= per {
-				r.slots.full[k] = true
-			} else {
-				delete(r.slots.full, k)
-			}
+			delete(r.slots.full, k)
 		}
 		if len(msgs) == 0 {
 			continue
 		}
 		if err := r.handle(ctx, k, msgs); err != nil {
-			return fmt.Errorf("%w: %w", errHandler, err)
+			return n, fmt.Errorf("%w: %w", errHandler, err)
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // slotFailed backs a failed group off and makes its streams re-read their
 // own pending entries (a lost reply may have delivered some); on NOGROUP
 // their cursors are dropped instead, so that the next pass recreates the
 // group at once.
-func (r *Reader) slotFailed(g []string, err error) {
+func (r *Reader) slotFailed(s *slotState, g []string, err error, now time.Time) {
 	for _, k := range g {
 		delete(r.slots.full, k)
 		if IsNoGroup(err) {
@@ -225,34 +261,19 @@ func (r *Reader) slotFailed(g []string, err error) {
 		}
 	}
 	if IsNoGroup(err) {
+		s.next = now
 		return
 	}
-	slot := Slot(g[0])
-	d := r.slots.down[slot]
-	if d == nil {
-		d = &slotDown{}
-		r.slots.down[slot] = d
-	}
-	d.failures++
-	back := 100 * time.Millisecond << min(d.failures, 6)
-	d.until = time.Now().Add(back/2 + rand.N(back/2+1))
+	s.failures++
+	back := 100 * time.Millisecond << min(s.failures, 6)
+	s.next = now.Add(back/2 + rand.N(back/2+1))
 }
 
-// waitDown sleeps until the earliest backed-off slot may be retried, or
-// the next poll of every group is due.
-func (r *Reader) waitDown(ctx context.Context, changed <-chan struct{}) error {
-	next := r.slots.lastAll.Add(r.poll())
-	for _, d := range r.slots.down {
-		if next.IsZero() || d.until.Before(next) {
-			next = d.until
-		}
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
 	}
-	select {
-	case <-time.After(time.Until(next)):
-	case <-changed:
-	case <-ctx.Done():
-	}
-	return nil
+	return a
 }
 
 func hasAny(keys []string, f func(string) bool) bool {

@@ -396,3 +396,69 @@ func TestClusterAckAndClaim(t *testing.T) {
 		t.Errorf("deleted %d idle consumers, want %d (\"dead\" on every stream)", deleted, len(keys))
 	}
 }
+
+// xreadgroupCalls sums cmdstat_xreadgroup calls over the masters.
+func xreadgroupCalls(t *testing.T, c *testenv.Cluster) int64 {
+	t.Helper()
+	var total int64
+	for _, n := range c.Nodes {
+		info, err := n.Client(t).Info(context.Background(), "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			rest, ok := strings.CutPrefix(line, "cmdstat_xreadgroup:calls=")
+			if !ok {
+				continue
+			}
+			var calls int64
+			fmt.Sscanf(rest, "%d", &calls)
+			total += calls
+		}
+	}
+	return total
+}
+
+// TestClusterReaderIdleBackoff checks that quiet streams are polled at most
+// once per IdlePoll once their wait has grown, not once per Poll, and that
+// an entry added to a quiet stream is still read.
+func TestClusterReaderIdleBackoff(t *testing.T) {
+	c := testenv.StartCluster(t, 3)
+	rdb := c.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keys := clusterStreams(t, c, 30)
+	xaddAll(t, rdb, keys, 1)
+	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
+	streams := NewStreams()
+	streams.Set(keys)
+	r := NewReader(rdb, ReaderConfig{
+		Group: "persister", Consumer: "c1", Count: 100, Block: time.Second,
+		Poll: 10 * time.Millisecond, IdlePoll: 200 * time.Millisecond,
+	}, streams, rec.handle, quiet())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
+		return rec.count() == len(keys), fmt.Sprint(rec.count())
+	})
+	time.Sleep(time.Second) // every wait has grown to IdlePoll
+	before := xreadgroupCalls(t, c)
+	const quietFor = 2 * time.Second
+	time.Sleep(quietFor)
+	calls := xreadgroupCalls(t, c) - before
+	// At Poll this would be ~30 × 200 = 6000 commands; at IdlePoll ~300.
+	// Slots are distinct per stream here, so a command is a stream.
+	limit := int64(len(keys)) * int64(quietFor/(200*time.Millisecond)+2)
+	t.Logf("%d XREADGROUP calls over %s for %d quiet streams (limit %d)", calls, quietFor, len(keys), limit)
+	if calls > limit {
+		t.Errorf("%d XREADGROUP calls in %s of quiet, want at most %d", calls, quietFor, limit)
+	}
+	xaddAll(t, rdb, keys[:1], 1)
+	waitFor(t, 30*time.Second, "entry on a quiet stream read", func() (bool, string) {
+		return rec.count() == len(keys)+1, fmt.Sprint(rec.count())
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

@@ -65,9 +65,11 @@ type ReaderConfig struct {
 	Count int
 	// Block is how long a read of new entries waits.
 	Block time.Duration
-	// Poll is, in a Redis Cluster, how often streams without a backlog are
-	// polled (see cluster.go); 0 means DefaultPoll.
-	Poll time.Duration
+	// Poll and IdlePoll bound, in a Redis Cluster, how often a stream
+	// without a backlog is polled: Poll after a read that found entries,
+	// doubling with each empty read up to IdlePoll (see cluster.go); 0
+	// means DefaultPoll, DefaultIdlePoll.
+	Poll, IdlePoll time.Duration
 	// Filter keeps the keys this reader owns (when several readers share a
 	// tenant); nil keeps all.
 	Filter func(key string) bool

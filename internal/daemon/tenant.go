@@ -62,6 +62,7 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 		}
 		tp.readers = append(tp.readers, consumer.NewReader(d.rdb, consumer.ReaderConfig{
 			Group: p.Group, Consumer: p.Consumer, Count: p.BatchSize, Block: p.ReadBlock, Filter: filter,
+			Poll: p.ClusterPoll, IdlePoll: p.ClusterIdlePoll,
 			OnError: func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
 			Screen:  d.screen,
 		}, tp.streams, tp.handle, log))
