@@ -19,8 +19,9 @@ Creates each configured tenant's collections (messages, dead_letters, topics,
 shared_memory) and every index, idempotently, and reports what it created and
 what already existed. A tenant's retentionDays become TTL indexes (see
 docs/tools.md); a server without TTL support is reported, and the command
-fails, unless --skip-retention. Configuration comes from the same environment
-as the daemon.
+fails, unless --skip-retention. With --shard, pointed at a mongos, it also
+shards the collections on the keys of docs/scaling.md. Configuration comes
+from the same environment as the daemon.
 
 flags:
 `
@@ -37,6 +38,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		dryRun        = fs.Bool("dry-run", false, "only report what would be created; write nothing")
 		skipRetention = fs.Bool("skip-retention", false, "leave TTL (retention) indexes alone")
 		format        = fs.String("format", "text", "report format: text or json")
+		shard         = fs.Bool("shard", false, "also shard the collections (the server must be a mongos; see docs/scaling.md)")
 	)
 	if err := parseToolFlags(fs, args); err != nil {
 		return err
@@ -73,7 +75,18 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
+		if *shard {
+			if err := migrate.CheckMongos(ctx, migrate.DatabaseRunner(db.Client())); err != nil {
+				return fmt.Errorf("--shard: tenant %s (connection %s): %w", t.TenantID, t.DBConnRef, err)
+			}
+		}
 		rep, err := migrate.Tenant(ctx, db, t, migrate.Options{DryRun: *dryRun, SkipRetention: *skipRetention})
+		if err == nil && *shard {
+			rep.Sharding, err = migrate.Shard(ctx, migrate.DatabaseRunner(db.Client()), t.DBName, *dryRun)
+			if err != nil {
+				rep.Error = err.Error()
+			}
+		}
 		reps = append(reps, rep)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tenant %s: %w", t.TenantID, err))

@@ -128,6 +128,7 @@ type TenantReport struct {
 	CreatedIndexes      []string          `json:"createdIndexes"`
 	ExistingIndexes     []string          `json:"existingIndexes"`
 	Retention           []RetentionResult `json:"retention"`
+	Sharding            []ShardResult     `json:"sharding,omitempty"`
 	Warnings            []string          `json:"warnings,omitempty"`
 	Error               string            `json:"error,omitempty"`
 }

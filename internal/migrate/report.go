@@ -40,6 +40,13 @@ func WriteText(w io.Writer, reps []TenantReport) error {
 			}
 			fmt.Fprintf(w, "  %-22s %s\n", "retention:", line)
 		}
+		for _, x := range r.Sharding {
+			line := fmt.Sprintf("%s on %s: %s", x.Collection, x.Key, strings.ToUpper(x.Status))
+			if x.Detail != "" {
+				line += " (" + x.Detail + ")"
+			}
+			fmt.Fprintf(w, "  %-22s %s\n", "sharding:", line)
+		}
 		for _, x := range r.Warnings {
 			fmt.Fprintf(w, "  warning: %s\n", x)
 		}
