@@ -360,7 +360,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	for _, it := range r.Items {
 		at := "-"
 		if !it.FailedAt.IsZero() {
-			at = it.FailedAt.Format(time.RFC3339Nano)
+			at = it.FailedAt.Format("2006-01-02T15:04:05.000Z07:00")
 		}
 		line := fmt.Sprintf("  %-13s %s  failedAt %s  reason %q  %d bytes -> %s", it.Status, it.DocID, at, it.Reason, it.PayloadBytes, it.Stream)
 		if it.NewID != "" {
