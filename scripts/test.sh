@@ -60,7 +60,11 @@ go vet ./...
 echo "ok"
 
 step "5. go test -race -count=1 ./..."
+# The fault-injection suite (internal/faults) writes its per-row summary here.
+export PERSISTER_FAULTS_REPORT="${TMPDIR:-/tmp}/persister-faults-report.txt"
+rm -f "$PERSISTER_FAULTS_REPORT"
 go test -race -count=1 -timeout 20m ./...
+if [ -s "$PERSISTER_FAULTS_REPORT" ]; then cat "$PERSISTER_FAULTS_REPORT"; fi
 
 step "6. Helm chart and Dockerfile (make helmcheck: tools/helmcheck, a separate module)"
 make --no-print-directory helmcheck
