@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"os"
@@ -215,4 +216,41 @@ func TestDaemonEnv(t *testing.T) {
 			t.Errorf("DaemonEnv()[%s] = %q, %v; want %q", name, got, ok, def)
 		}
 	}
+}
+
+// TestValuesCommented keeps values.yaml commented line by line: every key
+// has a comment line directly above it.
+func TestValuesCommented(t *testing.T) {
+	if got := uncommentedKeys("# a\na: 1\nb:\n  # c\n  c: 2\n  d: 3\n"); strings.Join(got, ",") != "3:b,6:d" {
+		t.Errorf("uncommentedKeys on a sample: got %v, want [3:b 6:d]", got)
+	}
+	text, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range uncommentedKeys(string(text)) {
+		t.Errorf("values.yaml line:key %s has no comment line above it", k)
+	}
+}
+
+// uncommentedKeys returns "line:key" for each key of a YAML text that has no
+// comment line directly above it.
+func uncommentedKeys(text string) []string {
+	var out []string
+	commented := false
+	for i, line := range strings.Split(text, "\n") {
+		s := strings.TrimSpace(line)
+		switch {
+		case s == "":
+			commented = false
+		case strings.HasPrefix(s, "#"):
+			commented = true
+		default:
+			if key, _, ok := strings.Cut(s, ":"); ok && !strings.HasPrefix(s, "- ") && !strings.ContainsAny(key, " \"'") && !commented {
+				out = append(out, fmt.Sprintf("%d:%s", i+1, key))
+			}
+			commented = false
+		}
+	}
+	return out
 }
