@@ -59,7 +59,7 @@ func (v *VerifyReport) WriteText(w io.Writer, limit int) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "in redis\tmatched\tmissing in mongo\tonly in mongo\tundecodable\t  stream\n")
 	for _, s := range v.Streams {
-		only := fmt.Sprint(len(s.OnlyInMongo))
+		only := fmt.Sprint(s.OnlyInMongoCount)
 		if !s.OnlyInMongoChecked {
 			only = "n/a"
 		}
@@ -74,28 +74,28 @@ func (v *VerifyReport) WriteText(w io.Writer, limit int) error {
 	if t.StandIns > 0 {
 		fmt.Fprintf(w, "%d matched entries are stored another way (the persister's own dead letters)\n", t.StandIns)
 	}
-	list := func(title string, ids []string) {
-		if len(ids) == 0 {
+	list := func(title string, ids []string, count int) {
+		if count == 0 {
 			return
 		}
-		fmt.Fprintf(w, "  %s (%d):", title, len(ids))
+		fmt.Fprintf(w, "  %s (%d):", title, count)
 		shown := ids
 		if limit > 0 && len(shown) > limit {
 			shown = shown[:limit]
 		}
 		fmt.Fprintf(w, " %s", strings.Join(shown, " "))
-		if len(shown) < len(ids) {
-			fmt.Fprintf(w, " ... %d more (--format json lists all)", len(ids)-len(shown))
+		if len(shown) < count {
+			fmt.Fprintf(w, " ... %d more (--format json lists up to %d)", count-len(shown), MaxListed)
 		}
 		fmt.Fprintln(w)
 	}
 	for _, s := range v.Streams {
-		if len(s.MissingInMongo)+len(s.OnlyInMongo)+len(s.Undecodable) == 0 {
+		if len(s.MissingInMongo)+s.OnlyInMongoCount+len(s.Undecodable) == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "\n%s -> %s.%s, range %s\n", s.Stream, s.Tenant, s.Collection, s.Range)
-		list("missing in MongoDB (run replay for this range)", s.MissingInMongo)
-		list("only in MongoDB (trimmed or deleted from Redis)", s.OnlyInMongo)
+		list("missing in MongoDB (run replay for this range)", s.MissingInMongo, len(s.MissingInMongo))
+		list("only in MongoDB (trimmed or deleted from Redis)", s.OnlyInMongo, s.OnlyInMongoCount)
 		for i, u := range s.Undecodable {
 			if limit > 0 && i >= limit {
 				fmt.Fprintf(w, "  ... %d more undecodable\n", len(s.Undecodable)-i)

@@ -38,9 +38,11 @@ type StreamVerify struct {
 	// MissingInMongo lists entry ids Redis holds that have no document.
 	MissingInMongo []string `json:"missingInMongo"`
 	// OnlyInMongo lists entry ids that have a document but are no longer
-	// in Redis (trimmed or deleted there). Normal for old entries: that is
-	// what the cold tier is for.
-	OnlyInMongo []string `json:"onlyInMongo"`
+	// in Redis (trimmed or deleted there), the first MaxListed of them in
+	// id order; OnlyInMongoCount counts them all. Normal for old entries:
+	// that is what the cold tier is for.
+	OnlyInMongo      []string `json:"onlyInMongo"`
+	OnlyInMongoCount int      `json:"onlyInMongoCount"`
 	// OnlyInMongoChecked is false when this kind's documents cannot be
 	// listed by stream (then OnlyInMongo is empty).
 	OnlyInMongoChecked bool `json:"onlyInMongoChecked"`
@@ -81,11 +83,15 @@ func (v *VerifyReport) total() {
 		t.Matched += s.Matched
 		t.StandIns += s.StandIns
 		t.MissingInMongo += len(s.MissingInMongo)
-		t.OnlyInMongo += len(s.OnlyInMongo)
+		t.OnlyInMongo += s.OnlyInMongoCount
 		t.Undecodable += len(s.Undecodable)
 	}
 	v.Totals = t
 }
+
+// MaxListed bounds the "only in MongoDB" ids kept per stream (the count
+// stays exact): a stream's cold tier may hold millions of trimmed entries.
+const MaxListed = 100000
 
 // locator says how to list a kind's documents of one stream.
 type locator struct {
@@ -244,6 +250,9 @@ func (r *Replayer) verifyStream(ctx context.Context, k keyspace.Key, rng Range, 
 		}
 	}
 	sortIDs(sv.OnlyInMongo)
+	if len(sv.OnlyInMongo) > MaxListed {
+		sv.OnlyInMongo = sv.OnlyInMongo[:MaxListed]
+	}
 	return sv, nil
 }
 
@@ -293,7 +302,12 @@ func (r *Replayer) listDocs(ctx context.Context, db *mongo.Database, k keyspace.
 			}
 			continue
 		}
+		sv.OnlyInMongoCount++
 		sv.OnlyInMongo = append(sv.OnlyInMongo, entryID)
+		if len(sv.OnlyInMongo) >= 2*MaxListed {
+			sortIDs(sv.OnlyInMongo)
+			sv.OnlyInMongo = sv.OnlyInMongo[:MaxListed]
+		}
 	}
 	if err := cur.Err(); err != nil {
 		return fmt.Errorf("list %s.%s: %w", db.Name(), loc.coll, err)
