@@ -5,6 +5,7 @@
 #   make ferretdb  - bin/ferretdb (FerretDB + SQLite, Mongo-compatible test server)
 #   make redis     - make sure redis-server is installed
 #   make helmcheck - lint, render and check the Helm chart; check the Dockerfile
+#   make bench     - the performance benchmark (fresh redis-server + FerretDB; < 10 min; BENCH_ARGS=...)
 
 SHELL := bash
 .DEFAULT_GOAL := build
@@ -54,3 +55,10 @@ redis:
 .PHONY: run
 run:
 	bash scripts/run-local.sh
+
+# The benchmark of issue 8: sink baseline, drain, steady latency, CPU and
+# memory, 1/1000 streams and 1/2 replicas, against its own fresh servers.
+# The table is printed and written to bench-results.md.
+.PHONY: bench
+bench: ferretdb redis
+	go run ./cmd/persister-bench --markdown bench-results.md $(BENCH_ARGS)

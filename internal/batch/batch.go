@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
 )
@@ -83,6 +85,9 @@ type Batcher struct {
 	log     *slog.Logger
 
 	in chan Item
+	// inflight is the tenant's persister_inflight_entries gauge, looked up
+	// once instead of for every entry.
+	inflight prometheus.Gauge
 
 	mu    sync.Mutex
 	state State
@@ -103,7 +108,8 @@ func New(cfg Config, s Sink, a Acker, r Rescuer, m *metrics.Metrics, log *slog.L
 	}
 	return &Batcher{
 		cfg: cfg, sink: s, acker: a, rescuer: r, m: m, log: log.With("tenant", cfg.Tenant),
-		in: make(chan Item, cfg.MaxItems),
+		in:       make(chan Item, cfg.MaxItems),
+		inflight: m.InflightEntries.WithLabelValues(cfg.Tenant),
 	}
 }
 
@@ -111,7 +117,7 @@ func New(cfg Config, s Sink, a Acker, r Rescuer, m *metrics.Metrics, log *slog.L
 func (b *Batcher) Add(ctx context.Context, it Item) error {
 	select {
 	case b.in <- it:
-		b.m.InflightEntries.WithLabelValues(b.cfg.Tenant).Inc()
+		b.inflight.Inc()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -176,6 +182,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 			}
 			if len(cur) == 0 {
 				timer.Reset(b.cfg.Linger)
+				cur = make([]Item, 0, min(b.cfg.MaxItems, 1024))
 			}
 			cur = append(cur, it)
 			bytes += len(it.Doc)
@@ -190,7 +197,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 
 // abandon gives up items without acking them: they stay pending in Redis.
 func (b *Batcher) abandon(items []Item) {
-	b.m.InflightEntries.WithLabelValues(b.cfg.Tenant).Sub(float64(len(items)))
+	b.inflight.Sub(float64(len(items)))
 }
 
 // flush writes items until each is stored and acked, rescued, or ctx ends.
@@ -231,14 +238,8 @@ func (b *Batcher) flush(ctx context.Context, items []Item) {
 // writeOnce makes one bulk insert per collection and returns the items now
 // stored and those to try again.
 func (b *Batcher) writeOnce(ctx context.Context, items []Item) (stored, retry []Item) {
-	byColl := map[string][]Item{}
-	var order []string
-	for _, it := range items {
-		if _, ok := byColl[it.Collection]; !ok {
-			order = append(order, it.Collection)
-		}
-		byColl[it.Collection] = append(byColl[it.Collection], it)
-	}
+	byColl, order := groupByCollection(items)
+	stored = make([]Item, 0, len(items))
 	for _, coll := range order {
 		group := byColl[coll]
 		docs := make([][]byte, len(group))
@@ -300,6 +301,30 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item) (stored, retry []
 	return stored, retry
 }
 
+// groupByCollection splits items by collection, in order of first
+// appearance. The usual batch has one collection: it is returned as is.
+func groupByCollection(items []Item) (map[string][]Item, []string) {
+	one := true
+	for _, it := range items {
+		if it.Collection != items[0].Collection {
+			one = false
+			break
+		}
+	}
+	if one && len(items) > 0 {
+		return map[string][]Item{items[0].Collection: items}, []string{items[0].Collection}
+	}
+	byColl := map[string][]Item{}
+	var order []string
+	for _, it := range items {
+		if _, ok := byColl[it.Collection]; !ok {
+			order = append(order, it.Collection)
+		}
+		byColl[it.Collection] = append(byColl[it.Collection], it)
+	}
+	return byColl, order
+}
+
 func (b *Batcher) rescue(ctx context.Context, it Item, cause error) (Item, bool) {
 	if b.rescuer == nil || it.Attempts >= 2 {
 		return Item{}, false
@@ -331,10 +356,25 @@ func (b *Batcher) ack(ctx context.Context, items []Item) error {
 			return fmt.Errorf("ack %d entries: %w", len(items), ctx.Err())
 		}
 	}
+	// Metric children are looked up once per kind, not once per entry.
 	now := time.Now()
+	var (
+		kind    string
+		latency prometheus.Observer
+		n       int
+	)
 	for _, it := range items {
-		b.m.StoreLatency.WithLabelValues(it.Kind).Observe(now.Sub(it.Time).Seconds())
-		b.m.Acked.WithLabelValues(b.cfg.Tenant, it.Kind).Inc()
+		if latency == nil || it.Kind != kind {
+			if n > 0 {
+				b.m.Acked.WithLabelValues(b.cfg.Tenant, kind).Add(float64(n))
+			}
+			kind, latency, n = it.Kind, b.m.StoreLatency.WithLabelValues(it.Kind), 0
+		}
+		latency.Observe(now.Sub(it.Time).Seconds())
+		n++
+	}
+	if n > 0 {
+		b.m.Acked.WithLabelValues(b.cfg.Tenant, kind).Add(float64(n))
 	}
 	b.abandon(items) // no longer in flight
 	return nil

@@ -3,6 +3,7 @@
 package entry
 
 import (
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,17 +25,31 @@ type Decoder interface {
 // Decoders returns the decoder of every stream kind the persister consumes.
 func Decoders() map[keyspace.Kind]Decoder {
 	return map[keyspace.Kind]Decoder{
-		keyspace.KindTopic: Topic{},
+		keyspace.KindTopic: NewTopic(),
 		keyspace.KindDLQ:   dlq.Decoder{},
 	}
 }
 
-// Topic decodes topic entries into messages documents.
-type Topic struct{}
+// Topic decodes topic entries into messages documents. It is safe for
+// concurrent use. The zero value works; NewTopic's reuses work buffers.
+type Topic struct {
+	builders *sync.Pool // of *message.Builder
+}
+
+// NewTopic returns a Topic decoder that recycles its builders' buffers.
+func NewTopic() Topic {
+	return Topic{builders: &sync.Pool{New: func() any { return new(message.Builder) }}}
+}
 
 // Decode implements Decoder.
-func (Topic) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
-	var b message.Builder
+func (tp Topic) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
+	var b *message.Builder
+	if tp.builders != nil {
+		b = tp.builders.Get().(*message.Builder)
+		defer tp.builders.Put(b)
+	} else {
+		b = new(message.Builder)
+	}
 	doc, err := b.Topic(key, msg.ID, msg.Values, now)
 	if err != nil {
 		return batch.Item{}, doc.Defects, err

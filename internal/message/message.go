@@ -5,7 +5,6 @@ package message
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -91,10 +90,18 @@ func (f Fields) Get(name string) (string, bool, bool) {
 var topicFields = map[string]bool{"payload": true, "headers": true, "hash": true, "size": true, "publishedAt": true}
 
 // Builder encodes documents; it is not safe for concurrent use but may be
-// reused to avoid allocations.
+// reused to avoid allocations (it keeps its work buffer between documents).
 type Builder struct {
 	buf []byte
 }
+
+// Work buffer sizes: the first document of a Builder starts with
+// initialBuf, and a buffer grown beyond maxKeptBuf by a big document is not
+// kept for the next one.
+const (
+	initialBuf = 4 << 10
+	maxKeptBuf = 64 << 10
+)
 
 // Topic builds the messages document for a topic entry. It fails only when
 // the document cannot be stored at all (ErrTooLarge, or an invalid id).
@@ -104,7 +111,13 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 		return Doc{}, err
 	}
 	var defects []Defect
-	raw := map[string]string{} // fields kept verbatim because of a defect
+	var raw map[string]string // fields kept verbatim because of a defect
+	keepRaw := func(name, text string) {
+		if raw == nil {
+			raw = map[string]string{}
+		}
+		raw[name] = text
+	}
 	field := func(name string) (string, bool) {
 		s, present, isString := values.Get(name)
 		if present && !isString {
@@ -115,6 +128,9 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 	}
 
 	docID := Identity(key.Namespace, key.Name, id)
+	if b.buf == nil {
+		b.buf = make([]byte, 0, initialBuf)
+	}
 	idx, dst := bsoncore.AppendDocumentStart(b.buf[:0])
 	dst = bsoncore.AppendStringElement(dst, "_id", docID)
 	dst = bsoncore.AppendStringElement(dst, "topic", key.Name)
@@ -131,21 +147,24 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 		dst, d = AppendHeaders(dst, "headers", h)
 		if d != "" {
 			defects = append(defects, d)
-			raw["headers"] = h
+			keepRaw("headers", h)
 		}
 	}
 
 	// payload
 	payload, hasPayload := field("payload")
+	// The payload's bytes, converted once for the transcoder and the hash.
+	var pb []byte
 	if !hasPayload {
 		defects = append(defects, DefectPayloadMissing)
 		dst = bsoncore.AppendNullElement(dst, "payload")
 	} else {
+		pb = []byte(payload)
 		var ds []Defect
-		dst, ds = AppendPayload(dst, "payload", payload)
+		dst, ds = appendPayload(dst, "payload", payload, pb)
 		if len(ds) > 0 {
 			defects = append(defects, ds...)
-			raw["payload"] = payload
+			keepRaw("payload", payload)
 		}
 	}
 	dst = bsoncore.AppendDateTimeElement(dst, "firstSeenAt", seen.UnixMilli())
@@ -156,10 +175,10 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 		switch {
 		case err != nil:
 			defects = append(defects, DefectSizeInvalid)
-			raw["size"] = s
+			keepRaw("size", s)
 		case hasPayload && n != int64(len(payload)):
 			defects = append(defects, DefectSizeMismatch)
-			raw["size"] = s
+			keepRaw("size", s)
 		}
 	} else {
 		defects = append(defects, DefectSizeInvalid)
@@ -167,7 +186,7 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 	if h, ok := field("hash"); !ok {
 		defects = append(defects, DefectHashMissing)
 	} else {
-		if hasPayload && !hashMatches(h, payload) {
+		if hasPayload && !hashMatches(h, pb) {
 			defects = append(defects, DefectHashMismatch)
 		}
 		dst = bsoncore.AppendStringElement(dst, "hash", h)
@@ -177,7 +196,7 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 			dst = bsoncore.AppendDateTimeElement(dst, "publishedAt", t.UnixMilli())
 		} else {
 			defects = append(defects, DefectPublishedAtBad)
-			raw["publishedAt"] = p
+			keepRaw("publishedAt", p)
 		}
 	} else {
 		defects = append(defects, DefectPublishedAtBad)
@@ -202,6 +221,9 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 	dst = AppendSystem(dst, now, defects, raw)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	b.buf = dst
+	if cap(dst) > maxKeptBuf {
+		b.buf = nil
+	}
 	if len(dst) > MaxDocBytes {
 		return Doc{ID: docID, Defects: defects}, fmt.Errorf("entry %s: %d bytes: %w", id, len(dst), ErrTooLarge)
 	}
@@ -213,7 +235,12 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 // AppendPayload appends a JSON text as a BSON value. Text that is not JSON
 // is stored as a string, with the defect saying so.
 func AppendPayload(dst []byte, name, text string) ([]byte, []Defect) {
-	out, res, err := bsonjson.AppendElement(dst, name, []byte(text))
+	return appendPayload(dst, name, text, []byte(text))
+}
+
+// appendPayload is AppendPayload with the text's bytes already at hand.
+func appendPayload(dst []byte, name, text string, src []byte) ([]byte, []Defect) {
+	out, res, err := bsonjson.AppendElement(dst, name, src)
 	if err != nil {
 		return bsoncore.AppendStringElement(dst, name, text), []Defect{DefectPayloadNotJSON}
 	}
@@ -284,14 +311,33 @@ func appendEmptyDoc(dst []byte, name string) []byte {
 	return bsoncore.AppendDocumentElement(dst, name, []byte{5, 0, 0, 0, 0})
 }
 
-func hashMatches(h, payload string) bool {
+// hashMatches reports whether h is the SHA-256 of payload in hex, in either
+// letter case, without allocating.
+func hashMatches(h string, payload []byte) bool {
 	if len(h) != sha256.Size*2 {
 		return false
 	}
-	sum := sha256.Sum256([]byte(payload))
-	var enc [sha256.Size * 2]byte
-	hex.Encode(enc[:], sum[:])
-	return strings.EqualFold(h, string(enc[:]))
+	sum := sha256.Sum256(payload)
+	for i, b := range sum {
+		hi, ok1 := unhex(h[2*i])
+		lo, ok2 := unhex(h[2*i+1])
+		if !ok1 || !ok2 || hi<<4|lo != b {
+			return false
+		}
+	}
+	return true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // escapeFieldName makes a Redis field name safe as a BSON key, the same way

@@ -1,0 +1,107 @@
+// Command persister-bench measures the persister in one run: the sink's raw
+// bulk-insert rate, the drain rate of the real daemon over a backlog, the
+// XADD-to-visible latency under steady load, the daemon's CPU and memory,
+// and the drain with 1 and 1000 streams and with 2 replicas. By default it
+// starts its own fresh redis-server and FerretDB (`make redis ferretdb`).
+//
+//	go run ./cmd/persister-bench [--entries 200000] [--markdown FILE]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/chronow/persister/internal/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type envFlags map[string]string
+
+func (e envFlags) String() string { return fmt.Sprint(map[string]string(e)) }
+
+func (e envFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return errors.New("want KEY=VALUE")
+	}
+	e[k] = v
+	return nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cfg bench.Config
+	var stages, markdown string
+	daemonEnv := envFlags{}
+	fs := flag.NewFlagSet("persister-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&cfg.Entries, "entries", 200000, "backlog entries of every drain")
+	fs.IntVar(&cfg.PayloadBytes, "payload-bytes", 1024, "bytes of each entry's JSON payload")
+	fs.IntVar(&cfg.Batch, "batch", 500, "documents per bulk insert (baseline, and PERSISTER_BATCH_SIZE of the daemons)")
+	fs.IntVar(&cfg.Inflight, "inflight", 2, "bulk inserts in flight (baseline, and PERSISTER_INFLIGHT_BATCHES of the daemons)")
+	fs.Float64Var(&cfg.LatencyRate, "latency-rate", 0, "steady producer rate in entries/s (0: half the measured drain rate)")
+	fs.DurationVar(&cfg.LatencyDuration, "latency-duration", 0, "steady producer duration (default 30s)")
+	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 0, "entries per second looked up by _id during the steady load (default 50)")
+	fs.StringVar(&stages, "stages", strings.Join(bench.AllStages, ","), "comma-separated stages to run")
+	fs.StringVar(&cfg.RedisURL, "redis-url", "", "use this Redis instead of starting one (keys "+bench.KeyPrefix+"* are deleted)")
+	fs.StringVar(&cfg.MongoURI, "mongo-uri", "", "use this MongoDB instead of starting FerretDB (databases "+bench.DBPrefix+"* are dropped)")
+	fs.StringVar(&cfg.PersisterBin, "persister-bin", "", "daemon binary (default: go build ./cmd/persister)")
+	fs.StringVar(&cfg.WorkDir, "work-dir", "", "directory for configs, logs and server data (default: a temp dir, removed)")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "save CPU and heap profiles of the main drain's daemon in this directory")
+	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 20, "length of the CPU profile taken with --profile")
+	fs.StringVar(&markdown, "markdown", "", "also write the report as markdown to this file")
+	fs.Var(daemonEnv, "daemon-env", "KEY=VALUE added to the daemons' environment (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "persister-bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	for s := range strings.SplitSeq(stages, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			cfg.Stages = append(cfg.Stages, s)
+		}
+	}
+	cfg.DaemonEnv = daemonEnv
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "persister-bench: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	rep, err := bench.Run(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "persister-bench: %v\n", err)
+		return 1
+	}
+	if err := rep.Markdown(stdout); err != nil {
+		fmt.Fprintf(stderr, "persister-bench: %v\n", err)
+		return 1
+	}
+	if markdown != "" {
+		f, err := os.Create(markdown)
+		if err == nil {
+			err = errors.Join(rep.Markdown(f), f.Close())
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "persister-bench: write %s: %v\n", markdown, err)
+			return 1
+		}
+	}
+	return 0
+}

@@ -1,0 +1,173 @@
+package batch
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/metrics"
+)
+
+// recordSink stores everything and records each Insert's collection and size.
+type recordSink struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (s *recordSink) Insert(_ context.Context, _, coll string, docs [][]byte) ([]sink.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, coll+":"+strconv.Itoa(len(docs)))
+	return make([]sink.Result, len(docs)), nil
+}
+
+// recordAcker records acknowledged ids per stream.
+type recordAcker struct {
+	mu  sync.Mutex
+	ids map[string][]string
+}
+
+func (a *recordAcker) Ack(_ context.Context, ids map[string][]string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s, l := range ids {
+		a.ids[s] = append(a.ids[s], l...)
+	}
+	return nil
+}
+
+func TestGroupByCollection(t *testing.T) {
+	items := func(colls ...string) []Item {
+		var out []Item
+		for i, c := range colls {
+			out = append(out, Item{ID: strconv.Itoa(i), Collection: c})
+		}
+		return out
+	}
+	one := items("messages", "messages", "messages")
+	by, order := groupByCollection(one)
+	if !slices.Equal(order, []string{"messages"}) || len(by["messages"]) != 3 {
+		t.Errorf("one collection: got order %v, %d items", order, len(by["messages"]))
+	}
+	mixed := items("messages", "dead_letters", "messages", "dead_letters", "messages")
+	by, order = groupByCollection(mixed)
+	if !slices.Equal(order, []string{"messages", "dead_letters"}) {
+		t.Errorf("mixed: got order %v, want [messages dead_letters]", order)
+	}
+	var ids []string
+	for _, it := range by["messages"] {
+		ids = append(ids, it.ID)
+	}
+	if !slices.Equal(ids, []string{"0", "2", "4"}) {
+		t.Errorf("mixed: messages got ids %v, want [0 2 4] in order", ids)
+	}
+	if by, order = groupByCollection(nil); len(by) != 0 || len(order) != 0 {
+		t.Errorf("empty: got %v %v", by, order)
+	}
+}
+
+// TestAckMetricsPerKind checks the per-kind metric bookkeeping of acks: every
+// entry is acknowledged once, counted once under its kind, observed once in
+// the latency histogram, and the in-flight gauge returns to zero.
+func TestAckMetricsPerKind(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "test")
+	s := &recordSink{}
+	a := &recordAcker{ids: map[string][]string{}}
+	b := New(Config{Tenant: "t", MaxItems: 7, MaxBytes: 1 << 20, Linger: 5 * time.Millisecond, Inflight: 2, WriteTimeout: time.Second},
+		s, a, nil, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	want := map[string]int{}
+	for i := range 100 {
+		kind, coll := "topic", "messages"
+		if i%3 == 0 {
+			kind, coll = "dlq", "dead_letters"
+		}
+		want[kind]++
+		it := Item{Stream: "s" + strconv.Itoa(i%4), ID: strconv.Itoa(i), Kind: kind, Collection: coll, Doc: []byte{5, 0, 0, 0, 0}, Time: time.Now()}
+		if err := b.Add(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	acked := 0
+	for _, l := range a.ids {
+		acked += len(l)
+		seen := map[string]bool{}
+		for _, id := range l {
+			if seen[id] {
+				t.Errorf("id %s acked twice", id)
+			}
+			seen[id] = true
+		}
+	}
+	if acked != 100 {
+		t.Errorf("acked %d ids, want 100", acked)
+	}
+	for kind, n := range want {
+		if got := gathered(t, reg, "persister_entries_acked_total", kind); got != float64(n) {
+			t.Errorf("acked_total{kind=%s} = %v, want %d", kind, got, n)
+		}
+		if got := gathered(t, reg, "persister_store_latency_seconds", kind); got != float64(n) {
+			t.Errorf("store latency count{kind=%s} = %v, want %d", kind, got, n)
+		}
+	}
+	if got := gathered(t, reg, "persister_inflight_entries", ""); got != 0 {
+		t.Errorf("inflight entries = %v after Close, want 0", got)
+	}
+	total := 0
+	for _, c := range s.calls {
+		n, _ := strconv.Atoi(c[slices.Index([]byte(c), ':')+1:])
+		total += n
+	}
+	if total != 100 {
+		t.Errorf("sink got %d documents (%v), want 100", total, s.calls)
+	}
+}
+
+// gathered returns the value (counter, gauge) or sample count (histogram)
+// of the series of family name whose labels include kind ("" = any).
+func gathered(t *testing.T, reg *prometheus.Registry, name, kind string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, mm := range mf.GetMetric() {
+			match := kind == ""
+			for _, l := range mm.GetLabel() {
+				match = match || (l.GetName() == "kind" && l.GetValue() == kind)
+			}
+			if !match {
+				continue
+			}
+			switch {
+			case mm.GetHistogram() != nil:
+				return float64(mm.GetHistogram().GetSampleCount())
+			case mm.GetCounter() != nil:
+				return mm.GetCounter().GetValue()
+			case mm.GetGauge() != nil:
+				return mm.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no series of %s with kind %q", name, kind)
+	return 0
+}

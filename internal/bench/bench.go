@@ -1,0 +1,319 @@
+// Package bench measures the persister against the physical limit of its
+// sink, in one run: the raw bulk-insert rate of the Mongo-compatible server,
+// the drain rate of the real daemon binary over a backlog, XADD-to-visible
+// latency under steady load, the daemon's CPU and memory, and how the drain
+// scales with streams and replicas. cmd/persister-bench is its command.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/chronow/persister/internal/testenv"
+)
+
+// Stages of a run, in order.
+const (
+	StageBaseline = "baseline"
+	StageDrain    = "drain"
+	StageLatency  = "latency"
+	StageScale    = "scale"
+)
+
+// AllStages lists every stage.
+var AllStages = []string{StageBaseline, StageDrain, StageLatency, StageScale, StageCluster}
+
+// The layouts of the drains.
+var (
+	// Mixed is the main drain: tenants, namespaces and topics.
+	Mixed = Layout{Name: "mixed", Tenants: 4, Namespaces: 2, Topics: 5}
+	// OneStream is a single topic of a single tenant.
+	OneStream = Layout{Name: "1-stream", Tenants: 1, Namespaces: 1, Topics: 1}
+	// ThousandStreams is 50 tenants × 20 topics.
+	ThousandStreams = Layout{Name: "1000-streams", Tenants: 50, Namespaces: 1, Topics: 20}
+)
+
+// Config is one benchmark run.
+type Config struct {
+	// Entries is the backlog of every drain.
+	Entries int
+	// PayloadBytes is the size of each entry's JSON payload.
+	PayloadBytes int
+	// Batch and Inflight shape the baseline's inserts; they should match
+	// the daemon's PERSISTER_BATCH_SIZE and PERSISTER_INFLIGHT_BATCHES.
+	Batch, Inflight int
+	// LatencyRate is the steady producer rate; 0 means half the drain rate.
+	LatencyRate float64
+	// LatencyDuration is how long the steady producer runs.
+	LatencyDuration time.Duration
+	// ProbeRate is how many entries per second are looked up by _id.
+	ProbeRate float64
+	// Stages to run (AllStages when empty).
+	Stages []string
+	// RedisURL and MongoURI point at existing servers; empty starts fresh
+	// ones (redis-server, bin/ferretdb) in WorkDir.
+	RedisURL, MongoURI string
+	// PersisterBin is the daemon binary; empty builds ./cmd/persister.
+	PersisterBin string
+	// WorkDir holds configs, logs and server data; empty means a temp dir.
+	WorkDir string
+	// ProfileDir, when set, enables the daemon's pprof endpoints and saves
+	// a CPU profile and a heap profile of the main drain there.
+	ProfileDir string
+	// ProfileSeconds is the length of the CPU profile (default 20s).
+	ProfileSeconds int
+	// DaemonEnv is added to the daemons' environment.
+	DaemonEnv map[string]string
+}
+
+func (c *Config) defaults() {
+	if c.Entries <= 0 {
+		c.Entries = 200000
+	}
+	if c.PayloadBytes <= 0 {
+		c.PayloadBytes = 1024
+	}
+	if c.Batch <= 0 {
+		c.Batch = 500
+	}
+	if c.Inflight <= 0 {
+		c.Inflight = 2
+	}
+	if c.LatencyDuration <= 0 {
+		c.LatencyDuration = 30 * time.Second
+	}
+	if c.ProfileSeconds <= 0 {
+		c.ProfileSeconds = 20
+	}
+	if c.ProbeRate <= 0 {
+		c.ProbeRate = 50
+	}
+	if len(c.Stages) == 0 {
+		c.Stages = AllStages
+	}
+}
+
+// Validate checks the stage names and the combination.
+func (c Config) Validate() error {
+	for _, s := range c.Stages {
+		if !slices.Contains(AllStages, s) {
+			return fmt.Errorf("unknown stage %q (want some of %v)", s, AllStages)
+		}
+	}
+	if slices.Contains(c.Stages, StageLatency) && !slices.Contains(c.Stages, StageDrain) && c.LatencyRate <= 0 {
+		return errors.New("the latency stage without the drain stage needs an explicit latency rate")
+	}
+	if (c.RedisURL == "") != (c.MongoURI == "") {
+		return errors.New("give both --redis-url and --mongo-uri, or neither")
+	}
+	return nil
+}
+
+// Run runs the benchmark and returns its report. Progress goes to log.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	dir := cfg.WorkDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "persister-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	rep := &Report{Config: cfg}
+	env := &Env{Dir: dir, PayloadBytes: cfg.PayloadBytes, Log: log, DaemonEnv: map[string]string{}, RedisURL: cfg.RedisURL, MongoURI: cfg.MongoURI}
+	for k, v := range cfg.DaemonEnv {
+		env.DaemonEnv[k] = v
+	}
+	env.DaemonEnv["PERSISTER_BATCH_SIZE"] = strconv.Itoa(cfg.Batch)
+	env.DaemonEnv["PERSISTER_INFLIGHT_BATCHES"] = strconv.Itoa(cfg.Inflight)
+	if cfg.ProfileDir != "" {
+		env.DaemonEnv["PERSISTER_PPROF"] = "true"
+	}
+
+	if cfg.RedisURL == "" {
+		log.Info("starting redis-server and FerretDB", "dir", dir)
+		rs, err := testenv.LaunchRedis(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer rs.Stop()
+		fs, err := testenv.LaunchFerretDB(dir, "warn")
+		if err != nil {
+			return nil, err
+		}
+		defer fs.Stop()
+		env.RedisURL, env.MongoURI = rs.URL, fs.URL
+		rep.Servers = "fresh redis-server and FerretDB (bin/ferretdb, SQLite backend) on loopback, started by the benchmark"
+	} else {
+		rep.Servers = "given servers: " + redactedURL(cfg.RedisURL) + ", " + redactedURL(cfg.MongoURI)
+	}
+	ropts, err := redis.ParseURL(env.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	env.RDB = redis.NewClient(ropts)
+	defer env.RDB.Close()
+	mc, err := mongo.Connect(ctx, options.Client().ApplyURI(env.MongoURI).SetMaxPoolSize(16))
+	if err != nil {
+		return nil, fmt.Errorf("mongo connect: %w", err)
+	}
+	defer func() { _ = mc.Disconnect(context.Background()) }()
+	env.Mongo = mc
+	rep.Machine = describeMachine(ctx, env)
+
+	if cfg.PersisterBin == "" && slices.ContainsFunc(cfg.Stages, func(s string) bool { return s != StageBaseline }) {
+		root, err := testenv.Root()
+		if err != nil {
+			return nil, err
+		}
+		log.Info("building the persister binary", "module", root)
+		if cfg.PersisterBin, err = BuildPersister(ctx, root, dir); err != nil {
+			return nil, err
+		}
+	}
+	env.Bin = cfg.PersisterBin
+	defer func() { _ = env.Reset(context.WithoutCancel(ctx)) }()
+
+	if slices.Contains(cfg.Stages, StageBaseline) {
+		if err := env.Reset(ctx); err != nil {
+			return nil, err
+		}
+		log.Info("sink baseline", "docs", cfg.Entries, "batch", cfg.Batch, "inflight", cfg.Inflight)
+		b, err := Baseline(ctx, mc, Layout{Name: "baseline", Tenants: 1, Namespaces: Mixed.Namespaces, Topics: Mixed.Topics}, cfg.Entries, cfg.PayloadBytes, cfg.Batch, cfg.Inflight)
+		if err != nil {
+			return nil, err
+		}
+		rep.Baseline = &b
+		log.Info("sink baseline done", "docs_per_s", int(b.Rate()), "doc_bytes", b.DocBytes)
+	}
+
+	var running []*Daemon
+	defer func() { StopAll(running) }()
+	if slices.Contains(cfg.Stages, StageDrain) {
+		keep := slices.Contains(cfg.Stages, StageLatency)
+		var during func(context.Context, []*Daemon)
+		if cfg.ProfileDir != "" {
+			during = func(ctx context.Context, ds []*Daemon) { profile(ctx, log, ds[0], cfg.ProfileDir, cfg.ProfileSeconds) }
+		}
+		d, ds, err := env.Drain(ctx, "drain", Mixed, cfg.Entries, 1, keep, during)
+		if err != nil {
+			return nil, err
+		}
+		running = ds
+		rep.Drain = &d
+	}
+	if slices.Contains(cfg.Stages, StageLatency) {
+		if running == nil {
+			if _, err := env.Prepare(ctx, Mixed, 0); err != nil {
+				return nil, err
+			}
+			if running, err = env.StartDaemons(Mixed, "latency", 1, nil); err != nil {
+				return nil, err
+			}
+		}
+		rate := cfg.LatencyRate
+		if rate <= 0 {
+			rate = rep.Drain.Rate() / 2
+		}
+		log.Info("steady latency", "rate", int(rate), "duration", cfg.LatencyDuration.String(), "probes_per_s", cfg.ProbeRate)
+		l, err := env.Latency(ctx, Mixed, running, rate, cfg.LatencyDuration, cfg.ProbeRate, cfg.Entries)
+		if err != nil {
+			return nil, err
+		}
+		rep.Latency = &l
+		log.Info("steady latency done", "entries", l.Entries, "probes", len(l.Samples),
+			"p50_ms", ms(l.Quantile(.5)), "p99_ms", ms(l.Quantile(.99)), "max_ms", ms(l.Quantile(1)))
+	}
+	if err := StopAll(running); err != nil {
+		log.Warn("daemon stop", "err", err)
+	}
+	running = nil
+
+	if slices.Contains(cfg.Stages, StageScale) {
+		for _, s := range []struct {
+			name     string
+			l        Layout
+			replicas int
+		}{
+			{"1-stream", OneStream, 1},
+			{"1000-streams", ThousandStreams, 1},
+			{"2-replicas", Mixed, 2},
+		} {
+			d, _, err := env.Drain(ctx, s.name, s.l, cfg.Entries, s.replicas, false, nil)
+			if err != nil {
+				return nil, err
+			}
+			rep.Scale = append(rep.Scale, d)
+		}
+	}
+	if slices.Contains(cfg.Stages, StageCluster) {
+		ds, err := env.ClusterStage(ctx, cfg.Entries)
+		if err != nil {
+			return nil, err
+		}
+		rep.Scale = append(rep.Scale, ds...)
+	}
+	rep.Wall = time.Since(began)
+	return rep, nil
+}
+
+// profile saves a CPU profile of the middle of the drain and a heap profile.
+func profile(ctx context.Context, log *slog.Logger, d *Daemon, dir string, seconds int) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("profile dir", "err", err)
+		return
+	}
+	select {
+	case <-time.After(2 * time.Second):
+	case <-ctx.Done():
+		return
+	}
+	if err := d.Fetch(ctx, "/debug/pprof/profile?seconds="+strconv.Itoa(seconds), filepath.Join(dir, "cpu.pprof")); err != nil {
+		log.Warn("cpu profile", "err", err)
+	}
+	if err := d.Fetch(ctx, "/debug/pprof/heap", filepath.Join(dir, "heap.pprof")); err != nil {
+		log.Warn("heap profile", "err", err)
+	}
+	if err := d.Fetch(ctx, "/debug/pprof/allocs", filepath.Join(dir, "allocs.pprof")); err != nil {
+		log.Warn("allocs profile", "err", err)
+	}
+	log.Info("profiles saved", "dir", dir)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// serverVersions asks Redis and the Mongo-compatible server for versions.
+func serverVersions(ctx context.Context, e *Env) (redisV, mongoV string) {
+	if info, err := e.RDB.InfoMap(ctx, "server").Result(); err == nil {
+		redisV = info["Server"]["redis_version"]
+	}
+	var bi struct {
+		Version        string `bson:"version"`
+		FerretDBVerion string `bson:"ferretdbVersion"`
+	}
+	if err := e.Mongo.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&bi); err == nil {
+		mongoV = bi.Version
+		if bi.FerretDBVerion != "" {
+			mongoV = "FerretDB " + bi.FerretDBVerion + " (wire version " + bi.Version + ")"
+		}
+	}
+	return redisV, mongoV
+}

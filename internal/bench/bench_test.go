@@ -1,0 +1,134 @@
+package bench
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chronow/persister/internal/keyspace"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with spaces and a ')' must not shift the fields.
+	stat := "4242 (per sister) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 0 0"
+	got, err := parseStatCPU([]byte(stat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3250 * time.Millisecond; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if _, err := parseStatCPU([]byte("12 (x) S 1 2")); err == nil {
+		t.Error("short stat: got no error")
+	}
+}
+
+func TestParseStatusKB(t *testing.T) {
+	status := "Name:\tpersister\nVmPeak:\t  900000 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n"
+	for name, want := range map[string]int64{"VmHWM:": 40 << 20, "VmRSS:": 30 << 20} {
+		got, err := parseStatusKB([]byte(status), name)
+		if err != nil || got != want {
+			t.Errorf("%s: got %d, %v, want %d", name, got, err, want)
+		}
+	}
+	if _, err := parseStatusKB([]byte(status), "VmSwap:"); err == nil {
+		t.Error("missing line: got no error")
+	}
+}
+
+func TestReadUsageSelf(t *testing.T) {
+	u, err := ReadUsage(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.PeakRSS <= 0 || u.RSS <= 0 || u.PeakRSS < u.RSS {
+		t.Errorf("got peak %d, rss %d; want 0 < rss <= peak", u.PeakRSS, u.RSS)
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	var s []time.Duration
+	for i := 1; i <= 200; i++ {
+		s = append(s, time.Duration(i)*time.Millisecond)
+	}
+	for q, want := range map[float64]time.Duration{0.5: 100 * time.Millisecond, 0.99: 198 * time.Millisecond, 1: 200 * time.Millisecond, 0: time.Millisecond} {
+		if got := quantile(s, q); got != want {
+			t.Errorf("q%.2f: got %s, want %s", q, got, want)
+		}
+	}
+	if got := quantile(nil, .5); got != 0 {
+		t.Errorf("empty: got %s, want 0", got)
+	}
+}
+
+func TestNum(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 7912.4: "7,912", 1234567: "1,234,567"} {
+		if got := num(in); got != want {
+			t.Errorf("num(%v): got %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestPayloadIsJSONOfExactSize(t *testing.T) {
+	for _, size := range []int{400, 1024, 4096} {
+		p := Payload(12345, size)
+		if len(p) != size {
+			t.Errorf("size %d: got %d bytes", size, len(p))
+		}
+		var v map[string]any
+		if err := json.Unmarshal([]byte(p), &v); err != nil {
+			t.Errorf("size %d: not JSON: %v", size, err)
+		}
+	}
+}
+
+func TestLayoutCoversEveryStreamOnce(t *testing.T) {
+	for _, l := range []Layout{Mixed, OneStream, ThousandStreams} {
+		keys := l.StreamKeys()
+		seen := map[string]bool{}
+		tenants := map[string]bool{}
+		for _, k := range keys {
+			if seen[k] {
+				t.Fatalf("%s: stream %s twice", l.Name, k)
+			}
+			seen[k] = true
+			key, err := keyspace.Parse(KeyPrefix, k)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", l.Name, k, err)
+			}
+			tenants[key.Tenant] = true
+		}
+		if len(keys) != l.Streams() || len(tenants) != l.Tenants {
+			t.Errorf("%s: got %d streams of %d tenants, want %d of %d", l.Name, len(keys), len(tenants), l.Streams(), l.Tenants)
+		}
+		// Round robin: entry seq lands on stream seq % Streams.
+		m := l.Message(l.Streams()+1, 1024)
+		if got, want := m.Key(KeyPrefix), keys[1%len(keys)]; got != want {
+			t.Errorf("%s: entry %d on %s, want %s", l.Name, l.Streams()+1, got, want)
+		}
+	}
+	if ThousandStreams.Streams() != 1000 {
+		t.Errorf("ThousandStreams has %d streams", ThousandStreams.Streams())
+	}
+}
+
+func TestMarkdownMarksTargets(t *testing.T) {
+	rep := &Report{
+		Config:   Config{PayloadBytes: 1024, Entries: 1000, Batch: 500, Inflight: 2},
+		Baseline: &BaselineResult{Docs: 1000, Batch: 500, Inflight: 2, Elapsed: time.Second, DocBytes: 1300},
+		Drain:    &DrainResult{Name: "drain", Layout: Mixed, Entries: 1000, Replicas: 1, Elapsed: 2 * time.Second, CPU: 10 * time.Millisecond, PeakRSS: 30 << 20},
+	}
+	var b strings.Builder
+	if err := rep.Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	// 500/s against 1000/s is 0.5 × baseline: not met. 10 µs/entry and 30 MiB are.
+	for _, want := range []string{"= 0.50 × baseline | ≥ 0.9 × baseline | **no** |", "10.0 µs/entry", "| 30.0 MiB | ≤ 64 MiB | yes |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, out)
+		}
+	}
+}

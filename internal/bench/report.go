@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Targets of issue 8 (default settings, 1 KB entries).
+const (
+	TargetDrainVsBaseline = 0.9
+	TargetCPUPerEntry     = 25 * time.Microsecond
+	TargetPeakRSS         = 64 << 20
+	TargetP99             = 150 * time.Millisecond
+	TargetStreamsScale    = 0.8
+	TargetReplicasScale   = 1.0
+)
+
+// Report is the outcome of a run.
+type Report struct {
+	Config   Config
+	Machine  Machine
+	Servers  string
+	Baseline *BaselineResult
+	Drain    *DrainResult
+	Latency  *LatencyResult
+	Scale    []DrainResult
+	Wall     time.Duration
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPU    string
+	Cores  int
+	Memory string
+	Kernel string
+	Go     string
+	Redis  string
+	Mongo  string
+}
+
+func describeMachine(ctx context.Context, e *Env) Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if kb, err := parseStatusKB(b, "MemTotal:"); err == nil {
+			m.Memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<30))
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	m.Redis, m.Mongo = serverVersions(ctx, e)
+	return m
+}
+
+func redactedURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// Ratio of the drain to the baseline, 0 when either is missing.
+func (r *Report) drainRatio() float64 {
+	if r.Baseline == nil || r.Drain == nil {
+		return 0
+	}
+	return r.Drain.Rate() / r.Baseline.Rate()
+}
+
+func (r *Report) scale(name string) *DrainResult {
+	for i := range r.Scale {
+		if r.Scale[i].Name == name {
+			return &r.Scale[i]
+		}
+	}
+	return nil
+}
+
+func met(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// Markdown writes the report as markdown tables.
+func (r *Report) Markdown(w io.Writer) error {
+	var b strings.Builder
+	m := r.Machine
+	fmt.Fprintf(&b, "Machine: %s, %d cores, %s RAM, %s; %s; Redis %s; %s. %s.\n\n",
+		orDash(m.CPU), m.Cores, orDash(m.Memory), orDash(m.Kernel), m.Go, orDash(m.Redis), orDash(m.Mongo), r.Servers)
+	fmt.Fprintf(&b, "Entries: %d-byte JSON payloads in Chronow's format; backlog %d entries per drain; daemon defaults (batch %d, %d in flight, linger 20ms). Whole run: %s.\n\n",
+		r.Config.PayloadBytes, r.Config.Entries, r.Config.Batch, r.Config.Inflight, r.Wall.Round(time.Second))
+
+	b.WriteString("| measure | result | target | met |\n|---|---|---|---|\n")
+	if bl := r.Baseline; bl != nil {
+		fmt.Fprintf(&b, "| sink baseline: InsertMany straight from the driver, %d docs/batch, %d in flight, %d docs of %d B | %s docs/s | (the limit) | |\n",
+			bl.Batch, bl.Inflight, bl.Docs, bl.DocBytes, num(bl.Rate()))
+	}
+	if d := r.Drain; d != nil {
+		ratio := ""
+		ok := ""
+		if r.Baseline != nil {
+			ratio = fmt.Sprintf(" = %.2f × baseline", r.drainRatio())
+			ok = met(r.drainRatio() >= TargetDrainVsBaseline)
+		}
+		fmt.Fprintf(&b, "| drain: %s entries over %s, 1 daemon, until the last is stored and acked | %s entries/s%s | ≥ %.1f × baseline | %s |\n",
+			num(float64(d.Entries)), d.Layout, num(d.Rate()), ratio, TargetDrainVsBaseline, ok)
+		fmt.Fprintf(&b, "| daemon CPU during the drain | %.1f µs/entry (%.3f s per 10k) | ≤ %d µs/entry | %s |\n",
+			us(d.CPUPerEntry()), d.CPUPerEntry().Seconds()*10000, TargetCPUPerEntry.Microseconds(), met(d.CPUPerEntry() <= TargetCPUPerEntry))
+		fmt.Fprintf(&b, "| daemon peak RSS (VmHWM) during the drain | %.1f MiB | ≤ %d MiB | %s |\n",
+			mib(d.PeakRSS), TargetPeakRSS>>20, met(d.PeakRSS <= TargetPeakRSS))
+	}
+	if l := r.Latency; l != nil {
+		fmt.Fprintf(&b, "| steady load %s entries/s for %s (%s entries, %d probed): XADD reply → document found by _id | p50 %.1f ms, p99 %.1f ms, max %.1f ms | p99 ≤ %d ms | %s |\n",
+			num(l.Achieved), l.Duration, num(float64(l.Entries)), len(l.Samples), ms(l.Quantile(.5)), ms(l.Quantile(.99)), ms(l.Quantile(1)),
+			TargetP99.Milliseconds(), met(len(l.Samples) > 0 && l.Quantile(.99) <= TargetP99))
+	}
+	if one, many := r.scale("1-stream"), r.scale("1000-streams"); one != nil && many != nil {
+		x := many.Rate() / one.Rate()
+		fmt.Fprintf(&b, "| 1000 streams (50 tenants × 20 topics) vs 1 stream | %s vs %s entries/s = %.2f × | ≥ %.1f × | %s |\n",
+			num(many.Rate()), num(one.Rate()), x, TargetStreamsScale, met(x >= TargetStreamsScale))
+	}
+	if two := r.scale("2-replicas"); two != nil && r.Drain != nil && r.Drain.Entries == two.Entries {
+		x := two.Rate() / r.Drain.Rate()
+		fmt.Fprintf(&b, "| 2 daemon replicas vs 1 (same backlog and layout) | %s vs %s entries/s = %.2f × | ≥ %.1f × | %s |\n",
+			num(two.Rate()), num(r.Drain.Rate()), x, TargetReplicasScale, met(x >= TargetReplicasScale))
+	}
+
+	drains := r.Scale
+	if r.Drain != nil {
+		drains = append([]DrainResult{*r.Drain}, r.Scale...)
+	}
+	if len(drains) > 0 {
+		b.WriteString("\n| drain | streams | tenants | replicas | entries | XADD load/s | first ack s | seconds | entries/s | × baseline | CPU s/10k | µs/entry | peak RSS MiB |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, d := range drains {
+			x := "-"
+			if r.Baseline != nil {
+				x = fmt.Sprintf("%.2f", d.Rate()/r.Baseline.Rate())
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %.2f | %.1f | %s | %s | %.3f | %.1f | %.1f |\n",
+				d.Name, d.Layout.Streams(), d.Layout.Tenants, d.Replicas, num(float64(d.Entries)), num(d.LoadRate),
+				d.FirstAck.Seconds(), d.Elapsed.Seconds(), num(d.Rate()), x,
+				d.CPUPerEntry().Seconds()*10000, us(d.CPUPerEntry()), mib(d.PeakRSS))
+		}
+	}
+	if l := r.Latency; l != nil && l.Entries > 0 {
+		fmt.Fprintf(&b, "\nSteady load: target %s/s, achieved %s/s; daemon CPU %.1f µs/entry at that rate; latency quantiles over %d probes: p90 %.1f ms, p95 %.1f ms.\n",
+			num(l.Target), num(l.Achieved), us(l.CPU/time.Duration(l.Entries)), len(l.Samples), ms(l.Quantile(.9)), ms(l.Quantile(.95)))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// num formats a count or rate with thousands separators.
+func num(f float64) string {
+	n := int64(f + 0.5)
+	s := fmt.Sprint(n)
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
