@@ -68,6 +68,12 @@ local len = field(s, 'length')
 local added = field(s, 'entries-added')
 local last = field(s, 'last-generated-id')
 local first = field(s, 'recorded-first-entry-id')
+if not first then
+  -- Redis 6.2 has no recorded-first-entry-id, entries-added or
+  -- entries-read: the lag is still counted; unseen trims are not.
+  local fe = field(s, 'first-entry')
+  first = (fe and fe[1]) or '0-0'
+end
 
 local g = nil
 for _, grp in ipairs(redis.call('XINFO', 'GROUPS', key)) do
@@ -85,6 +91,7 @@ end
 
 local gid = field(g, 'last-delivered-id')
 local read = field(g, 'entries-read') -- false when Redis lost track of it
+if not added then read = false end
 local rlag = field(g, 'lag')          -- false after deletes in the unread range
 local pending = field(g, 'pending')
 -- Redis's view of the lag, from the group's counter.
