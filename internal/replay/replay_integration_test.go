@@ -519,3 +519,52 @@ func TestReplaySkipsUnconfiguredTenants(t *testing.T) {
 		}
 	}
 }
+
+// Replay beside a running daemon, while entries are published: both insert
+// the same documents; every entry ends up stored exactly once.
+func TestReplayBesideRunningDaemon(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, "acme")
+	e2e.Start(t, r.env)
+	p := publisher.Publisher{RDB: r.rdb, Prefix: prefix, MaxLen: -1}
+	var ledger e2e.Ledger
+	publishSome := func(n int) {
+		var ms []publisher.Message
+		for i := range n {
+			ms = append(ms, publisher.Message{Tenant: "acme", Namespace: "app", Topic: []string{"a", "b"}[i%2], Payload: fmt.Sprintf(`{"i":%d}`, i)})
+		}
+		ids, err := p.PublishBatch(ctx, ms)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ledger.Add(ms, ids)
+	}
+	publishSome(500)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 10 {
+			publishSome(100)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	rp := r.replayer(replay.Config{PageSize: 50})
+	for range 2 {
+		rep, err := rp.Replay(ctx, replay.Filter{Range: replay.All})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rep.Totals; got.Stored+got.Present != got.Read || got.Refused != 0 || got.Read < 500 {
+			t.Fatalf("replay beside the daemon: %+v", got)
+		}
+	}
+	<-done
+	e2e.Eventually(t, 2*time.Minute, "every published entry stored", func() (bool, string) {
+		n := e2e.CountStored(ctx, t, r.mc, "acme")
+		return n >= int64(ledger.Len()), fmt.Sprintf("%d of %d", n, ledger.Len())
+	})
+	if rep := e2e.Verify(ctx, t, r.mc, &ledger, []string{"acme"}); !rep.OK() {
+		t.Fatalf("after replay beside the daemon: %s", rep)
+	}
+}
