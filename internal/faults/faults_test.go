@@ -315,7 +315,7 @@ func TestRow05bOneTenantDatabaseDown(t *testing.T) {
 	}
 	var isolated time.Duration
 	e2e.Eventually(t, 20*time.Second, "the healthy tenant stored while the other server is stopped", func() (bool, string) {
-		rep := e2e.Verify(ctx, t, r.mcs[1], &sub, []string{healthy})
+		rep := verifyDB(ctx, t, r.mcs[1], &sub, []string{healthy})
 		isolated = time.Since(pausedAt)
 		return len(rep.Missing) == 0, rep.String()
 	})
