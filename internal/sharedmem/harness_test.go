@@ -60,9 +60,16 @@ type env struct {
 func newEnv(t *testing.T, retentionDays int, redisOpts ...testenv.RedisOption) *env {
 	t.Helper()
 	rs := testenv.StartRedis(t, redisOpts...)
+	e := newEnvWith(t, rs.Client(t), retentionDays)
+	e.rs, e.rdb = rs, rs.Client(t)
+	return e
+}
+
+// newEnvWith is newEnv for a Redis client the test made (a cluster).
+func newEnvWith(t *testing.T, rc redis.UniversalClient, retentionDays int) *env {
+	t.Helper()
 	ms := testenv.StartMongo(t)
-	e := &env{t: t, rs: rs, rdb: rs.Client(t), mc: ms.Client(t), ch: chronosFor(ms.URI, retentionDays)}
-	e.redis = e.rdb
+	e := &env{t: t, redis: rc, mc: ms.Client(t), ch: chronosFor(ms.URI, retentionDays)}
 	w, err := sink.New(context.Background(), e.ch, sink.Options{AppName: "sharedmem-test"})
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +202,7 @@ func (e *env) waitVal(tenant, ns, name string, want any) *smDoc {
 
 func (e *env) set(key, value string, ttl time.Duration) {
 	e.t.Helper()
-	if err := e.rdb.Set(context.Background(), key, value, ttl).Err(); err != nil {
+	if err := e.redis.Set(context.Background(), key, value, ttl).Err(); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -3,6 +3,8 @@ package sharedmem
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -380,5 +382,73 @@ func TestOlderNeverOverwritesNewer(t *testing.T) {
 	}
 	if n := e.count("tenant-a"); n != 2 {
 		t.Errorf("%d documents, want 2", n)
+	}
+}
+
+// TestReconcilePassTiming measures reconcile passes over N keys
+// (SM_RECONCILE_KEYS, default 300; FerretDB makes each conditional upsert a
+// scan of the collection, so the default stays small): the first pass after a start (nothing
+// known: every stored hash read, every value read and written), a pass with
+// the cache warm (hashes compared inside Redis, nothing read), and a
+// verifying pass (stored hashes read from the database again).
+func TestReconcilePassTiming(t *testing.T) {
+	ctx := context.Background()
+	n := 300
+	if s := os.Getenv("SM_RECONCILE_KEYS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n = v
+	}
+	e := newEnv(t, 0)
+	pipe := e.rdb.Pipeline()
+	for i := range n {
+		tenant := testTenants[i%2]
+		ns := testNamespaces[(i/2)%2]
+		pipe.Set(ctx, smKey(tenant, ns, fmt.Sprintf("key-%d", i)), fmt.Sprintf(`{"i":%d,"pad":"%064d"}`, i, i), time.Hour)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.Notify = false
+	start := time.Now()
+	r := e.start(cfg)
+	eventually(t, 10*time.Minute, "every key stored", func() (bool, string) {
+		got := e.count("tenant-a") + e.count("tenant-b")
+		return got == int64(n), fmt.Sprintf("%d of %d stored", got, n)
+	})
+	stored := time.Since(start)
+	var first float64
+	eventually(t, 10*time.Second, "first pass recorded", func() (bool, string) {
+		first = e.metric("persister_sm_reconcile_last_success_timestamp_seconds")
+		return first > 0, "no pass yet"
+	})
+	firstPass := time.Unix(0, int64(first*1e9)).Sub(start)
+
+	passStart := time.Now()
+	res, err := r.c.reconcileOnce(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm := time.Since(passStart)
+	if res.keys != int64(n) || res.read != 0 || res.same != int64(n) {
+		t.Errorf("warm pass: %+v, want %d keys all unchanged", res, n)
+	}
+	passStart = time.Now()
+	res, err = r.c.reconcileOnce(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := time.Since(passStart)
+	if res.read != 0 {
+		t.Errorf("verifying pass read %d values, want 0", res.read)
+	}
+	t.Logf("%d keys: first pass (cold) ~%s, all stored after %s (%.0f upserts/s); warm pass %s; verifying pass %s",
+		n, firstPass.Round(time.Millisecond), stored.Round(time.Millisecond), float64(n)/stored.Seconds(),
+		warm.Round(time.Millisecond), verify.Round(time.Millisecond))
+	if got := e.metric("persister_sm_found_by_reconcile_total"); got != float64(n) {
+		t.Errorf("found by reconcile %v, want %d", got, n)
 	}
 }

@@ -261,12 +261,12 @@ func (c *Carrier) ensureNotify(ctx context.Context) {
 					"suggested_setting", st.current+st.missing, "reconcile_interval", c.cfg.ReconcileInterval.String(), "err", st.setErr)
 			})
 		case st.enabled != "":
-			c.reportNotify(st.addr, "enabled:"+st.current, func() {
+			c.reportNotify(st.addr, "ok", func() {
 				c.log.Info("shared memory: enabled keyspace notifications on Redis", "addr", st.addr,
 					"was", st.current, "added_flags", st.enabled)
 			})
 		default:
-			c.reportNotify(st.addr, "ok:"+st.current, func() {
+			c.reportNotify(st.addr, "ok", func() {
 				c.log.Info("shared memory: Redis publishes the keyspace events the live path needs", "addr", st.addr,
 					"notify_keyspace_events", st.current)
 			})

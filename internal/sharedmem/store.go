@@ -56,8 +56,10 @@ const (
 
 // writeOp is one conditional upsert.
 type writeOp struct {
-	filter bson.D
-	update bson.Raw
+	filter  bson.D
+	update  bson.Raw
+	ident   bson.D // the document's identity: key, namespace, tenantId
+	version int64
 }
 
 // buildOp turns an observation into its conditional upsert. retentionDays
@@ -69,15 +71,16 @@ type writeOp struct {
 // the unique index and fails with a duplicate key error, which the store
 // reads as "stale" after one retry.
 func buildOp(o *Observation, retentionDays int) (writeOp, error) {
-	filter := bson.D{
+	ident := bson.D{
 		{Key: "key", Value: o.Key.Name},
 		{Key: "namespace", Value: o.Key.Namespace},
 		{Key: "tenantId", Value: o.Key.Tenant},
-		{Key: "$or", Value: bson.A{
+	}
+	filter := append(ident[:len(ident):len(ident)],
+		bson.E{Key: "$or", Value: bson.A{
 			bson.D{{Key: "_system.version", Value: bson.D{{Key: "$lt", Value: o.Version}}}},
 			bson.D{{Key: "_system.version", Value: bson.D{{Key: "$exists", Value: false}}}},
-		}},
-	}
+		}})
 	at := o.millis()
 	idx, u := bsoncore.AppendDocumentStart(nil)
 
@@ -149,7 +152,7 @@ func buildOp(o *Observation, retentionDays int) (writeOp, error) {
 	if len(u) > message.MaxDocBytes {
 		return writeOp{}, fmt.Errorf("%s: %d bytes: %w", o.Key, len(u), message.ErrTooLarge)
 	}
-	return writeOp{filter: filter, update: u}, nil
+	return writeOp{filter: filter, update: u, ident: ident, version: o.Version}, nil
 }
 
 // store writes observations into tenants' shared_memory collections.
@@ -220,17 +223,20 @@ func (s *store) write(ctx context.Context, tenant string, ops []writeOp) ([]outc
 // writeOne applies one op. A duplicate key error means the document exists
 // with this version or a newer one, or that another writer inserted it an
 // instant ago; the second attempt tells them apart, since the document then
-// exists.
+// exists. When it holds exactly this version, an earlier attempt whose
+// answer was lost (a timeout) wrote it: that is a write, not a stale value.
 func (s *store) writeOne(ctx context.Context, coll *mongo.Collection, op writeOp) (outcome, error) {
-	for range 2 {
+	for attempt := range 2 {
 		cctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
 		_, err := coll.UpdateOne(cctx, op.filter, op.update, options.Update().SetUpsert(true))
 		cancel()
 		switch {
 		case err == nil:
 			return outWritten, nil
-		case mongo.IsDuplicateKeyError(err):
+		case mongo.IsDuplicateKeyError(err) && attempt == 0:
 			continue
+		case mongo.IsDuplicateKeyError(err):
+			return s.storedVersionIs(ctx, coll, op)
 		}
 		switch classify(err) {
 		case sink.ClassPermanent:
@@ -238,6 +244,27 @@ func (s *store) writeOne(ctx context.Context, coll *mongo.Collection, op writeOp
 		default:
 			return outRetry, err
 		}
+	}
+	return outStale, nil
+}
+
+// storedVersionIs tells whether the stored document holds op's version
+// (outWritten: ours, from an attempt whose answer was lost) or another,
+// newer one (outStale).
+func (s *store) storedVersionIs(ctx context.Context, coll *mongo.Collection, op writeOp) (outcome, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
+	defer cancel()
+	var d struct {
+		System struct {
+			Version int64 `bson:"version"`
+		} `bson:"_system"`
+	}
+	err := coll.FindOne(cctx, op.ident, options.FindOne().SetProjection(bson.D{{Key: "_system.version", Value: 1}})).Decode(&d)
+	if err != nil {
+		return outRetry, fmt.Errorf("read the stored version after a duplicate key error: %w", err)
+	}
+	if d.System.Version == op.version {
+		return outWritten, nil
 	}
 	return outStale, nil
 }
