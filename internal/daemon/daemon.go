@@ -212,6 +212,16 @@ func (d *Daemon) discoverOnce(ctx context.Context, sc *discovery.Scanner) error 
 			keys = append(keys, k.String())
 			counts[string(k.Kind)]++
 		}
+		before, _ := tp.streams.Get()
+		known := make(map[string]bool, len(before))
+		for _, k := range before {
+			known[k] = true
+		}
+		for _, k := range keys {
+			if !known[k] {
+				d.log.Info("stream discovered", "tenant", id, "stream", k)
+			}
+		}
 		tp.streams.Set(keys)
 	}
 	d.topics.Offer(res.ByTenant)
