@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,6 +16,9 @@ const (
 	DefaultPoll     = 50 * time.Millisecond
 	DefaultIdlePoll = 500 * time.Millisecond
 )
+
+// pollTimeout bounds one pipelined poll of non-blocking reads.
+const pollTimeout = time.Second
 
 // In a Redis Cluster a multi-stream XREADGROUP may only name keys of one
 // hash slot, and Chronow's keys carry no hash tags, so a tenant's streams
@@ -43,7 +47,10 @@ type slotReader struct {
 	// whole count: more is probably waiting.
 	full map[string]bool
 	// slot holds the poll state of each slot read so far.
-	slot     map[int]*slotState
+	slot map[int]*slotState
+	// keys and groups cache the last BySlot.
+	keys     []string
+	groups   [][]string
 	failures int // passes with a failed group, for log throttling
 }
 
@@ -79,31 +86,42 @@ func (r *Reader) pollIntervals() (poll, idle time.Duration) {
 // due it waits for the first that is; changed ends the wait early.
 func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan struct{}) error {
 	st := r.slots
-	groups := BySlot(keys)
+	groups := st.bySlot(keys)
 	urgent := func(k string) bool { return r.cursor[k] != ">" || st.full[k] }
-	st.forget(groups)
 
 	if len(groups) == 1 && !hasAny(keys, urgent) {
 		// One slot: a blocking read costs one connection, as on one Redis.
 		return r.readNew(ctx, keys)
 	}
 
+	// A pass starts when a group is due (or urgent) and also reads the
+	// groups due within one Poll: fewer, fuller passes.
+	poll, idle := r.pollIntervals()
 	now := time.Now()
 	var due [][]string
 	nkeys := 0
-	var next time.Time
+	var next time.Time // the earliest time a group is due, when none is now
+	start := false
 	for _, g := range groups {
 		s := st.state(Slot(g[0]))
-		if s.failures > 0 && now.Before(s.next) {
+		switch {
+		case s.failures > 0 && now.Before(s.next):
+			next = earliest(next, s.next) // backing off
+			continue
+		case !now.Before(s.next) || hasAny(g, urgent):
+			start = true
+		case now.Add(poll).Before(s.next):
 			next = earliest(next, s.next)
-			continue // backing off
-		}
-		if !now.Before(s.next) || hasAny(g, urgent) {
-			due = append(due, g)
-			nkeys += len(g)
 			continue
 		}
-		next = earliest(next, s.next)
+		due = append(due, g)
+		nkeys += len(g)
+	}
+	if !start {
+		for _, g := range due {
+			next = earliest(next, st.state(Slot(g[0])).next)
+		}
+		due = nil
 	}
 	if len(due) == 0 {
 		select {
@@ -115,27 +133,17 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 	}
 
 	per := r.perStream(nkeys)
-	cmds := make([]*redis.XStreamSliceCmd, len(due))
-	// Not cancelled by a stop (as in readPending): a read cancelled after
-	// Redis delivered its entries would leave them pending with nobody
-	// holding them. It is short: no BLOCK, bounded by the read timeout.
-	rctx := context.WithoutCancel(ctx)
-	_, _ = r.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
-		for i, g := range due {
-			args := make([]string, 0, 2*len(g))
-			args = append(args, g...)
-			for _, k := range g {
-				args = append(args, r.cursor[k])
-			}
-			cmds[i] = p.XReadGroup(rctx, &redis.XReadGroupArgs{
-				Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args,
-				Count: per, Block: -1,
-			})
+	reads := make([]*redis.XReadGroupArgs, len(due))
+	for i, g := range due {
+		args := make([]string, 0, 2*len(g))
+		args = append(args, g...)
+		for _, k := range g {
+			args = append(args, r.cursor[k])
 		}
-		return nil
-	})
+		reads[i] = &redis.XReadGroupArgs{Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args, Count: per, Block: -1}
+	}
+	cmds := r.pipelineByMaster(ctx, reads)
 
-	poll, idle := r.pollIntervals()
 	now = time.Now()
 	var firstErr error
 	failed := 0
@@ -178,6 +186,62 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 			"failed_groups", failed, "groups", len(due), "attempt", st.failures, "err", firstErr)
 	}
 	return nil
+}
+
+// pipelineByMaster sends cmds (cmds[i] reads group due[i]) in one
+// pipeline per master, the masters in parallel. Separate pipelines keep a
+// hung master from spoiling the others' replies: go-redis's cluster
+// pipeline marks every command of a pipeline failed when its retry of one
+// master's share runs out of time.
+//
+// The reads are not cancelled by a stop (as in readPending): a read
+// cancelled after Redis delivered its entries would leave them pending
+// with nobody holding them. They have their own short deadline instead, so
+// that a hung master holds up the pass for pollTimeout, not the client's
+// read timeout; a group that times out re-reads its own pending entries,
+// which covers a lost reply.
+func (r *Reader) pipelineByMaster(ctx context.Context, reads []*redis.XReadGroupArgs) []*redis.XStreamSliceCmd {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pollTimeout)
+	defer cancel()
+	byMaster := map[string][]int{}
+	cc, _ := r.rdb.(*redis.ClusterClient)
+	for i, a := range reads {
+		addr := ""
+		if cc != nil {
+			if m, err := cc.MasterForKey(rctx, a.Streams[0]); err == nil {
+				addr = m.Options().Addr
+			}
+		}
+		byMaster[addr] = append(byMaster[addr], i)
+	}
+	cmds := make([]*redis.XStreamSliceCmd, len(reads))
+	var wg sync.WaitGroup
+	for _, idx := range byMaster {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = r.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
+				for _, i := range idx {
+					cmds[i] = p.XReadGroup(rctx, reads[i])
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	return cmds
+}
+
+// bySlot returns BySlot(keys), computed again only when the key set
+// changed (Streams hands out the same slice until then), and drops the
+// state of slots no stream lies in any more.
+func (st *slotReader) bySlot(keys []string) [][]string {
+	if len(keys) == len(st.keys) && len(keys) > 0 && &keys[0] == &st.keys[0] {
+		return st.groups
+	}
+	st.keys, st.groups = keys, BySlot(keys)
+	st.forget(st.groups)
+	return st.groups
 }
 
 func (st *slotReader) state(slot int) *slotState {

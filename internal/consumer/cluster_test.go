@@ -462,3 +462,92 @@ func TestClusterReaderIdleBackoff(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestClusterReaderMasterHung pauses one master (SIGSTOP: connections stay
+// open, nothing answers): the streams of the other masters are still read,
+// and once it resumes, its streams too, each entry exactly once.
+func TestClusterReaderMasterHung(t *testing.T) {
+	c := testenv.StartCluster(t, 3)
+	// The daemon's client options (internal/daemon/redis.go).
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs: c.Addrs(), ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ContextTimeoutEnabled: true,
+	})
+	defer rdb.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	keys := clusterStreams(t, c, 30)
+	want := xaddAll(t, rdb, keys, 1)
+	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
+	streams := NewStreams()
+	streams.Set(keys)
+	r := NewReader(rdb, ReaderConfig{
+		Group: "persister", Consumer: "c1", Count: 100, Block: 200 * time.Millisecond,
+		Poll: 10 * time.Millisecond, IdlePoll: 50 * time.Millisecond,
+	}, streams, rec.handle, quiet())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
+		return rec.count() == len(keys), fmt.Sprint(rec.count())
+	})
+	var live, hung []string
+	for _, k := range keys {
+		if c.Master(Slot(k)) == 1 {
+			hung = append(hung, k)
+		} else {
+			live = append(live, k)
+		}
+	}
+	// Entries for the master about to hang go in first.
+	for k, ids := range xaddAll(t, rdb, hung, 2) {
+		want[k] = append(want[k], ids...)
+	}
+	c.Nodes[1].Pause(t)
+	pausedAt := time.Now()
+	paused := true
+	defer func() {
+		if paused {
+			c.Nodes[1].Resume(t)
+		}
+	}()
+	liveRdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{c.Nodes[0].Addr}, ReadTimeout: 500 * time.Millisecond})
+	defer liveRdb.Close()
+	rounds := 0
+	waitFor(t, 60*time.Second, "live streams read while a master hangs", func() (bool, string) {
+		rounds++
+		for _, k := range live {
+			id, err := liveRdb.XAdd(ctx, &redis.XAddArgs{Stream: k, Values: []any{"payload", "live"}}).Result()
+			if err != nil {
+				return false, err.Error()
+			}
+			want[k] = append(want[k], id)
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		behind := 0
+		for _, k := range live {
+			if len(rec.got[k]) < len(want[k])-1 {
+				behind++
+			}
+		}
+		return rounds >= 5 && behind == 0, fmt.Sprintf("round %d: %d live streams behind", rounds, behind)
+	})
+	t.Logf("live streams kept up for %d rounds, %s after the pause", rounds, time.Since(pausedAt).Round(time.Millisecond))
+	c.Nodes[1].Resume(t)
+	resumedAt := time.Now()
+	paused = false
+	waitFor(t, 60*time.Second, "every entry read once the master resumed", func() (bool, string) {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, k := range keys {
+			if !slices.Equal(rec.got[k], want[k]) {
+				return false, fmt.Sprintf("%s: got %d ids, want %d", k, len(rec.got[k]), len(want[k]))
+			}
+		}
+		return true, ""
+	})
+	t.Logf("every entry read %s after the master resumed", time.Since(resumedAt).Round(time.Millisecond))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

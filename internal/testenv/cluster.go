@@ -17,7 +17,8 @@ import (
 // ClusterSlots is the number of hash slots of a Redis Cluster.
 const ClusterSlots = 16384
 
-// clusterArgs are the redis-server arguments of a cluster node. The node
+// clusterArgs are the redis-server arguments of a cluster node (Redis 7.0
+// or later: each node is also given its own --cluster-port). The node
 // timeout is short so that a node killed by a test is noticed quickly; the
 // config file (nodes.conf) lives in the node's data dir, so a restarted
 // node keeps its id and rejoins.
@@ -34,6 +35,8 @@ var clusterArgs = []string{
 // started for one test. Master i owns the slots SlotRange(i).
 type Cluster struct {
 	Nodes []*Redis
+	// BusPorts are the nodes' cluster bus ports.
+	BusPorts []int
 }
 
 // StartCluster starts masters redis-server processes in cluster mode,
@@ -47,17 +50,21 @@ func StartCluster(t testing.TB, masters int, opts ...RedisOption) *Cluster {
 		t.Fatalf("testenv: StartCluster: %d masters", masters)
 	}
 
-	opts = append([]RedisOption{WithRedisArgs(clusterArgs...)}, opts...)
 	c := &Cluster{}
 
 	for range masters {
-		c.Nodes = append(c.Nodes, StartRedis(t, opts...))
+		// The cluster bus port is reserved too: the default, port+10000,
+		// may fall in the ephemeral range and be taken.
+		bus := FreePort(t)
+		c.BusPorts = append(c.BusPorts, bus)
+		busArg := WithRedisArgs("--cluster-port", strconv.Itoa(bus))
+		c.Nodes = append(c.Nodes, StartRedis(t, append([]RedisOption{WithRedisArgs(clusterArgs...), busArg}, opts...)...))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), ReadyTimeout)
 	defer cancel()
 
-	if err := formCluster(ctx, c.Addrs()); err != nil {
+	if err := formCluster(ctx, c.Addrs(), c.BusPorts); err != nil {
 		var tails []string
 		for _, n := range c.Nodes {
 			tails = append(tails, fmt.Sprintf("--- %s:\n%s", n.Addr, n.p.logTail()))
@@ -117,8 +124,9 @@ func (c *Cluster) Master(slot int) int {
 
 // formCluster turns fresh cluster-enabled nodes into one cluster, as
 // `redis-cli --cluster create --cluster-replicas 0` does: distinct config
-// epochs, equal slot ranges, CLUSTER MEET, then it waits for agreement.
-func formCluster(ctx context.Context, addrs []string) error {
+// epochs, equal slot ranges, CLUSTER MEET (with each node's bus port), then
+// it waits for agreement.
+func formCluster(ctx context.Context, addrs []string, busPorts []int) error {
 	clients := make([]*redis.Client, len(addrs))
 	for i, a := range addrs {
 		clients[i] = redis.NewClient(&redis.Options{Addr: a, DisableIdentity: true, MaxRetries: -1})
@@ -141,15 +149,15 @@ func formCluster(ctx context.Context, addrs []string) error {
 		}
 	}
 
-	for _, a := range addrs[1:] {
+	for i, a := range addrs[1:] {
 		host, port, err := net.SplitHostPort(a)
 		if err != nil {
 			return err
 		}
 
-		p, _ := strconv.Atoi(port)
-		if err := clients[0].ClusterMeet(ctx, host, strconv.Itoa(p)).Err(); err != nil {
-			return fmt.Errorf("%s: cluster meet %s: %w", addrs[0], a, err)
+		bus := busPorts[i+1]
+		if err := clients[0].Do(ctx, "cluster", "meet", host, port, bus).Err(); err != nil {
+			return fmt.Errorf("%s: cluster meet %s (bus port %d): %w", addrs[0], a, bus, err)
 		}
 	}
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strconv"
 )
 
@@ -12,6 +13,9 @@ import (
 // command). The caller owns it and must call Stop.
 type ClusterServer struct {
 	Nodes []*Server
+
+	busPorts []int
+	release  []func() // bus port reservations
 }
 
 // LaunchCluster starts masters cluster-enabled redis-server processes, each
@@ -22,7 +26,16 @@ func LaunchCluster(ctx context.Context, dir string, masters int, extra ...string
 	args := append(append([]string{}, clusterArgs...), extra...)
 
 	for i := range masters {
-		s, err := LaunchRedis(filepath.Join(dir, "node-"+strconv.Itoa(i)), args...)
+		bus, release, err := reservePort()
+		if err != nil {
+			_ = cs.Stop()
+			return nil, err
+		}
+
+		cs.release = append(cs.release, release)
+		cs.busPorts = append(cs.busPorts, bus)
+
+		s, err := LaunchRedis(filepath.Join(dir, "node-"+strconv.Itoa(i)), slices.Concat(args, []string{"--cluster-port", strconv.Itoa(bus)})...)
 		if err != nil {
 			_ = cs.Stop()
 			return nil, err
@@ -34,7 +47,7 @@ func LaunchCluster(ctx context.Context, dir string, masters int, extra ...string
 	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
 	defer cancel()
 
-	if err := formCluster(ctx, cs.Addrs()); err != nil {
+	if err := formCluster(ctx, cs.Addrs(), cs.busPorts); err != nil {
 		_ = cs.Stop()
 		return nil, err
 	}
@@ -64,6 +77,12 @@ func (cs *ClusterServer) Stop() error {
 	for _, n := range cs.Nodes {
 		errs = append(errs, n.Stop())
 	}
+
+	for _, r := range cs.release {
+		r()
+	}
+
+	cs.release = nil
 
 	return errors.Join(errs...)
 }
