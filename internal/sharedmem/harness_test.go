@@ -227,6 +227,24 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 }
 
+// histogramSum returns the sum of a histogram family's observations.
+func (e *env) histogramSum(name string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return sum
+}
+
 // metric sums the samples of a counter or gauge family whose labels
 // include the given name=value pairs.
 func (e *env) metric(name string, labels ...string) float64 {

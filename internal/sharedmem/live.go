@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,16 +58,14 @@ func keyspaceChannelPrefix(db int) string {
 func (c *Carrier) masters(ctx context.Context) ([]*redis.Client, error) {
 	switch r := c.rdb.(type) {
 	case *redis.ClusterClient:
+		var mu sync.Mutex
 		var nodes []*redis.Client
-		ch := make(chan *redis.Client, 64)
 		err := r.ForEachMaster(ctx, func(_ context.Context, n *redis.Client) error {
-			ch <- n
+			mu.Lock()
+			defer mu.Unlock()
+			nodes = append(nodes, n)
 			return nil
 		})
-		close(ch)
-		for n := range ch {
-			nodes = append(nodes, n)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("list cluster masters: %w", err)
 		}

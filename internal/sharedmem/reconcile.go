@@ -17,8 +17,10 @@ import (
 // document changed or removed behind the persister's back is repaired.
 const verifyEvery = 12
 
-// reconcileChunk is how many keys are looked up and read at once.
-const reconcileChunk = 256
+// reconcileChunk is how many keys are looked up and read at once. Large
+// enough that FerretDB, which scans the collection for every lookup query,
+// is asked few times; only changed values are transferred.
+const reconcileChunk = 1024
 
 // minPassGap is the least time between two passes when passes are asked
 // for (a subscription came back, a read failed).

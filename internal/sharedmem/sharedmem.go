@@ -125,7 +125,7 @@ func New(cfg Config, rdb redis.UniversalClient, dbs Databases, m *metrics.Metric
 		tenants:  map[string]bool{},
 		cache:    newHashCache(cfg.CacheKeys),
 		store:    &store{dbs: dbs, writeTimeout: cfg.WriteTimeout},
-		obs:      make(chan []Observation, 16),
+		obs:      make(chan []Observation, 4),
 		kick:     make(chan struct{}, 1),
 		reported: map[string]bool{},
 

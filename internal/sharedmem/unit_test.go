@@ -1,13 +1,17 @@
 package sharedmem
 
 import (
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/metrics"
 )
 
 func TestMissingFlags(t *testing.T) {
@@ -182,5 +186,33 @@ func TestHashCacheLookupNeverUndoesNewerWrite(t *testing.T) {
 	}
 	if c.len() > 10 {
 		t.Errorf("cache holds %d entries, max 10", c.len())
+	}
+}
+
+func TestWriterAddKeepsNewestAndCountsBytes(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	w := newWriter(nil, newHashCache(10), m, slog.New(slog.DiscardHandler), Config{MaxPending: 2, FlushInterval: time.Second})
+	k := keyspace.Key{Prefix: "cw:", Tenant: "t", Namespace: "ns", Kind: keyspace.KindSharedMemory, Name: "a"}
+	k2 := k
+	k2.Name = "b"
+	obs := func(k keyspace.Key, v string, version int64) Observation {
+		return Observation{Key: k, Version: version, Value: []byte(v), Hash: Hash([]byte(v)), Source: SourceLive}
+	}
+	w.add([]Observation{obs(k, "333", 3), obs(k, "1", 1), obs(k, "4444", 4), obs(k, "22", 2)})
+	if p := w.pending[k.String()]; p == nil || string(p.Value) != "4444" {
+		t.Fatalf("pending %v, want the newest (4444)", p)
+	}
+	if w.pendingBytes != 4 || w.full() {
+		t.Errorf("pendingBytes %d full %v, want 4 and not full", w.pendingBytes, w.full())
+	}
+	w.add([]Observation{obs(k2, "55555", 5)})
+	if w.pendingBytes != 9 || !w.full() {
+		t.Errorf("pendingBytes %d full %v, want 9 and full (2 keys)", w.pendingBytes, w.full())
+	}
+	// The key is back to the stored value: the older pending one goes.
+	w.cache.set(k.String(), Hash([]byte("x")), 0)
+	w.add([]Observation{{Key: k, Version: 9, Hash: Hash([]byte("x")), Unchanged: true}})
+	if _, ok := w.pending[k.String()]; ok || w.pendingBytes != 5 {
+		t.Errorf("after unchanged: pending %v bytes %d, want a removed and 5 bytes", w.pending[k.String()], w.pendingBytes)
 	}
 }

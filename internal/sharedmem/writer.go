@@ -17,6 +17,11 @@ const (
 	SkipStale      = "stale"
 )
 
+// maxPendingBytes bounds the bytes of values waiting for a flush, beside
+// MaxPending keys: past it the writer flushes and stops taking
+// observations until there is room.
+const maxPendingBytes = 64 << 20
+
 // writer owns the coalescing buffer: the latest observation per key, flushed
 // every FlushInterval (or when MaxPending keys wait) as bulk upserts per
 // tenant. One goroutine (run) owns pending; the cache is shared with the
@@ -31,8 +36,9 @@ type writer struct {
 	maxPending int
 	maxBackoff time.Duration
 
-	pending map[string]*Observation // by Redis key
-	backoff map[string]*tenantBackoff
+	pending      map[string]*Observation // by Redis key
+	pendingBytes int
+	backoff      map[string]*tenantBackoff
 }
 
 type tenantBackoff struct {
@@ -62,7 +68,7 @@ func (w *writer) run(drainCtx context.Context, in <-chan []Observation, stopped 
 	defer t.Stop()
 	for {
 		inCh := in
-		if len(w.pending) >= w.maxPending {
+		if w.full() {
 			inCh = nil // backpressure: producers wait until a flush made room
 		}
 		select {
@@ -71,7 +77,7 @@ func (w *writer) run(drainCtx context.Context, in <-chan []Observation, stopped 
 				return w.final(drainCtx)
 			}
 			w.add(batch)
-			if len(w.pending) >= w.maxPending {
+			if w.full() {
 				w.flush(drainCtx)
 			}
 		case <-t.C:
@@ -85,6 +91,24 @@ func (w *writer) run(drainCtx context.Context, in <-chan []Observation, stopped 
 			return nil
 		}
 	}
+}
+
+// full reports whether pending holds as much as it may.
+func (w *writer) full() bool {
+	return len(w.pending) >= w.maxPending || w.pendingBytes >= maxPendingBytes
+}
+
+// put sets (o != nil) or removes the pending observation of k.
+func (w *writer) put(k string, o *Observation) {
+	if p := w.pending[k]; p != nil {
+		w.pendingBytes -= len(p.Value)
+	}
+	if o == nil {
+		delete(w.pending, k)
+		return
+	}
+	w.pending[k] = o
+	w.pendingBytes += len(o.Value)
 }
 
 // final flushes until nothing is pending or drainCtx ends.
@@ -115,7 +139,7 @@ func (w *writer) add(batch []Observation) {
 			// The key holds what the collection holds: an older pending
 			// value must not be written after all.
 			if p != nil && p.Version < o.Version && w.cache.get(k).hash == o.Hash {
-				delete(w.pending, k)
+				w.put(k, nil)
 				w.m.SMSkipped.WithLabelValues(o.Key.Tenant, SkipSuperseded).Inc()
 			}
 			continue
@@ -130,7 +154,7 @@ func (w *writer) add(batch []Observation) {
 				o.Source = SourceLive // notified already: not a miss of the live path
 			}
 		}
-		w.pending[k] = o
+		w.put(k, o)
 	}
 	w.m.SMPending.Set(float64(len(w.pending)))
 }
@@ -161,11 +185,11 @@ func (w *writer) flush(ctx context.Context) {
 			switch {
 			case o.Version <= e.version:
 				w.m.SMSkipped.WithLabelValues(tenant, SkipStale).Inc()
-				delete(w.pending, k)
+				w.put(k, nil)
 				continue
 			case unchanged:
 				w.m.SMSkipped.WithLabelValues(tenant, SkipUnchanged).Inc()
-				delete(w.pending, k)
+				w.put(k, nil)
 				continue
 			}
 		}
@@ -211,7 +235,7 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 		k := b.keys[i]
 		switch b.out[i] {
 		case outWritten:
-			delete(w.pending, k)
+			w.put(k, nil)
 			hash := o.Hash
 			op := "value"
 			if o.Deleted {
@@ -223,7 +247,7 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 				w.m.SMFoundByReconcile.WithLabelValues(tenant).Inc()
 			}
 		case outStale:
-			delete(w.pending, k)
+			w.put(k, nil)
 			w.cache.drop(k)
 			w.m.SMSkipped.WithLabelValues(tenant, SkipStale).Inc()
 		case outRefused:
@@ -256,7 +280,7 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 // refused drops a value that can never be stored as it is, and remembers
 // its hash so the same value is not tried again.
 func (w *writer) refused(k string, o *Observation, err error) {
-	delete(w.pending, k)
+	w.put(k, nil)
 	w.cache.set(k, o.Hash, o.Version)
 	w.m.WriteErrors.WithLabelValues(o.Key.Tenant, "permanent").Inc()
 	w.log.Error("shared memory: value cannot be stored; the warm copy keeps its previous value",
