@@ -39,9 +39,7 @@ func (c *Carrier) reconcileLoop(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		case <-c.kick:
-			if !timer.Stop() {
-				<-timer.C
-			}
+			timer.Stop() // Go >= 1.23: no stale tick is delivered after Stop
 			select {
 			case <-ctx.Done():
 				return nil

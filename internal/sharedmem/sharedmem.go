@@ -140,7 +140,7 @@ func New(cfg Config, rdb redis.UniversalClient, dbs Databases, m *metrics.Metric
 
 // Run captures and writes until ctx ends, then writes what it holds within
 // drainCtx. It returns nil: Redis and MongoDB failures are logged, counted
-// and retried, never fatal to the daemon.
+// and retried, never fatal to the daemon. Run is called once per Carrier.
 func (c *Carrier) Run(ctx, drainCtx context.Context) error {
 	mode := "live notifications and reconcile"
 	if !c.cfg.Notify {
