@@ -95,6 +95,10 @@ type Batcher struct {
 	halted atomic.Bool
 }
 
+// addQueue bounds the items waiting between Add and the batch: the batch
+// itself holds up to MaxItems, so a deeper queue only holds more memory.
+const addQueue = 64
+
 // New creates a Batcher. rescuer may be nil.
 func New(cfg Config, s Sink, a Acker, r Rescuer, m *metrics.Metrics, log *slog.Logger) *Batcher {
 	if cfg.Inflight <= 0 {
@@ -108,7 +112,7 @@ func New(cfg Config, s Sink, a Acker, r Rescuer, m *metrics.Metrics, log *slog.L
 	}
 	return &Batcher{
 		cfg: cfg, sink: s, acker: a, rescuer: r, m: m, log: log.With("tenant", cfg.Tenant),
-		in:       make(chan Item, cfg.MaxItems),
+		in:       make(chan Item, min(cfg.MaxItems, addQueue)),
 		inflight: m.InflightEntries.WithLabelValues(cfg.Tenant),
 	}
 }

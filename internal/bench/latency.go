@@ -24,14 +24,19 @@ type LatencyResult struct {
 	Target, Achieved float64
 	Duration         time.Duration
 	Entries          int
-	// Samples holds XADD reply → document visible for every probe.
-	Samples []time.Duration
+	// Acked holds XADD reply → acknowledged by the group, for every entry,
+	// sorted. The daemon acknowledges an entry only after MongoDB
+	// acknowledged its insert, so this bounds "→ visible" from above.
+	Acked []time.Duration
+	// Visible holds XADD reply → found by _id for the probed entries
+	// (only with a probe rate; see Config.ProbeRate), sorted.
+	Visible []time.Duration
 	// CPU is the daemon's CPU time during the stage.
 	CPU time.Duration
 }
 
-// Quantile returns the q-quantile (nearest rank) of the samples.
-func (r LatencyResult) Quantile(q float64) time.Duration { return quantile(r.Samples, q) }
+// Quantile returns the q-quantile (nearest rank) of the Acked latencies.
+func (r LatencyResult) Quantile(q float64) time.Duration { return quantile(r.Acked, q) }
 
 func quantile(sorted []time.Duration, q float64) time.Duration {
 	if len(sorted) == 0 {
@@ -48,14 +53,19 @@ type probe struct {
 }
 
 // Latency publishes entries of the layout at rate per second for d, with
-// the daemons ds already running, and measures for one entry in every
-// rate/probeRate the time from the XADD reply to the moment a find by _id
-// returns its document. Entries are sent every 5 ms in one pipeline; every
+// the daemons ds already running, and measures for every entry the time
+// from its XADD reply to its acknowledgement (watchAcks); with probeRate >
+// 0 also, for that many entries per second, the time until a find by _id
+// returns the document. Entries are sent every 5 ms in one pipeline; every
 // entry of a pipeline has the pipeline's reply time.
 func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64, d time.Duration, probeRate float64, seq0 int) (LatencyResult, error) {
 	res := LatencyResult{Target: rate, Duration: d}
-	every := max(1, int(math.Round(rate/probeRate)))
+	every := 0
+	if probeRate > 0 {
+		every = max(1, int(math.Round(rate/probeRate)))
+	}
 	probes := make(chan probe, 4096)
+	acks := make(chan sent, 1<<16)
 	cpu0, err := cpuOf(ds)
 	if err != nil {
 		return res, err
@@ -63,21 +73,22 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(probes)
+		defer close(acks)
 		pub := &publisher.Publisher{RDB: e.RDB, Prefix: KeyPrefix}
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		start := time.Now()
-		sent := 0
+		n := 0
 		for {
 			el := time.Since(start)
 			if el >= d {
 				break
 			}
-			due := int(rate*el.Seconds()) - sent
+			due := int(rate*el.Seconds()) - n
 			if due > 0 {
 				ms := make([]publisher.Message, due)
 				for i := range ms {
-					ms[i] = l.Message(seq0+sent+i, e.PayloadBytes)
+					ms[i] = l.Message(seq0+n+i, e.PayloadBytes)
 				}
 				ids, err := pub.PublishBatch(gctx, ms)
 				if err != nil {
@@ -85,17 +96,26 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 				}
 				reply := time.Now()
 				for i, m := range ms {
-					if (sent+i)%every != 0 {
+					id, err := parseStreamID(ids[i])
+					if err != nil {
+						return err
+					}
+					select {
+					case acks <- sent{stream: m.Key(KeyPrefix), id: id, reply: reply}:
+					case <-gctx.Done():
+						return gctx.Err()
+					}
+					if every == 0 || (n+i)%every != 0 {
 						continue
 					}
-					p := probe{tenant: m.Tenant, id: message.Identity(m.Namespace, m.Topic, ids[i]), reply: reply, next: reply}
+					p := probe{tenant: m.Tenant, id: message.Identity(m.Namespace, m.Topic, ids[i]), reply: reply}
 					select {
 					case probes <- p:
 					case <-gctx.Done():
 						return gctx.Err()
 					}
 				}
-				sent += due
+				n += due
 			}
 			select {
 			case <-tick.C:
@@ -103,14 +123,18 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 				return gctx.Err()
 			}
 		}
-		res.Entries = sent
-		res.Achieved = float64(sent) / time.Since(start).Seconds()
+		res.Entries = n
+		res.Achieved = float64(n) / time.Since(start).Seconds()
 		return nil
 	})
-	var samples []time.Duration
 	g.Go(func() error {
 		var err error
-		samples, err = e.watchProbes(gctx, probes)
+		res.Acked, err = watchAcks(gctx, e.RDB, Group, acks, time.Minute)
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		res.Visible, err = e.watchProbes(gctx, probes)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -121,18 +145,35 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 		return res, err
 	}
 	res.CPU = cpu1 - cpu0
-	slices.Sort(samples)
-	res.Samples = samples
+	slices.Sort(res.Acked)
+	slices.Sort(res.Visible)
+	if len(res.Acked) != res.Entries {
+		return res, fmt.Errorf("latency: %d entries acknowledged, %d sent", len(res.Acked), res.Entries)
+	}
 	return res, nil
 }
 
-// probeEvery is how often one outstanding probe is looked for.
-const probeEvery = 2 * time.Millisecond
+// A probe is first looked for probeFirst after its XADD reply, then every
+// eighth of its age (between probeMin and probeMax): a measured latency is
+// at most ~12% (or probeMin) above the truth, never below it, and a slow
+// daemon is not buried under finds. Due probes are looked up concurrently.
+const (
+	probeFirst    = 5 * time.Millisecond
+	probeMin      = 3 * time.Millisecond
+	probeMax      = 100 * time.Millisecond
+	probeParallel = 8
+	probeGiveUp   = time.Minute
+)
+
+func nextProbe(p probe, now time.Time) time.Time {
+	return now.Add(min(max(now.Sub(p.reply)/8, probeMin), probeMax))
+}
 
 // watchProbes looks each probe up by _id (the one filter FerretDB's SQLite
 // backend answers from its primary key) until it is found, and returns the
-// latencies. It returns when probes is closed and every probe is found, or
-// fails when one stays invisible for a minute.
+// latencies, measured to the reply of the find that saw the document. It
+// returns when probes is closed and every probe is found, or fails when one
+// stays invisible for probeGiveUp.
 func (e *Env) watchProbes(ctx context.Context, probes <-chan probe) ([]time.Duration, error) {
 	var (
 		out     []time.Duration
@@ -140,64 +181,105 @@ func (e *Env) watchProbes(ctx context.Context, probes <-chan probe) ([]time.Dura
 		open    = true
 		colls   = map[string]*mongo.Collection{}
 	)
+	coll := func(tenant string) *mongo.Collection {
+		c := colls[tenant]
+		if c == nil {
+			c = e.Mongo.Database(DBName(tenant)).Collection(config.CollMessages)
+			colls[tenant] = c
+		}
+		return c
+	}
 	proj := options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})
+	take := func(p probe, ok bool) {
+		if !ok {
+			open = false
+			return
+		}
+		p.next = p.reply.Add(probeFirst)
+		pending = append(pending, p)
+	}
 	for open || len(pending) > 0 {
-		if len(pending) == 0 && open {
+		if len(pending) == 0 {
 			select {
 			case p, ok := <-probes:
-				if !ok {
-					open = false
-					continue
-				}
-				pending = append(pending, p)
+				take(p, ok)
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 		}
-		for more := open; more; {
+	intake:
+		for open {
 			select {
 			case p, ok := <-probes:
-				if !ok {
-					open, more = false, false
-					break
-				}
-				pending = append(pending, p)
+				take(p, ok)
 			default:
-				more = false
+				break intake
 			}
 		}
 		now := time.Now()
-		wait := probeEvery
-		kept := pending[:0]
-		for _, p := range pending {
+		var due []int
+		wake := now.Add(probeMax)
+		for i, p := range pending {
 			if now.Before(p.next) {
-				wait = min(wait, p.next.Sub(now))
-				kept = append(kept, p)
+				if p.next.Before(wake) {
+					wake = p.next
+				}
 				continue
 			}
-			c := colls[p.tenant]
-			if c == nil {
-				c = e.Mongo.Database(DBName(p.tenant)).Collection(config.CollMessages)
-				colls[p.tenant] = c
-			}
-			err := c.FindOne(ctx, bson.D{{Key: "_id", Value: p.id}}, proj).Err()
+			due = append(due, i)
+		}
+		found := make([]time.Time, len(due))
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(probeParallel)
+		for j, i := range due {
+			c, id := coll(pending[i].tenant), pending[i].id
+			g.Go(func() error {
+				err := c.FindOne(gctx, bson.D{{Key: "_id", Value: id}}, proj).Err()
+				switch {
+				case err == nil:
+					found[j] = time.Now()
+				case !errors.Is(err, mongo.ErrNoDocuments):
+					return fmt.Errorf("find probe %s: %w", id, err)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		now = time.Now()
+		isDue := make(map[int]time.Time, len(due))
+		for j, i := range due {
+			isDue[i] = found[j]
+		}
+		kept := pending[:0]
+		for i, p := range pending {
+			at, polled := isDue[i]
 			switch {
-			case err == nil:
-				out = append(out, time.Since(p.reply))
+			case polled && !at.IsZero():
+				out = append(out, at.Sub(p.reply))
 				continue
-			case !errors.Is(err, mongo.ErrNoDocuments):
-				return nil, fmt.Errorf("find probe %s: %w", p.id, err)
+			case polled:
+				if now.Sub(p.reply) > probeGiveUp {
+					return nil, fmt.Errorf("entry %s of tenant %s not visible %s after XADD", p.id, p.tenant, probeGiveUp)
+				}
+				p.next = nextProbe(p, now)
+				if p.next.Before(wake) {
+					wake = p.next
+				}
 			}
-			if time.Since(p.reply) > time.Minute {
-				return nil, fmt.Errorf("entry %s of tenant %s not visible a minute after XADD", p.id, p.tenant)
-			}
-			p.next = time.Now().Add(probeEvery)
 			kept = append(kept, p)
 		}
 		pending = kept
-		if len(pending) > 0 {
+		if len(pending) > 0 && len(due) == 0 {
+			var more <-chan probe
+			if open {
+				more = probes
+			}
 			select {
-			case <-time.After(max(wait, 200*time.Microsecond)):
+			case <-time.After(max(time.Until(wake), 200*time.Microsecond)):
+			case p, ok := <-more:
+				take(p, ok)
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}

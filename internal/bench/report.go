@@ -127,9 +127,13 @@ func (r *Report) Markdown(w io.Writer) error {
 			mib(d.PeakRSS), TargetPeakRSS>>20, met(d.PeakRSS <= TargetPeakRSS))
 	}
 	if l := r.Latency; l != nil {
-		fmt.Fprintf(&b, "| steady load %s entries/s for %s (%s entries, %d probed): XADD reply → document found by _id | p50 %.1f ms, p99 %.1f ms, max %.1f ms | p99 ≤ %d ms | %s |\n",
-			num(l.Achieved), l.Duration, num(float64(l.Entries)), len(l.Samples), ms(l.Quantile(.5)), ms(l.Quantile(.99)), ms(l.Quantile(1)),
-			TargetP99.Milliseconds(), met(len(l.Samples) > 0 && l.Quantile(.99) <= TargetP99))
+		fmt.Fprintf(&b, "| steady load %s entries/s for %s (every one of %s entries): XADD reply → acknowledged by the daemon, i.e. stored | p50 %.1f ms, p99 %.1f ms, max %.1f ms | p99 ≤ %d ms | %s |\n",
+			num(l.Achieved), l.Duration, num(float64(l.Entries)), ms(l.Quantile(.5)), ms(l.Quantile(.99)), ms(l.Quantile(1)),
+			TargetP99.Milliseconds(), met(len(l.Acked) > 0 && l.Quantile(.99) <= TargetP99))
+		if v := l.Visible; len(v) > 0 {
+			fmt.Fprintf(&b, "| same load, %d probed entries: XADD reply → document found by _id | p50 %.1f ms, p99 %.1f ms, max %.1f ms | p99 ≤ %d ms | %s |\n",
+				len(v), ms(quantile(v, .5)), ms(quantile(v, .99)), ms(quantile(v, 1)), TargetP99.Milliseconds(), met(quantile(v, .99) <= TargetP99))
+		}
 	}
 	if one, many := r.scale("1-stream"), r.scale("1000-streams"); one != nil && many != nil {
 		x := many.Rate() / one.Rate()
@@ -161,8 +165,8 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 	}
 	if l := r.Latency; l != nil && l.Entries > 0 {
-		fmt.Fprintf(&b, "\nSteady load: target %s/s, achieved %s/s; daemon CPU %.1f µs/entry at that rate; latency quantiles over %d probes: p90 %.1f ms, p95 %.1f ms.\n",
-			num(l.Target), num(l.Achieved), us(l.CPU/time.Duration(l.Entries)), len(l.Samples), ms(l.Quantile(.9)), ms(l.Quantile(.95)))
+		fmt.Fprintf(&b, "\nSteady load: target %s/s, achieved %s/s; daemon CPU %.1f µs/entry at that rate; XADD → acknowledged p90 %.1f ms, p95 %.1f ms, p99.9 %.1f ms (acknowledgement seen by polling Redis every %s; an entry counts once every older entry of its stream is acknowledged too).\n",
+			num(l.Target), num(l.Achieved), us(l.CPU/time.Duration(l.Entries)), ms(l.Quantile(.9)), ms(l.Quantile(.95)), ms(l.Quantile(.999)), ackPoll)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -1,0 +1,53 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunSmall runs the standalone stages of the benchmark on a small backlog against
+// fresh servers and the real daemon binary: the command works end to end,
+// every drain stores exactly its backlog (Run fails otherwise), and the
+// report has every row. The numbers themselves are not checked.
+func TestRunSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the daemon and runs five drains")
+	}
+	requireServers(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	rep, err := Run(ctx, Config{Entries: 3000, LatencyDuration: 3 * time.Second, WorkDir: t.TempDir(),
+		Stages: []string{StageBaseline, StageDrain, StageLatency, StageScale}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Baseline == nil || rep.Drain == nil || rep.Latency == nil || rep.scale("1-stream") == nil || rep.scale("1000-streams") == nil || rep.scale("2-replicas") == nil {
+		t.Fatalf("missing stages: %+v", rep)
+	}
+	if rep.Latency.Entries == 0 || len(rep.Latency.Acked) != rep.Latency.Entries {
+		t.Errorf("latency: %d entries, %d latencies", rep.Latency.Entries, len(rep.Latency.Acked))
+	}
+	for _, d := range append([]DrainResult{*rep.Drain}, rep.Scale...) {
+		if d.CPU <= 0 || d.PeakRSS <= 0 || d.Elapsed <= 0 {
+			t.Errorf("%s: cpu %s, peak rss %d, elapsed %s: want all > 0", d.Name, d.CPU, d.PeakRSS, d.Elapsed)
+		}
+	}
+	var b strings.Builder
+	if err := rep.Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"sink baseline", "| drain |", "| 1-stream |", "| 1000-streams |", "| 2-replicas |", "XADD reply → acknowledged", "1000 streams (50 tenants × 20 topics) vs 1 stream", "2 daemon replicas vs 1"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
