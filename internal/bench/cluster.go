@@ -19,8 +19,8 @@ const StageCluster = "cluster"
 // ClusterMasters is the size of the benchmark's Redis Cluster.
 const ClusterMasters = 3
 
-// ClusterIdle is what a daemon and the cluster cost while every stream is
-// empty: in a cluster the reader polls (consumer.DefaultPoll).
+// ClusterIdle is what a daemon and Redis cost while every stream is empty
+// (in a cluster the reader polls: consumer.DefaultIdlePoll).
 type ClusterIdle struct {
 	Streams  int
 	Duration time.Duration
@@ -77,14 +77,25 @@ func (e *Env) ClusterScale(ctx context.Context, n int) ([]DrainResult, error) {
 // topics) from a fresh cluster with one daemon, then measures the CPU the
 // idle daemon and the masters use over d while nothing is published.
 func (e *Env) ClusterIdleCost(ctx context.Context, d time.Duration) (ClusterIdle, error) {
-	res := ClusterIdle{Streams: ThousandStreams.Streams(), Duration: d}
 	ce, cs, err := e.clusterEnv(ctx, filepath.Join(e.Dir, "cluster-idle"))
 	if err != nil {
-		return res, err
+		return ClusterIdle{}, err
 	}
 	defer cs.Stop()
 	defer ce.RDB.Close()
-	_, ds, err := ce.Drain(ctx, "cluster-idle", ThousandStreams, ThousandStreams.Streams()*2, 1, true, nil)
+	pids := make([]int, len(cs.Nodes))
+	for i, n := range cs.Nodes {
+		pids[i] = n.Pid()
+	}
+	return ce.IdleCost(ctx, d, pids)
+}
+
+// IdleCost drains a small backlog over 1000 streams (50 tenants × 20
+// topics) with one daemon, then measures the CPU the idle daemon and the
+// Redis processes redisPids use over d while nothing is published.
+func (e *Env) IdleCost(ctx context.Context, d time.Duration, redisPids []int) (ClusterIdle, error) {
+	res := ClusterIdle{Streams: ThousandStreams.Streams(), Duration: d}
+	_, ds, err := e.Drain(ctx, "idle", ThousandStreams, ThousandStreams.Streams()*2, 1, true, nil)
 	if err != nil {
 		return res, err
 	}
@@ -95,8 +106,8 @@ func (e *Env) ClusterIdleCost(ctx context.Context, d time.Duration) (ClusterIdle
 			return 0, 0, err
 		}
 		var rc time.Duration
-		for _, n := range cs.Nodes {
-			u, err := ReadUsage(n.Pid())
+		for _, pid := range redisPids {
+			u, err := ReadUsage(pid)
 			if err != nil {
 				return 0, 0, err
 			}
@@ -124,8 +135,9 @@ func (e *Env) ClusterIdleCost(ctx context.Context, d time.Duration) (ClusterIdle
 	return res, nil
 }
 
-// ClusterStage runs ClusterScale, then ClusterIdleCost for 10 s, and logs
-// the idle cost (the drains go to the report).
+// ClusterStage runs ClusterScale, ClusterIdleCost for 10 s and
+// ClusterLatency at half the 1-replica drain rate for 20 s; the drains go
+// to the report, the idle cost and the latency to the log.
 func (e *Env) ClusterStage(ctx context.Context, n int) ([]DrainResult, error) {
 	ds, err := e.ClusterScale(ctx, n)
 	if err != nil {
@@ -137,18 +149,20 @@ func (e *Env) ClusterStage(ctx context.Context, n int) ([]DrainResult, error) {
 	}
 	e.Log.Info("cluster idle cost", "streams", idle.Streams, "seconds", idle.Duration.Seconds(),
 		"daemon_cpu_pct", fmt.Sprintf("%.1f", 100*idle.DaemonCPU), "redis_cpu_pct_all_masters", fmt.Sprintf("%.1f", 100*idle.RedisCPU))
-	l, err := e.ClusterLatency(ctx, 500, 20*time.Second)
+	// Half the 1-replica drain rate, as the standalone latency stage does.
+	l, err := e.ClusterLatency(ctx, ds[0].Rate()/2, 20*time.Second)
 	if err != nil {
 		return ds, err
 	}
-	e.Log.Info("cluster steady latency", "rate", int(l.Achieved), "seconds", l.Duration.Seconds(), "probes", len(l.Samples),
+	e.Log.Info("cluster steady latency", "rate", int(l.Achieved), "seconds", l.Duration.Seconds(), "entries", len(l.Acked),
 		"p50_ms", ms(l.Quantile(.5)), "p90_ms", ms(l.Quantile(.9)), "p99_ms", ms(l.Quantile(.99)), "max_ms", ms(l.Quantile(1)))
 	return ds, nil
 }
 
-// ClusterLatency runs one daemon on a fresh cluster and measures XADD reply
-// → document visible at rate entries/s over the Mixed layout for d: the
-// cost of polling instead of blocking reads.
+// ClusterLatency runs one daemon on a fresh cluster, first draining a
+// small backlog (so every stream exists and is read), then measures XADD
+// reply → acknowledged (after the insert) at rate entries/s over the Mixed
+// layout for d: the cost of polling instead of blocking reads.
 func (e *Env) ClusterLatency(ctx context.Context, rate float64, d time.Duration) (LatencyResult, error) {
 	ce, cs, err := e.clusterEnv(ctx, filepath.Join(e.Dir, "cluster-latency"))
 	if err != nil {
@@ -156,13 +170,11 @@ func (e *Env) ClusterLatency(ctx context.Context, rate float64, d time.Duration)
 	}
 	defer cs.Stop()
 	defer ce.RDB.Close()
-	if _, err := ce.Prepare(ctx, Mixed, 0); err != nil {
-		return LatencyResult{}, err
-	}
-	ds, err := ce.StartDaemons(Mixed, "cluster-latency", 1, nil)
+	warm := Mixed.Streams() * 10
+	_, ds, err := ce.Drain(ctx, "cluster-latency", Mixed, warm, 1, true, nil)
 	if err != nil {
 		return LatencyResult{}, err
 	}
 	defer StopAll(ds)
-	return ce.Latency(ctx, Mixed, ds, rate, d, 50, 0)
+	return ce.Latency(ctx, Mixed, ds, rate, d, 0, warm)
 }
