@@ -74,10 +74,11 @@ type Persister struct {
 	// MetricsInterval is how often stream lag, pending counts, oldest age
 	// and unseen trims are measured (internal/lag).
 	MetricsInterval time.Duration `env:"PERSISTER_METRICS_INTERVAL, default=10s"`
-	// ClusterPoll and ClusterIdlePoll bound how often a stream without a
-	// backlog is polled on a Redis Cluster (where one blocking read cannot
-	// span slots): ClusterPoll after a read that found entries, doubling
-	// per empty read up to ClusterIdlePoll (docs/scaling.md).
+	// ClusterPoll and ClusterIdlePoll bound the wait between two reads of
+	// a stream without a backlog on a Redis Cluster (where one blocking
+	// read cannot span slots): a quarter of the time since the stream last
+	// had entries, at least ClusterPoll, at most ClusterIdlePoll
+	// (docs/scaling.md).
 	ClusterPoll     time.Duration `env:"PERSISTER_CLUSTER_POLL, default=50ms"`
 	ClusterIdlePoll time.Duration `env:"PERSISTER_CLUSTER_IDLE_POLL, default=500ms"`
 	// MetricsTopStreams, when > 0, also exports lag and oldest age with a

@@ -28,12 +28,14 @@ const pollTimeout = time.Second
 // (go-redis sends each master its share in parallel, one round trip per
 // master).
 //
-// When a group is due: a group whose last read returned entries is read
-// again after Poll; each empty read doubles the wait, up to IdlePoll. A
+// When a group is due: the wait after a read is a quarter of the time since
+// the group last returned an entry, at least Poll and at most IdlePoll. A
 // stream whose read came back full (a backlog) or that is still re-reading
 // its own pending entries is read again at once. So a busy stream is read
-// as fast as the batcher takes entries, a quiet one costs one command per
-// IdlePoll, and an entry waits at most IdlePoll to be read.
+// as fast as the batcher takes entries; a stream with an entry every T
+// waits about T/4 between reads (a few reads per entry, whatever T); a
+// quiet one costs one command per IdlePoll; and an entry waits at most
+// IdlePoll, and at most a quarter of the quiet before it, to be read.
 //
 // A reader whose streams all lie in one slot (one stream, or keys with a
 // common hash tag) blocks as it does on a single Redis.
@@ -55,10 +57,14 @@ type slotReader struct {
 }
 
 type slotState struct {
-	next     time.Time     // when the group is due
-	wait     time.Duration // wait after the last read: Poll..IdlePoll
-	failures int           // consecutive failed reads
+	next      time.Time // when the group is due
+	lastEntry time.Time // when a read last returned entries
+	failures  int       // consecutive failed reads
 }
+
+// quietShare is the share of a group's quiet time (since its last entry)
+// the reader waits before reading it again.
+const quietShare = 4
 
 func newSlotReader() *slotReader {
 	return &slotReader{full: map[string]bool{}, slot: map[int]*slotState{}}
@@ -162,11 +168,13 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 			return err
 		}
 		if n > 0 {
-			s.wait = poll
-		} else {
-			s.wait = min(max(2*s.wait, poll), idle)
+			s.lastEntry = now
 		}
-		s.next = now.Add(s.wait)
+		wait := idle
+		if !s.lastEntry.IsZero() {
+			wait = min(max(now.Sub(s.lastEntry)/quietShare, poll), idle)
+		}
+		s.next = now.Add(wait)
 	}
 	if failed == 0 {
 		st.failures = 0

@@ -65,10 +65,10 @@ type ReaderConfig struct {
 	Count int
 	// Block is how long a read of new entries waits.
 	Block time.Duration
-	// Poll and IdlePoll bound, in a Redis Cluster, how often a stream
-	// without a backlog is polled: Poll after a read that found entries,
-	// doubling with each empty read up to IdlePoll (see cluster.go); 0
-	// means DefaultPoll, DefaultIdlePoll.
+	// Poll and IdlePoll bound, in a Redis Cluster, the wait between two
+	// reads of a stream without a backlog: a quarter of the time since it
+	// last had entries, at least Poll, at most IdlePoll (see cluster.go);
+	// 0 means DefaultPoll, DefaultIdlePoll.
 	Poll, IdlePoll time.Duration
 	// Filter keeps the keys this reader owns (when several readers share a
 	// tenant); nil keeps all.
