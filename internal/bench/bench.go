@@ -285,11 +285,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		}
 	}
 	if slices.Contains(cfg.Stages, StageCluster) {
-		ds, err := env.ClusterStage(ctx, cfg.Entries)
+		ds, notes, err := env.ClusterStage(ctx, cfg.Entries)
 		if err != nil {
 			return nil, err
 		}
 		rep.Scale = append(rep.Scale, ds...)
+		rep.Notes = append(rep.Notes, notes...)
 	}
 	rep.Wall = time.Since(began)
 	return rep, nil

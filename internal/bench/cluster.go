@@ -136,27 +136,36 @@ func (e *Env) IdleCost(ctx context.Context, d time.Duration, redisPids []int) (C
 }
 
 // ClusterStage runs ClusterScale, ClusterIdleCost for 10 s and
-// ClusterLatency at half the 1-replica drain rate for 20 s; the drains go
-// to the report, the idle cost and the latency to the log.
-func (e *Env) ClusterStage(ctx context.Context, n int) ([]DrainResult, error) {
+// ClusterLatency at half the 1-replica drain rate for 20 s. The drains go
+// to the report's drain table, the rest to notes.
+func (e *Env) ClusterStage(ctx context.Context, n int) ([]DrainResult, []string, error) {
 	ds, err := e.ClusterScale(ctx, n)
 	if err != nil {
-		return ds, err
+		return ds, nil, err
+	}
+	var notes []string
+	if len(ds) == 3 {
+		notes = append(notes, fmt.Sprintf("Redis Cluster (%d masters on loopback, one fresh cluster per drain): %s entries over %s drained at %s / %s / %s entries/s with 1 / 2 / 3 replicas (%.2f× / %.2f× the 1-replica rate).",
+			ClusterMasters, num(float64(n)), Mixed, num(ds[0].Rate()), num(ds[1].Rate()), num(ds[2].Rate()), ds[1].Rate()/ds[0].Rate(), ds[2].Rate()/ds[0].Rate()))
 	}
 	idle, err := e.ClusterIdleCost(ctx, 10*time.Second)
 	if err != nil {
-		return ds, err
+		return ds, notes, err
 	}
 	e.Log.Info("cluster idle cost", "streams", idle.Streams, "seconds", idle.Duration.Seconds(),
 		"daemon_cpu_pct", fmt.Sprintf("%.1f", 100*idle.DaemonCPU), "redis_cpu_pct_all_masters", fmt.Sprintf("%.1f", 100*idle.RedisCPU))
+	notes = append(notes, fmt.Sprintf("Redis Cluster, idle: one daemon polling %d empty streams uses %.1f%% of a core; the %d masters together %.1f%% (PERSISTER_CLUSTER_IDLE_POLL default).",
+		idle.Streams, 100*idle.DaemonCPU, ClusterMasters, 100*idle.RedisCPU))
 	// Half the 1-replica drain rate, as the standalone latency stage does.
 	l, err := e.ClusterLatency(ctx, ds[0].Rate()/2, 20*time.Second)
 	if err != nil {
-		return ds, err
+		return ds, notes, err
 	}
 	e.Log.Info("cluster steady latency", "rate", int(l.Achieved), "seconds", l.Duration.Seconds(), "entries", len(l.Acked),
 		"p50_ms", ms(l.Quantile(.5)), "p90_ms", ms(l.Quantile(.9)), "p99_ms", ms(l.Quantile(.99)), "max_ms", ms(l.Quantile(1)))
-	return ds, nil
+	notes = append(notes, fmt.Sprintf("Redis Cluster, steady load %s entries/s for %s over %s, 1 replica: XADD → acknowledged p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms.",
+		num(l.Achieved), l.Duration, Mixed, ms(l.Quantile(.5)), ms(l.Quantile(.9)), ms(l.Quantile(.99)), ms(l.Quantile(1))))
+	return ds, notes, nil
 }
 
 // ClusterLatency runs one daemon on a fresh cluster, first draining a

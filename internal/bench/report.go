@@ -30,7 +30,10 @@ type Report struct {
 	Drain    *DrainResult
 	Latency  *LatencyResult
 	Scale    []DrainResult
-	Wall     time.Duration
+	// Notes are paragraphs printed after the tables (the cluster stage's
+	// idle cost and latency).
+	Notes []string
+	Wall  time.Duration
 }
 
 // Machine describes where the run happened.
@@ -167,6 +170,9 @@ func (r *Report) Markdown(w io.Writer) error {
 	if l := r.Latency; l != nil && l.Entries > 0 {
 		fmt.Fprintf(&b, "\nSteady load: target %s/s, achieved %s/s; daemon CPU %.1f µs/entry at that rate; XADD → acknowledged p90 %.1f ms, p95 %.1f ms, p99.9 %.1f ms (acknowledgement seen by polling Redis every %s; an entry counts once every older entry of its stream is acknowledged too).\n",
 			num(l.Target), num(l.Achieved), us(l.CPU/time.Duration(l.Entries)), ms(l.Quantile(.9)), ms(l.Quantile(.95)), ms(l.Quantile(.999)), ackPoll)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\n%s\n", n)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
