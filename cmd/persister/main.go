@@ -59,16 +59,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-		defer stop()
-		// A second signal exits at once.
+		done := make(chan struct{})
+		watched := make(chan struct{})
+		// A second signal exits at once. The watcher ends with the command.
 		go func() {
-			<-ctx.Done()
+			defer close(watched)
+			select {
+			case <-ctx.Done():
+			case <-done:
+				return
+			}
 			stop()
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-			<-sig
-			fmt.Fprintln(stderr, "persister: second signal, exiting now")
-			os.Exit(1)
+			defer signal.Stop(sig)
+			select {
+			case <-sig:
+				fmt.Fprintln(stderr, "persister: second signal, exiting now")
+				os.Exit(1)
+			case <-done:
+			}
+		}()
+		defer func() {
+			close(done)
+			<-watched
+			stop()
 		}()
 		err := c.run(ctx, args[1:], stdout, stderr)
 		switch {
