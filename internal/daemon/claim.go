@@ -43,12 +43,18 @@ func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
 	}, tp.log.With("part", "claimer"))
 }
 
-// handleClaimed counts claimed entries, lets screen dead-letter the poison
+// handleClaimed drops the claimed entries this process still holds in hand
+// (see inHand), counts the others, lets screen dead-letter the poison
 // among them (delivered more than PERSISTER_MAX_DELIVERIES times; each
 // claim counts one delivery) and hands the rest to handle. Entries with nil
 // Values were trimmed while pending; handle acks and counts them as lost.
 func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage,
 	screen func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage) error {
+	now := time.Now()
+	tp.held.prune(now)
+	if msgs = tp.held.filter(stream, msgs, now); len(msgs) == 0 {
+		return nil
+	}
 	n := 0
 	for _, m := range msgs {
 		if m.Values != nil {

@@ -30,6 +30,7 @@ type tenantPipeline struct {
 	rdb      redis.UniversalClient
 	readers  []*consumer.Reader
 	claimer  *consumer.Claimer
+	held     *inHand // entries handed to the batcher, not yet acked (claim.go)
 	m        *metrics.Metrics
 	log      *slog.Logger
 }
@@ -46,11 +47,12 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 		rdb:      d.rdb,
 		m:        d.m,
 		log:      log,
+		held:     newInHand(3 * p.ClaimMinIdle),
 	}
 	tp.batcher = batch.New(batch.Config{
 		Tenant: tenant, MaxItems: p.BatchSize, MaxBytes: p.BatchBytes, Linger: p.BatchLinger,
 		Inflight: p.InflightBatches, MaxBackoff: p.RetryMaxBackoff, WriteTimeout: p.WriteTimeout,
-	}, d.sink, d.acker, d.rescuer, d.m, d.log)
+	}, d.sink, trackingAcker{Acker: d.acker, held: tp.held}, d.rescuer, d.m, d.log)
 	for i := range p.Workers {
 		var filter func(string) bool
 		if p.Workers > 1 {
@@ -119,7 +121,9 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 		// Entries read are in hand: a stop does not drop them. Add waits
 		// for the batcher, which consumes until Close (after the grace
 		// period it abandons, leaving them pending).
+		tp.held.add(stream, msg.ID, now)
 		if err := tp.batcher.Add(context.WithoutCancel(ctx), it); err != nil {
+			tp.held.done(map[string][]string{stream: {msg.ID}})
 			return err
 		}
 	}
