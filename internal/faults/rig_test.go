@@ -328,6 +328,10 @@ func (r *rig) env(name, addr string, extra map[string]string) map[string]string 
 		"PERSISTER_CLAIM_INTERVAL":    "500ms",
 		"PERSISTER_BATCH_SIZE":        "200",
 		"PERSISTER_RETRY_MAX_BACKOFF": "1s",
+		// Generous: under `make test` the machine is shared with other
+		// packages, and a write that times out while it still lands is
+		// written again. Rows that stop MongoDB set a short one.
+		"PERSISTER_WRITE_TIMEOUT": "20s",
 	})
 	for k, v := range extra {
 		env[k] = v
