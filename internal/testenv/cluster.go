@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -50,6 +51,10 @@ func StartCluster(t testing.TB, masters int, opts ...RedisOption) *Cluster {
 		t.Fatalf("testenv: StartCluster: %d masters", masters)
 	}
 
+	if v, err := redisVersion(redisServerBin(t)); err != nil || v < 7 {
+		t.Fatalf("testenv: StartCluster needs redis-server 7.0 or later (--cluster-port, CLUSTER MEET with a bus port); found major version %d (%v)", v, err)
+	}
+
 	c := &Cluster{}
 
 	for range masters {
@@ -73,6 +78,24 @@ func StartCluster(t testing.TB, masters int, opts ...RedisOption) *Cluster {
 	}
 
 	return c
+}
+
+// redisVersion returns the major version of a redis-server binary, from
+// `redis-server --version` ("Redis server v=7.0.15 ...").
+func redisVersion(bin string) (int, error) {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return 0, err
+	}
+
+	_, v, ok := strings.Cut(string(out), "v=")
+	if !ok {
+		return 0, fmt.Errorf("no version in %q", out)
+	}
+
+	major, _, _ := strings.Cut(v, ".")
+
+	return strconv.Atoi(major)
 }
 
 // Addrs returns the masters' host:port addresses.
