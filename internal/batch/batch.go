@@ -42,6 +42,13 @@ type Sink interface {
 	Insert(ctx context.Context, tenant, collection string, docs [][]byte) ([]sink.Result, error)
 }
 
+// Slotter is implemented by sinks that bound the writes in flight across
+// batchers (sink.Writer): the batcher takes a slot before each write,
+// waiting with the flush's context, outside the write timeout.
+type Slotter interface {
+	Slot(ctx context.Context, tenant string) (release func(), err error)
+}
+
 // Acker acknowledges stored entries, grouped by stream.
 type Acker interface {
 	Ack(ctx context.Context, ids map[string][]string) error
@@ -250,10 +257,21 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item) (stored, retry []
 		for i, it := range group {
 			docs[i] = it.Doc
 		}
+		release := func() {}
+		if sl, ok := b.sink.(Slotter); ok {
+			r, err := sl.Slot(ctx, b.cfg.Tenant)
+			if err != nil {
+				// ctx ended while waiting: nothing was written.
+				retry = append(retry, group...)
+				continue
+			}
+			release = r
+		}
 		wctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
 		start := time.Now()
 		results, err := b.sink.Insert(wctx, b.cfg.Tenant, coll, docs)
 		cancel()
+		release()
 		if err != nil {
 			b.m.FlushDuration.WithLabelValues("error").Observe(time.Since(start).Seconds())
 			class := sink.Classify(err)

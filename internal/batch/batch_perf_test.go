@@ -171,3 +171,88 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, kind string) float64
 	t.Fatalf("no series of %s with kind %q", name, kind)
 	return 0
 }
+
+// slotSink is a sink with one write slot that records the most writes ever
+// in flight together.
+type slotSink struct {
+	slot     chan struct{}
+	mu       sync.Mutex
+	inflight int
+	peak     int
+	delay    time.Duration
+}
+
+func (s *slotSink) Slot(ctx context.Context, _ string) (func(), error) {
+	select {
+	case s.slot <- struct{}{}:
+		return func() { <-s.slot }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *slotSink) Insert(ctx context.Context, _, _ string, docs [][]byte) ([]sink.Result, error) {
+	s.mu.Lock()
+	s.inflight++
+	s.peak = max(s.peak, s.inflight)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight--
+		s.mu.Unlock()
+	}()
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return make([]sink.Result, len(docs)), nil
+}
+
+// TestSlotsBoundWritesAcrossBatchersOutsideTheTimeout checks that batchers
+// sharing a Slotter sink never write more at once than it allows, and that
+// waiting for a slot does not count against the write timeout: each write
+// takes 60ms, the timeout is 100ms, and three batchers queue for one slot.
+func TestSlotsBoundWritesAcrossBatchersOutsideTheTimeout(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "test")
+	s := &slotSink{slot: make(chan struct{}, 1), delay: 60 * time.Millisecond}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for tn := range 3 {
+		a := &recordAcker{ids: map[string][]string{}}
+		b := New(Config{Tenant: "t" + strconv.Itoa(tn), MaxItems: 5, MaxBytes: 1 << 20, Linger: time.Millisecond, Inflight: 2, WriteTimeout: 100 * time.Millisecond, MaxBackoff: time.Second},
+			s, a, nil, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan error, 1)
+			go func() { done <- b.Run(ctx) }()
+			for i := range 20 {
+				if err := b.Add(ctx, Item{Stream: "s", ID: strconv.Itoa(i), Kind: "topic", Collection: "messages", Doc: []byte{5, 0, 0, 0, 0}, Time: time.Now()}); err != nil {
+					t.Error(err)
+				}
+			}
+			b.Close()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			if n := len(a.ids["s"]); n != 20 {
+				t.Errorf("tenant %d: %d acked, want 20", tn, n)
+			}
+		}()
+	}
+	wg.Wait()
+	if s.peak != 1 {
+		t.Errorf("peak writes in flight %d, want 1", s.peak)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "persister_write_errors_total" {
+			t.Errorf("write errors counted while waiting for slots: %v", mf.GetMetric())
+		}
+	}
+}

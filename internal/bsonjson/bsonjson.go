@@ -15,6 +15,7 @@
 package bsonjson
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -266,13 +267,7 @@ func (e *encoder) decodeString(buf []byte) ([]byte, error) {
 	for {
 		// Fast path: copy a run of plain bytes.
 		start := e.pos
-		for e.pos < len(e.src) {
-			c := e.src[e.pos]
-			if c == '"' || c == '\\' || c < 0x20 || c >= 0x80 {
-				break
-			}
-			e.pos++
-		}
+		e.pos += plainRun(e.src[e.pos:])
 		buf = append(buf, e.src[start:e.pos]...)
 		if e.pos >= len(e.src) {
 			return nil, e.errorf("unterminated string")
@@ -344,6 +339,35 @@ func (e *encoder) decodeString(buf []byte) ([]byte, error) {
 			}
 		}
 	}
+}
+
+// plainRun returns how many bytes at the start of b a JSON string copies
+// as they are: up to the first '"', '\\', control character (< 0x20) or
+// non-ASCII byte. It tests eight bytes at a time (SWAR) and finishes byte
+// by byte; a word that might hold such a byte is always rechecked byte by
+// byte, so the result is exactly that of the plain loop.
+func plainRun(b []byte) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	// hasZero reports whether some byte of x is 0 (exact as a whole).
+	hasZero := func(x uint64) bool { return (x-ones)&^x&highs != 0 }
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if x&highs != 0 || // a byte >= 0x80
+			(x-0x20*ones)&^x&highs != 0 || // a byte < 0x20 (all bytes < 0x80 here)
+			hasZero(x^('"'*ones)) || hasZero(x^('\\'*ones)) {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c == '"' || c == '\\' || c < 0x20 || c >= 0x80 {
+			break
+		}
+	}
+	return i
 }
 
 func (e *encoder) hex4() (rune, error) {

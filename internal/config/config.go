@@ -87,6 +87,9 @@ type Persister struct {
 	// PPROF serves Go's /debug/pprof/ profiles on the HTTP address (opt-in:
 	// they reveal internals and cost CPU while a profile is taken).
 	PPROF bool `env:"PERSISTER_PPROF, default=false"`
+	// MaxConcurrentWrites bounds the bulk inserts in flight on each MongoDB
+	// connection across all its tenants (InflightBatches is per tenant).
+	MaxConcurrentWrites int `env:"PERSISTER_MAX_CONCURRENT_WRITES, default=4"`
 
 	// Shared memory (internal/sharedmem, docs/shared-memory.md).
 	// SMEnabled carries Chronow's sm keys into each tenant's shared_memory.
@@ -195,6 +198,7 @@ func (c *Config) Validate() error {
 		{"PERSISTER_BATCH_BYTES", p.BatchBytes},
 		{"PERSISTER_WORKERS", p.Workers},
 		{"PERSISTER_INFLIGHT_BATCHES", p.InflightBatches},
+		{"PERSISTER_MAX_CONCURRENT_WRITES", p.MaxConcurrentWrites},
 		{"PERSISTER_MAX_DELIVERIES", p.MaxDeliveries},
 		{"PERSISTER_SM_MAX_PENDING", p.SMMaxPending},
 		{"PERSISTER_SM_CACHE_KEYS", p.SMCacheKeys},
@@ -341,6 +345,7 @@ func (c *Config) Summary() map[string]any {
 		"batch_linger":   c.Persister.BatchLinger.String(),
 		"workers":        c.Persister.Workers,
 		"inflight":       c.Persister.InflightBatches,
+		"max_writes":     c.Persister.MaxConcurrentWrites,
 		"http_addr":      c.Persister.HTTPAddr,
 	}
 }

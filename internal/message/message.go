@@ -86,8 +86,18 @@ func (f Fields) Get(name string) (string, bool, bool) {
 	return s, true, isString
 }
 
-// topicFields are the fields Chronow writes on a topic entry.
-var topicFields = map[string]bool{"payload": true, "headers": true, "hash": true, "size": true, "publishedAt": true}
+// topicFieldNames are the fields Chronow writes on a topic entry.
+var topicFieldNames = [...]string{"payload", "headers", "hash", "size", "publishedAt"}
+
+// topicFieldIndex returns the index of name in topicFieldNames, or -1.
+func topicFieldIndex(name string) int {
+	for i, n := range topicFieldNames {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
 
 // Builder encodes documents; it is not safe for concurrent use but may be
 // reused to avoid allocations (it keeps its work buffer between documents).
@@ -118,13 +128,32 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 		}
 		raw[name] = text
 	}
-	field := func(name string) (string, bool) {
-		s, present, isString := values.Get(name)
-		if present && !isString {
-			defects = append(defects, DefectFieldNotString)
-			s = fmt.Sprint(values[name])
+	// One pass over the fields: Chronow's five, and the rest kept as extras.
+	var (
+		known [len(topicFieldNames)]struct {
+			v  any
+			ok bool
 		}
-		return s, present
+		extra []string
+	)
+	for name, v := range values {
+		if i := topicFieldIndex(name); i >= 0 {
+			known[i].v, known[i].ok = v, true
+		} else {
+			extra = append(extra, name)
+		}
+	}
+	field := func(name string) (string, bool) {
+		f := known[topicFieldIndex(name)]
+		if !f.ok {
+			return "", false
+		}
+		s, isString := f.v.(string)
+		if !isString {
+			defects = append(defects, DefectFieldNotString)
+			s = fmt.Sprint(f.v)
+		}
+		return s, true
 	}
 
 	docID := Identity(key.Namespace, key.Name, id)
@@ -203,12 +232,6 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 	}
 
 	// Fields Chronow does not write today are kept, never dropped.
-	var extra []string
-	for name := range values {
-		if !topicFields[name] {
-			extra = append(extra, name)
-		}
-	}
 	if len(extra) > 0 {
 		sort.Strings(extra)
 		eidx, d := bsoncore.AppendDocumentElementStart(dst, "extraFields")

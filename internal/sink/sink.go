@@ -6,13 +6,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/mongo/writeconcern"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
 	"github.com/chronow/persister/internal/config"
 )
@@ -37,6 +41,8 @@ func (r Result) Stored() bool { return r.Class == ClassNone || r.Class == ClassD
 type Writer struct {
 	clients map[string]*mongo.Client
 	tenants map[string]*tenant
+	// slots bounds the bulk writes in flight per connection (nil: no bound).
+	slots map[string]chan struct{}
 }
 
 type tenant struct {
@@ -53,6 +59,12 @@ type Options struct {
 	AppName string
 	// ServerSelectionTimeout bounds how long an operation waits for a server.
 	ServerSelectionTimeout time.Duration
+	// MaxConcurrentWrites bounds the bulk inserts in flight on each
+	// connection, whatever the number of tenants on it (see Slot); 0 means
+	// no bound. The documents of a write are held several times over while
+	// it is in flight (ours, the driver's copy, its wire message), so this
+	// bounds memory as well as the load put on the server.
+	MaxConcurrentWrites int
 }
 
 // New creates the clients. It does not wait for any server: MongoDB may be
@@ -79,6 +91,12 @@ func New(ctx context.Context, ch config.Chronos, o Options) (*Writer, error) {
 			return nil, fmt.Errorf("mongo connection %q (%s): %w", name, config.RedactURI(dc.MongoURI), scrub(err, dc.MongoURI))
 		}
 		w.clients[name] = c
+		if o.MaxConcurrentWrites > 0 {
+			if w.slots == nil {
+				w.slots = map[string]chan struct{}{}
+			}
+			w.slots[name] = make(chan struct{}, o.MaxConcurrentWrites)
+		}
 	}
 	for _, t := range ch.Tenants() {
 		w.tenants[t.TenantID] = &tenant{cfg: t, db: w.clients[t.DBConnRef].Database(t.DBName)}
@@ -129,10 +147,36 @@ func (w *Writer) EnsureSchema(ctx context.Context, tenantID string) error {
 	return nil
 }
 
+// Slot waits until a write may start on the tenant's connection and
+// returns the function that ends it; with no bound (or an unknown tenant,
+// which Insert reports) it returns at once. The batcher takes a slot before
+// each Insert, so the wait is not part of the write timeout. It fails only
+// when ctx ends first.
+func (w *Writer) Slot(ctx context.Context, tenantID string) (func(), error) {
+	var slots chan struct{}
+	if t, ok := w.tenants[tenantID]; ok {
+		slots = w.slots[t.cfg.DBConnRef]
+	}
+	if slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for a write slot: %w", ctx.Err())
+	}
+}
+
 // Insert writes docs (BSON documents with a deterministic _id) into one
-// collection of a tenant's database with one unordered bulk insert, and
-// returns one Result per doc. A non-nil error means the command as a whole
+// collection of a tenant's database with unordered bulk inserts, and
+// returns one Result per doc. A non-nil error means a command as a whole
 // failed and the outcome of every document is unknown.
+//
+// The insert command is built here from the documents' bytes and run with
+// RunCommand (see insertCommand): Collection.InsertMany would copy every
+// document element by element and decode its _id back through reflection,
+// which cost more CPU than building the document did.
 func (w *Writer) Insert(ctx context.Context, tenantID, collection string, docs [][]byte) ([]Result, error) {
 	t, ok := w.tenants[tenantID]
 	if !ok {
@@ -142,28 +186,90 @@ func (w *Writer) Insert(ctx context.Context, tenantID, collection string, docs [
 		return nil, err
 	}
 	results := make([]Result, len(docs))
-	if len(docs) == 0 {
-		return results, nil
-	}
-	in := make([]any, len(docs))
-	for i, d := range docs {
-		in[i] = bson.Raw(d)
-	}
-	_, err := t.db.Collection(collection).InsertMany(ctx, in, options.InsertMany().SetOrdered(false))
-	if err == nil {
-		return results, nil
-	}
-	var bwe mongo.BulkWriteException
-	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
-		return nil, fmt.Errorf("insert into %s.%s: %w", t.cfg.DBName, collection, err)
-	}
-	for _, we := range bwe.WriteErrors {
-		if we.Index < 0 || we.Index >= len(docs) {
-			return nil, fmt.Errorf("insert into %s.%s: write error for index %d of %d: %w", t.cfg.DBName, collection, we.Index, len(docs), err)
+	for from := 0; from < len(docs); {
+		cmd, n, err := insertCommand(collection, docs[from:], t.db.WriteConcern())
+		if err != nil {
+			return nil, fmt.Errorf("insert into %s.%s: %w", t.cfg.DBName, collection, err)
 		}
-		results[we.Index] = Result{Class: ClassifyCode(we.Code, we.Message), Err: we}
+		err = t.db.RunCommand(ctx, bson.Raw(cmd)).Err()
+		if err != nil {
+			var we mongo.WriteException
+			if !errors.As(err, &we) || we.WriteConcernError != nil || len(we.WriteErrors) == 0 {
+				return nil, fmt.Errorf("insert into %s.%s: %w", t.cfg.DBName, collection, err)
+			}
+			for _, e := range we.WriteErrors {
+				if e.Index < 0 || e.Index >= n {
+					return nil, fmt.Errorf("insert into %s.%s: write error for index %d of %d: %w", t.cfg.DBName, collection, e.Index, n, err)
+				}
+				results[from+e.Index] = Result{Class: ClassifyCode(e.Code, e.Message), Err: e}
+			}
+		}
+		from += n
 	}
 	return results, nil
+}
+
+// maxCommandBytes bounds one insert command: a command document may be
+// 16 MiB plus 16 KiB, the room the driver needs for $db, lsid and
+// $clusterTime. One document of up to message.MaxDocBytes always fits.
+const maxCommandBytes = 16 << 20
+
+// insertCommand builds {insert, documents, ordered: false, writeConcern}
+// from as many of docs (at least one) as fit in maxCommandBytes, and
+// returns it with the number of documents it holds.
+func insertCommand(collection string, docs [][]byte, wc *writeconcern.WriteConcern) ([]byte, int, error) {
+	size := 64 + len(collection)
+	n := 0
+	for _, d := range docs {
+		add := len(d) + 8 // type, index key up to 6 digits, NUL
+		if n > 0 && size+add > maxCommandBytes {
+			break
+		}
+		size += add
+		n++
+	}
+	idx, cmd := bsoncore.AppendDocumentStart(make([]byte, 0, size+64))
+	cmd = bsoncore.AppendStringElement(cmd, "insert", collection)
+	aidx, cmd := bsoncore.AppendArrayElementStart(cmd, "documents")
+	for i, d := range docs[:n] {
+		cmd = append(cmd, byte(bsontype.EmbeddedDocument))
+		cmd = strconv.AppendInt(cmd, int64(i), 10)
+		cmd = append(cmd, 0)
+		cmd = append(cmd, d...)
+	}
+	cmd, err := bsoncore.AppendArrayEnd(cmd, aidx)
+	if err != nil {
+		return nil, 0, err
+	}
+	cmd = bsoncore.AppendBooleanElement(cmd, "ordered", false)
+	if wc != nil {
+		if wcDoc, err := writeConcernDoc(wc); err != nil {
+			return nil, 0, err
+		} else if wcDoc != nil {
+			cmd = bsoncore.AppendDocumentElement(cmd, "writeConcern", wcDoc)
+		}
+	}
+	cmd, err = bsoncore.AppendDocumentEnd(cmd, idx)
+	return cmd, n, err
+}
+
+// ErrUnacknowledged is returned for a connection whose URI asks for
+// unacknowledged writes (w=0): an entry is acknowledged in Redis only after
+// MongoDB acknowledged its write.
+var ErrUnacknowledged = errors.New("unacknowledged write concern (w=0) cannot be used")
+
+// writeConcernDoc is the writeConcern document InsertMany would send for
+// the database's write concern (from the connection URI), encoded by the
+// driver; nil when there is none (the server's default applies).
+func writeConcernDoc(wc *writeconcern.WriteConcern) (bsoncore.Document, error) {
+	if !wc.Acknowledged() {
+		return nil, ErrUnacknowledged
+	}
+	_, doc, err := wc.MarshalBSONValue()
+	if errors.Is(err, writeconcern.ErrEmptyWriteConcern) {
+		return nil, nil
+	}
+	return doc, err
 }
 
 // scrub removes a URI (which may hold a password) from a driver error.
