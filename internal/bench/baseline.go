@@ -17,15 +17,25 @@ import (
 	"github.com/chronow/persister/internal/sink"
 )
 
-// BaselineDB is the database the sink baseline writes into.
-const BaselineDB = DBPrefix + "baseline"
+// How the baseline writes its batches.
+const (
+	// BaselineCommand sends pre-built insert commands (the bytes the
+	// daemon's sink sends) with Database.RunCommand: no client work left
+	// but the I/O, the closest a client gets to the server's own limit.
+	BaselineCommand = "insert command"
+	// BaselineInsertMany calls Collection.InsertMany with bson.Raw
+	// documents, the plain driver API.
+	BaselineInsertMany = "InsertMany"
+)
 
 // BaselineResult is the raw bulk-insert rate of the sink.
 type BaselineResult struct {
-	Docs     int
-	Batch    int
-	Inflight int
-	Elapsed  time.Duration
+	Method  string
+	Docs    int
+	Batch   int
+	Writers int
+	Tenants int
+	Elapsed time.Duration
 	// DocBytes is the mean BSON size of a document.
 	DocBytes int
 }
@@ -33,32 +43,50 @@ type BaselineResult struct {
 // Rate is documents per second.
 func (r BaselineResult) Rate() float64 { return float64(r.Docs) / r.Elapsed.Seconds() }
 
-// Baseline measures what the sink takes with nothing in between: n messages
-// documents of the layout, built by message.Builder exactly as the daemon
-// builds them (all built before the clock starts), inserted into a fresh
-// database carrying the daemon's schema (sink.EnsureSchema) with unordered
-// InsertMany of batch documents, inflight at a time, from one client.
-func Baseline(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, batch, inflight int) (BaselineResult, error) {
-	db := mc.Database(BaselineDB)
-	if err := db.Drop(ctx); err != nil {
-		return BaselineResult{}, fmt.Errorf("drop %s: %w", BaselineDB, err)
+// baselineBatch is one bulk write, prepared before the clock starts.
+type baselineBatch struct {
+	db   *mongo.Database
+	docs []any  // for InsertMany
+	cmd  []byte // for the insert command
+}
+
+// Baseline measures what the sink takes with nothing in between, shaped
+// like the daemon's writes: n messages documents of the layout, built by
+// message.Builder exactly as the daemon builds them, each into its tenant's
+// fresh database (created with the daemon's schema), in batches of one
+// tenant's documents, writers at a time (the daemon's
+// PERSISTER_MAX_CONCURRENT_WRITES), from one client. Everything is built
+// before the clock starts.
+func Baseline(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, batch, writers int, method string) (BaselineResult, error) {
+	res := BaselineResult{Method: method, Docs: n, Batch: batch, Writers: writers, Tenants: l.Tenants}
+	for _, t := range l.TenantIDs() {
+		db := mc.Database(DBName(t))
+		if err := db.Drop(ctx); err != nil {
+			return res, fmt.Errorf("drop %s: %w", db.Name(), err)
+		}
+		if _, err := sink.EnsureSchema(ctx, db, false); err != nil {
+			return res, err
+		}
 	}
-	if _, err := sink.EnsureSchema(ctx, db, false); err != nil {
-		return BaselineResult{}, err
-	}
-	batches, size, err := buildDocs(l, n, payloadBytes, batch)
+	batches, size, err := buildBatches(mc, l, n, payloadBytes, batch, method)
 	if err != nil {
-		return BaselineResult{}, err
+		return res, err
 	}
-	coll := db.Collection(config.CollMessages)
-	work := make(chan []any)
+	res.DocBytes = size / max(n, 1)
+	work := make(chan baselineBatch)
 	g, gctx := errgroup.WithContext(ctx)
 	start := time.Now()
-	for range inflight {
+	for range writers {
 		g.Go(func() error {
-			for docs := range work {
-				if _, err := coll.InsertMany(gctx, docs, options.InsertMany().SetOrdered(false)); err != nil {
-					return fmt.Errorf("baseline insert: %w", err)
+			for b := range work {
+				var err error
+				if method == BaselineInsertMany {
+					_, err = b.db.Collection(config.CollMessages).InsertMany(gctx, b.docs, options.InsertMany().SetOrdered(false))
+				} else {
+					err = b.db.RunCommand(gctx, bson.Raw(b.cmd)).Err()
+				}
+				if err != nil {
+					return fmt.Errorf("baseline %s into %s: %w", method, b.db.Name(), err)
 				}
 			}
 			return nil
@@ -76,27 +104,30 @@ func Baseline(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, 
 		return nil
 	})
 	if err := g.Wait(); err != nil {
-		return BaselineResult{}, err
+		return res, err
 	}
-	res := BaselineResult{Docs: n, Batch: batch, Inflight: inflight, Elapsed: time.Since(start), DocBytes: size / max(n, 1)}
-	got, err := coll.CountDocuments(ctx, bson.D{})
-	if err != nil {
-		return res, fmt.Errorf("count baseline documents: %w", err)
+	res.Elapsed = time.Since(start)
+	var stored int64
+	for _, t := range l.TenantIDs() {
+		c, err := mc.Database(DBName(t)).Collection(config.CollMessages).CountDocuments(ctx, bson.D{})
+		if err != nil {
+			return res, fmt.Errorf("count baseline documents: %w", err)
+		}
+		stored += c
 	}
-	if got != int64(n) {
-		return res, fmt.Errorf("baseline: %d documents stored, want %d", got, n)
+	if stored != int64(n) {
+		return res, fmt.Errorf("baseline: %d documents stored, want %d", stored, n)
 	}
 	return res, nil
 }
 
-// buildDocs builds the documents of entries [0, n) as the daemon would,
-// with stream ids one millisecond apart, grouped in insert batches.
-func buildDocs(l Layout, n, payloadBytes, batch int) ([][]any, int, error) {
+// buildDocs builds the documents of entries [0, n) as the daemon would
+// (stream ids one millisecond apart), per tenant, and their total size.
+func buildDocs(l Layout, n, payloadBytes int) (map[string][][]byte, int, error) {
 	var (
 		b     message.Builder
-		out   [][]any
-		cur   []any
 		total int
+		per   = map[string][][]byte{}
 	)
 	base := time.Now().Add(-time.Hour).UnixMilli()
 	now := time.Now()
@@ -109,14 +140,49 @@ func buildDocs(l Layout, n, payloadBytes, batch int) ([][]any, int, error) {
 			return nil, 0, fmt.Errorf("build document %d: %w", seq, err)
 		}
 		total += len(doc.Raw)
-		cur = append(cur, bson.Raw(doc.Raw))
-		if len(cur) == batch {
-			out = append(out, cur)
-			cur = nil
+		per[m.Tenant] = append(per[m.Tenant], doc.Raw)
+	}
+	return per, total, nil
+}
+
+// buildBatches groups each tenant's documents in batches of batch and
+// interleaves the tenants' batches, ready for method.
+func buildBatches(mc *mongo.Client, l Layout, n, payloadBytes, batch int, method string) ([]baselineBatch, int, error) {
+	per, total, err := buildDocs(l, n, payloadBytes)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []baselineBatch
+	for round := 0; ; round++ {
+		added := false
+		for _, t := range l.TenantIDs() {
+			docs := per[t]
+			if round*batch >= len(docs) {
+				continue
+			}
+			added = true
+			chunk := docs[round*batch : min((round+1)*batch, len(docs))]
+			db := mc.Database(DBName(t))
+			b := baselineBatch{db: db}
+			if method == BaselineInsertMany {
+				b.docs = make([]any, len(chunk))
+				for i, d := range chunk {
+					b.docs[i] = bson.Raw(d)
+				}
+			} else {
+				cmd, k, err := sink.InsertCommand(nil, config.CollMessages, chunk, db.WriteConcern())
+				if err != nil {
+					return nil, 0, err
+				}
+				if k != len(chunk) {
+					return nil, 0, fmt.Errorf("baseline batch of %d documents split in commands", len(chunk))
+				}
+				b.cmd = cmd
+			}
+			out = append(out, b)
+		}
+		if !added {
+			return out, total, nil
 		}
 	}
-	if len(cur) > 0 {
-		out = append(out, cur)
-	}
-	return out, total, nil
 }

@@ -51,9 +51,10 @@ type Config struct {
 	Entries int
 	// PayloadBytes is the size of each entry's JSON payload.
 	PayloadBytes int
-	// Batch and Inflight shape the baseline's inserts; they should match
-	// the daemon's PERSISTER_BATCH_SIZE and PERSISTER_INFLIGHT_BATCHES.
-	Batch, Inflight int
+	// Batch, Inflight and Writers are the daemons' PERSISTER_BATCH_SIZE,
+	// PERSISTER_INFLIGHT_BATCHES and PERSISTER_MAX_CONCURRENT_WRITES; the
+	// baseline writes batches of Batch with Writers in flight.
+	Batch, Inflight, Writers int
 	// LatencyRate is the steady producer rate; 0 means half the drain rate.
 	LatencyRate float64
 	// LatencyDuration is how long the steady producer runs.
@@ -94,6 +95,9 @@ func (c *Config) defaults() {
 	}
 	if c.Inflight <= 0 {
 		c.Inflight = 2
+	}
+	if c.Writers <= 0 {
+		c.Writers = 4
 	}
 	if c.LatencyDuration <= 0 {
 		c.LatencyDuration = 30 * time.Second
@@ -145,6 +149,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	}
 	env.DaemonEnv["PERSISTER_BATCH_SIZE"] = strconv.Itoa(cfg.Batch)
 	env.DaemonEnv["PERSISTER_INFLIGHT_BATCHES"] = strconv.Itoa(cfg.Inflight)
+	env.DaemonEnv["PERSISTER_MAX_CONCURRENT_WRITES"] = strconv.Itoa(cfg.Writers)
 	if cfg.ProfileDir != "" {
 		env.DaemonEnv["PERSISTER_PPROF"] = "true"
 		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
@@ -200,13 +205,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		if err := env.Reset(ctx); err != nil {
 			return nil, err
 		}
-		log.Info("sink baseline", "docs", cfg.Entries, "batch", cfg.Batch, "inflight", cfg.Inflight)
-		b, err := Baseline(ctx, mc, Layout{Name: "baseline", Tenants: 1, Namespaces: Mixed.Namespaces, Topics: Mixed.Topics}, cfg.Entries, cfg.PayloadBytes, cfg.Batch, cfg.Inflight)
-		if err != nil {
-			return nil, err
+		// The limit: the drain's documents, databases and write concurrency,
+		// no client work. InsertMany (the plain driver API) on a quarter
+		// of the documents, for reference.
+		for _, m := range []struct {
+			method string
+			n      int
+			to     **BaselineResult
+		}{{BaselineCommand, cfg.Entries, &rep.Baseline}, {BaselineInsertMany, max(cfg.Entries/4, 1), &rep.BaselineInsertMany}} {
+			log.Info("sink baseline", "method", m.method, "docs", m.n, "batch", cfg.Batch, "writers", cfg.Writers)
+			b, err := Baseline(ctx, mc, Mixed, m.n, cfg.PayloadBytes, cfg.Batch, cfg.Writers, m.method)
+			if err != nil {
+				return nil, err
+			}
+			*m.to = &b
+			log.Info("sink baseline done", "method", m.method, "docs_per_s", int(b.Rate()), "doc_bytes", b.DocBytes)
 		}
-		rep.Baseline = &b
-		log.Info("sink baseline done", "docs_per_s", int(b.Rate()), "doc_bytes", b.DocBytes)
 	}
 
 	var running []*Daemon

@@ -117,7 +117,7 @@ func TestLayoutCoversEveryStreamOnce(t *testing.T) {
 func TestMarkdownMarksTargets(t *testing.T) {
 	rep := &Report{
 		Config:   Config{PayloadBytes: 1024, Entries: 1000, Batch: 500, Inflight: 2},
-		Baseline: &BaselineResult{Docs: 1000, Batch: 500, Inflight: 2, Elapsed: time.Second, DocBytes: 1300},
+		Baseline: &BaselineResult{Method: BaselineCommand, Docs: 1000, Batch: 500, Writers: 4, Tenants: 4, Elapsed: time.Second, DocBytes: 1300},
 		Drain:    &DrainResult{Name: "drain", Layout: Mixed, Entries: 1000, Replicas: 1, Elapsed: 2 * time.Second, CPU: 10 * time.Millisecond, PeakRSS: 30 << 20},
 	}
 	var b strings.Builder

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
@@ -182,13 +183,15 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 
 	// payload
 	payload, hasPayload := field("payload")
-	// The payload's bytes, converted once for the transcoder and the hash.
+	// The payload's bytes for the transcoder and the hash, which only read
+	// them: the string's own memory, not a copy (a 1 KB allocation per
+	// entry saved).
 	var pb []byte
 	if !hasPayload {
 		defects = append(defects, DefectPayloadMissing)
 		dst = bsoncore.AppendNullElement(dst, "payload")
 	} else {
-		pb = []byte(payload)
+		pb = unsafe.Slice(unsafe.StringData(payload), len(payload))
 		var ds []Defect
 		dst, ds = appendPayload(dst, "payload", payload, pb)
 		if len(ds) > 0 {

@@ -28,7 +28,7 @@ func rawDoc(t *testing.T, v any) []byte {
 
 func TestInsertCommandShape(t *testing.T) {
 	docs := [][]byte{rawDoc(t, bson.D{{Key: "_id", Value: "a"}}), rawDoc(t, bson.D{{Key: "_id", Value: "b"}, {Key: "n", Value: 2}})}
-	cmd, n, err := insertCommand("messages", docs, writeconcern.Majority())
+	cmd, n, err := InsertCommand(nil, "messages", docs, writeconcern.Majority())
 	if err != nil || n != 2 {
 		t.Fatalf("got n %d, err %v", n, err)
 	}
@@ -63,11 +63,11 @@ func TestInsertCommandShape(t *testing.T) {
 		}
 	}
 	// No write concern: no writeConcern field (the server's default).
-	cmd, _, _ = insertCommand("messages", docs, nil)
+	cmd, _, _ = InsertCommand(nil, "messages", docs, nil)
 	if _, err := bsoncore.Document(cmd).LookupErr("writeConcern"); err == nil {
 		t.Error("writeConcern sent without one configured")
 	}
-	if _, _, err := insertCommand("messages", docs, writeconcern.Unacknowledged()); !errors.Is(err, ErrUnacknowledged) {
+	if _, _, err := InsertCommand(nil, "messages", docs, writeconcern.Unacknowledged()); !errors.Is(err, ErrUnacknowledged) {
 		t.Errorf("w=0: got %v, want ErrUnacknowledged", err)
 	}
 }
@@ -78,7 +78,7 @@ func TestInsertCommandSplitsAt16MiB(t *testing.T) {
 	docs := [][]byte{doc, doc, doc, doc, doc}
 	var counts []int
 	for from := 0; from < len(docs); {
-		cmd, n, err := insertCommand("m", docs[from:], nil)
+		cmd, n, err := InsertCommand(nil, "m", docs[from:], nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +93,7 @@ func TestInsertCommandSplitsAt16MiB(t *testing.T) {
 	}
 	// One document near the BSON limit still goes alone.
 	huge := rawDoc(t, bson.D{{Key: "_id", Value: "h"}, {Key: "b", Value: make([]byte, 16<<20-16<<10-64)}})
-	if _, n, err := insertCommand("m", [][]byte{huge, doc}, nil); err != nil || n != 1 {
+	if _, n, err := InsertCommand(nil, "m", [][]byte{huge, doc}, nil); err != nil || n != 1 {
 		t.Errorf("huge document: got n %d, err %v; want it alone", n, err)
 	}
 }

@@ -43,7 +43,12 @@ type Writer struct {
 	tenants map[string]*tenant
 	// slots bounds the bulk writes in flight per connection (nil: no bound).
 	slots map[string]chan struct{}
+	// cmdBufs recycles insert command buffers (*[]byte).
+	cmdBufs sync.Pool
 }
+
+// maxPooledCmd is the largest command buffer kept for reuse.
+const maxPooledCmd = 4 << 20
 
 type tenant struct {
 	cfg config.TenantDatabase
@@ -174,7 +179,7 @@ func (w *Writer) Slot(ctx context.Context, tenantID string) (func(), error) {
 // failed and the outcome of every document is unknown.
 //
 // The insert command is built here from the documents' bytes and run with
-// RunCommand (see insertCommand): Collection.InsertMany would copy every
+// RunCommand (see InsertCommand): Collection.InsertMany would copy every
 // document element by element and decode its _id back through reflection,
 // which cost more CPU than building the document did.
 func (w *Writer) Insert(ctx context.Context, tenantID, collection string, docs [][]byte) ([]Result, error) {
@@ -186,11 +191,21 @@ func (w *Writer) Insert(ctx context.Context, tenantID, collection string, docs [
 		return nil, err
 	}
 	results := make([]Result, len(docs))
+	buf, _ := w.cmdBufs.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	defer func() {
+		if cap(*buf) <= maxPooledCmd {
+			w.cmdBufs.Put(buf)
+		}
+	}()
 	for from := 0; from < len(docs); {
-		cmd, n, err := insertCommand(collection, docs[from:], t.db.WriteConcern())
+		cmd, n, err := InsertCommand((*buf)[:0], collection, docs[from:], t.db.WriteConcern())
 		if err != nil {
 			return nil, fmt.Errorf("insert into %s.%s: %w", t.cfg.DBName, collection, err)
 		}
+		*buf = cmd // the driver copies the command: the buffer is free again when RunCommand returns
 		err = t.db.RunCommand(ctx, bson.Raw(cmd)).Err()
 		if err != nil {
 			var we mongo.WriteException
@@ -214,10 +229,12 @@ func (w *Writer) Insert(ctx context.Context, tenantID, collection string, docs [
 // $clusterTime. One document of up to message.MaxDocBytes always fits.
 const maxCommandBytes = 16 << 20
 
-// insertCommand builds {insert, documents, ordered: false, writeConcern}
-// from as many of docs (at least one) as fit in maxCommandBytes, and
-// returns it with the number of documents it holds.
-func insertCommand(collection string, docs [][]byte, wc *writeconcern.WriteConcern) ([]byte, int, error) {
+// InsertCommand appends to dst the command {insert, documents, ordered:
+// false, writeConcern} holding as many of docs (at least one) as fit in
+// maxCommandBytes, and returns it with the number of documents it holds.
+// Insert runs it with Database.RunCommand; the benchmark's sink baseline
+// sends the same bytes.
+func InsertCommand(dst []byte, collection string, docs [][]byte, wc *writeconcern.WriteConcern) ([]byte, int, error) {
 	size := 64 + len(collection)
 	n := 0
 	for _, d := range docs {
@@ -228,7 +245,10 @@ func insertCommand(collection string, docs [][]byte, wc *writeconcern.WriteConce
 		size += add
 		n++
 	}
-	idx, cmd := bsoncore.AppendDocumentStart(make([]byte, 0, size+64))
+	if cap(dst)-len(dst) < size+64 {
+		dst = append(make([]byte, 0, len(dst)+size+64), dst...)
+	}
+	idx, cmd := bsoncore.AppendDocumentStart(dst)
 	cmd = bsoncore.AppendStringElement(cmd, "insert", collection)
 	aidx, cmd := bsoncore.AppendArrayElementStart(cmd, "documents")
 	for i, d := range docs[:n] {
