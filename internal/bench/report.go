@@ -29,9 +29,9 @@ type Report struct {
 	Baseline *BaselineResult
 	// BaselineInsertMany is the same sink through Collection.InsertMany.
 	BaselineInsertMany *BaselineResult
-	Drain    *DrainResult
-	Latency  *LatencyResult
-	Scale    []DrainResult
+	Drain              *DrainResult
+	Latency            *LatencyResult
+	Scale              []DrainResult
 	// Notes are paragraphs printed after the tables (the cluster stage's
 	// idle cost and latency).
 	Notes []string
