@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -130,5 +131,35 @@ func TestMarkdownMarksTargets(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestParseHistogram(t *testing.T) {
+	text := `# HELP persister_flush_duration_seconds Duration of one bulk write.
+# TYPE persister_flush_duration_seconds histogram
+persister_flush_duration_seconds_bucket{result="error",le="0.001"} 7
+persister_flush_duration_seconds_bucket{result="ok",le="0.001"} 0
+persister_flush_duration_seconds_bucket{result="ok",le="0.002"} 10
+persister_flush_duration_seconds_bucket{result="ok",le="0.004"} 90
+persister_flush_duration_seconds_bucket{result="ok",le="+Inf"} 100
+persister_flush_duration_seconds_sum{result="ok"} 0.3
+persister_flush_duration_seconds_count{result="ok"} 100
+`
+	h, err := parseHistogram(strings.NewReader(text), "persister_flush_duration_seconds", `result="ok"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Count() != 100 {
+		t.Fatalf("count %v, want 100 (error series excluded)", h.Count())
+	}
+	if q := h.Quantile(.5); q != 0.004 {
+		t.Errorf("p50 ≤ %v, want 0.004", q)
+	}
+	if q := h.Quantile(.05); q != 0.002 {
+		t.Errorf("p5 ≤ %v, want 0.002", q)
+	}
+	before := Histogram{0.001: 0, 0.002: 10, 0.004: 10, math.Inf(1): 10}
+	if d := h.Sub(before); d.Count() != 90 || d.Quantile(.01) != 0.004 {
+		t.Errorf("delta: count %v, p1 %v; want 90, 0.004", d.Count(), d.Quantile(.01))
 	}
 }

@@ -33,6 +33,9 @@ type LatencyResult struct {
 	Visible []time.Duration
 	// CPU is the daemon's CPU time during the stage.
 	CPU time.Duration
+	// Flush is the daemons' bulk-write durations during the stage
+	// (persister_flush_duration_seconds, successful writes).
+	Flush Histogram
 }
 
 // Quantile returns the q-quantile (nearest rank) of the Acked latencies.
@@ -67,6 +70,10 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 	probes := make(chan probe, 4096)
 	acks := make(chan sent, 1<<16)
 	cpu0, err := cpuOf(ds)
+	if err != nil {
+		return res, err
+	}
+	flush0, err := flushes(ctx, ds)
 	if err != nil {
 		return res, err
 	}
@@ -145,6 +152,11 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 		return res, err
 	}
 	res.CPU = cpu1 - cpu0
+	flush1, err := flushes(ctx, ds)
+	if err != nil {
+		return res, err
+	}
+	res.Flush = flush1.Sub(flush0)
 	slices.Sort(res.Acked)
 	slices.Sort(res.Visible)
 	if len(res.Acked) != res.Entries {
@@ -286,6 +298,21 @@ func (e *Env) watchProbes(ctx context.Context, probes <-chan probe) ([]time.Dura
 		}
 	}
 	return out, nil
+}
+
+// flushes sums the daemons' successful bulk-write duration histograms.
+func flushes(ctx context.Context, ds []*Daemon) (Histogram, error) {
+	total := Histogram{}
+	for _, d := range ds {
+		h, err := d.ScrapeHistogram(ctx, "persister_flush_duration_seconds", `result="ok"`)
+		if err != nil {
+			return nil, err
+		}
+		for b, v := range h {
+			total[b] += v
+		}
+	}
+	return total, nil
 }
 
 func cpuOf(ds []*Daemon) (time.Duration, error) {

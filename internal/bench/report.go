@@ -172,6 +172,10 @@ func (r *Report) Markdown(w io.Writer) error {
 				d.CPUPerEntry().Seconds()*10000, us(d.CPUPerEntry()), mib(d.PeakRSS))
 		}
 	}
+	if l := r.Latency; l != nil && l.Flush.Count() > 0 {
+		fmt.Fprintf(&b, "\nDuring the steady load the daemon made %s bulk inserts (%.1f entries each on average); their durations (persister_flush_duration_seconds): p50 ≤ %.0f ms, p90 ≤ %.0f ms, p99 ≤ %.0f ms.\n",
+			num(l.Flush.Count()), float64(l.Entries)/l.Flush.Count(), 1000*l.Flush.Quantile(.5), 1000*l.Flush.Quantile(.9), 1000*l.Flush.Quantile(.99))
+	}
 	if l := r.Latency; l != nil && l.Entries > 0 {
 		fmt.Fprintf(&b, "\nSteady load: target %s/s, achieved %s/s; daemon CPU %.1f µs/entry at that rate; XADD → acknowledged p90 %.1f ms, p95 %.1f ms, p99.9 %.1f ms (acknowledgement seen by polling Redis every %s; an entry counts once every older entry of its stream is acknowledged too).\n",
 			num(l.Target), num(l.Achieved), us(l.CPU/time.Duration(l.Entries)), ms(l.Quantile(.9)), ms(l.Quantile(.95)), ms(l.Quantile(.999)), ackPoll)
