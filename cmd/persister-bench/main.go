@@ -55,7 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.LatencyRate, "latency-rate", 0, "steady producer rate in entries/s (0: half the measured drain rate)")
 	fs.DurationVar(&cfg.LatencyDuration, "latency-duration", 0, "steady producer duration (default 30s)")
 	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 0, "entries per second also looked up by _id until found during the steady load (0: off; for a real MongoDB, where _id lookups use the index)")
-	fs.StringVar(&stages, "stages", strings.Join(bench.AllStages, ","), "comma-separated stages to run")
+	fs.StringVar(&stages, "stages", strings.Join([]string{bench.StageBaseline, bench.StageDrain, bench.StageLatency, bench.StageScale}, ","),
+		"comma-separated stages to run; add "+bench.StageCluster+" for the Redis Cluster rows (1/2/3 replicas, about 5 more minutes)")
 	fs.StringVar(&cfg.RedisURL, "redis-url", "", "use this Redis instead of starting one (keys "+bench.KeyPrefix+"* are deleted)")
 	fs.StringVar(&cfg.MongoURI, "mongo-uri", "", "use this MongoDB instead of starting FerretDB (databases "+bench.DBPrefix+"* are dropped)")
 	fs.StringVar(&cfg.PersisterBin, "persister-bin", "", "daemon binary (default: go build ./cmd/persister)")
