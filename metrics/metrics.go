@@ -135,3 +135,18 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m
 }
+
+// RegisterBudget registers the memory budget's gauges (PERSISTER_MAX_INFLIGHT_BYTES),
+// read at scrape time from used.
+func RegisterBudget(reg prometheus.Registerer, used func() int64, limit int64) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "persister_inflight_bytes",
+			Help: "Bytes of stream entries held in memory (read, batched or being written), all tenants; reads wait while it is at persister_inflight_bytes_limit.",
+		}, func() float64 { return float64(used()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "persister_inflight_bytes_limit",
+			Help: "PERSISTER_MAX_INFLIGHT_BYTES: the memory budget of entries in hand.",
+		}, func() float64 { return float64(limit) }),
+	)
+}

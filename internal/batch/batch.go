@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
 )
@@ -35,6 +36,9 @@ type Item struct {
 	Time time.Time
 	// Attempts counts rescue attempts, to stop a rescue loop.
 	Attempts int
+	// Charge is the item's share of the memory budget (Config.Budget),
+	// released when it is acknowledged or given up.
+	Charge int64
 }
 
 // Sink writes documents; see sink.Writer.
@@ -73,6 +77,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// HaltedRetry is the wait between attempts while the tenant is halted.
 	HaltedRetry time.Duration
+	// Budget is the memory budget the items' Charge is released to; nil
+	// when there is none.
+	Budget *budget.Budget
 }
 
 // State is a tenant's write health, for readiness and logs.
@@ -149,70 +156,199 @@ func (b *Batcher) State() State {
 	return b.state
 }
 
+// job is a batch handed to a flush worker, with the write slot taken for
+// its first insert (a no-op release when the sink has no slots).
+type job struct {
+	items []Item
+	slot  func()
+}
+
 // Run batches until Close, then flushes the rest. ctx bounds the writes and
 // acks: when it is cancelled, what is not stored stays pending in Redis.
+//
+// Group commit: a batch is ready when it is full or its linger time has
+// passed; it is cut and handed to a flush worker only when a worker is
+// free and a write slot of the connection (Slotter, shared with the other
+// tenants) is taken for it. Until then it keeps taking items, up to full.
+// While the sink is busy, batches grow instead of queueing: fewer, larger
+// writes under load, no wait beyond the linger time when the sink keeps
+// up, and the entries waiting hold no more memory than one batch.
 func (b *Batcher) Run(ctx context.Context) error {
-	flushes := make(chan []Item)
+	jobs := make(chan job)
+	done := make(chan struct{}, b.cfg.Inflight)
 	var wg sync.WaitGroup
 	for range b.cfg.Inflight {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for items := range flushes {
-				b.flush(ctx, items)
+			for j := range jobs {
+				b.flush(ctx, j.items, j.slot)
+				done <- struct{}{}
 			}
 		}()
 	}
+	slots := b.slotter(ctx)
 	defer wg.Wait()
-	defer close(flushes)
+	defer close(jobs)
+	defer slots.stop()
 
 	var (
-		cur   []Item
-		bytes int
-		timer = time.NewTimer(time.Hour)
+		cur      []Item
+		bytes    int
+		lingered bool
+		lastLen  int    // size of the last batch handed out
+		busy     int    // jobs handed out, not done
+		slot     func() // a write slot taken for the ready batch
+		timer    = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
-	send := func() {
-		if len(cur) == 0 {
-			return
-		}
-		timer.Stop()
-		select {
-		case flushes <- cur:
-		case <-ctx.Done():
-			b.abandon(cur)
-		}
-		cur, bytes = nil, 0
-	}
+	full := func() bool { return len(cur) >= b.cfg.MaxItems || bytes >= b.cfg.MaxBytes }
+	in := b.in
 	for {
+		ready := len(cur) > 0 && (lingered || full())
+		if ready && busy < b.cfg.Inflight && slot == nil {
+			slots.ask()
+		}
+		var out chan<- job
+		if ready && busy < b.cfg.Inflight && slot != nil {
+			out = jobs
+		}
+		take := in
+		if full() {
+			take = nil // backpressure: the batch waits for a worker and a slot
+		}
+		if take == nil && len(cur) == 0 && busy == 0 {
+			if slot != nil {
+				slot()
+			}
+			return nil // closed, and everything written
+		}
+		var cancelled <-chan struct{}
+		if ready {
+			cancelled = ctx.Done()
+		}
 		select {
-		case it, ok := <-b.in:
+		case it, ok := <-take:
 			if !ok {
-				send()
-				return nil
+				in = nil
+				lingered = true // closing: flush what is left now
+				continue
 			}
 			if len(cur) == 0 {
 				timer.Reset(b.cfg.Linger)
-				cur = make([]Item, 0, min(b.cfg.MaxItems, 1024))
+				lingered = false
+				// Sized like the last batch: full-size slices for a
+				// tenant with a backlog, small ones for a quiet tenant
+				// (with many tenants, MaxItems-sized slices add up).
+				cur = make([]Item, 0, min(max(lastLen, 16), b.cfg.MaxItems))
 			}
 			cur = append(cur, it)
 			bytes += len(it.Doc)
-			if len(cur) >= b.cfg.MaxItems || bytes >= b.cfg.MaxBytes {
-				send()
-			}
+		case rel := <-slots.granted:
+			slot, slots.asked = rel, false
+		case out <- job{items: cur, slot: slot}:
+			lastLen = len(cur)
+			timer.Stop()
+			cur, bytes, lingered, slot = nil, 0, in == nil, nil
+			busy++
+		case <-done:
+			busy--
 		case <-timer.C:
-			send()
+			lingered = true
+		case <-cancelled:
+			// Stopped before the batch could be written: it stays
+			// pending in Redis.
+			b.abandon(cur)
+			timer.Stop()
+			cur, bytes = nil, 0
+			if slot != nil {
+				slot()
+				slot = nil
+			}
 		}
 	}
 }
 
+// slotAsker takes write slots for Run in the background, one at a time, so
+// that Run keeps filling the batch while it waits for one.
+type slotAsker struct {
+	req     chan struct{}
+	granted chan func()
+	quit    chan struct{}
+	wg      sync.WaitGroup
+	asked   bool
+}
+
+// slotter starts the batcher's slot asker. Without a Slotter sink every
+// ask is granted at once.
+func (b *Batcher) slotter(ctx context.Context) *slotAsker {
+	a := &slotAsker{req: make(chan struct{}, 1), granted: make(chan func()), quit: make(chan struct{})}
+	sl, _ := b.sink.(Slotter)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		for {
+			select {
+			case <-a.req:
+			case <-a.quit:
+				return
+			}
+			release := func() {}
+			if sl != nil {
+				r, err := sl.Slot(ctx, b.cfg.Tenant)
+				if err != nil {
+					// ctx ended: Run abandons the batch; grant a no-op
+					// so that its ask is answered.
+					r = func() {}
+				}
+				release = r
+			}
+			select {
+			case a.granted <- release:
+			case <-a.quit:
+				release()
+				return
+			}
+		}
+	}()
+	return a
+}
+
+// ask requests a slot unless one is already on its way.
+func (a *slotAsker) ask() {
+	if a.asked {
+		return
+	}
+	a.asked = true
+	a.req <- struct{}{}
+}
+
+// stop ends the asker, releasing a slot it holds, and waits for it.
+func (a *slotAsker) stop() {
+	close(a.quit)
+	a.wg.Wait()
+}
+
 // abandon gives up items without acking them: they stay pending in Redis.
+// ack calls it too: either way the items leave the batcher and their
+// budget is released.
 func (b *Batcher) abandon(items []Item) {
 	b.inflight.Sub(float64(len(items)))
+	var charge int64
+	for _, it := range items {
+		charge += it.Charge
+	}
+	b.cfg.Budget.Release(charge)
 }
 
 // flush writes items until each is stored and acked, rescued, or ctx ends.
-func (b *Batcher) flush(ctx context.Context, items []Item) {
+// slot is the write slot taken for the first insert (nil: take one).
+func (b *Batcher) flush(ctx context.Context, items []Item, slot func()) {
+	defer func() {
+		if slot != nil {
+			slot() // not used (nothing to write)
+		}
+	}()
 	b.m.BatchSize.Observe(float64(len(items)))
 	pending := items
 	for attempt := 0; len(pending) > 0; attempt++ {
@@ -229,7 +365,7 @@ func (b *Batcher) flush(ctx context.Context, items []Item) {
 			}
 		}
 		var stored []Item
-		stored, pending = b.writeOnce(ctx, pending)
+		stored, pending = b.writeOnce(ctx, pending, &slot)
 		if len(stored) > 0 {
 			if err := b.ack(ctx, stored); err != nil {
 				// Not acked: stays pending in Redis and is stored again
@@ -247,8 +383,9 @@ func (b *Batcher) flush(ctx context.Context, items []Item) {
 }
 
 // writeOnce makes one bulk insert per collection and returns the items now
-// stored and those to try again.
-func (b *Batcher) writeOnce(ctx context.Context, items []Item) (stored, retry []Item) {
+// stored and those to try again. The first insert uses *slot when set (and
+// clears it); the others take a write slot of their own.
+func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (stored, retry []Item) {
 	byColl, order := groupByCollection(items)
 	stored = make([]Item, 0, len(items))
 	for _, coll := range order {
@@ -258,7 +395,9 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item) (stored, retry []
 			docs[i] = it.Doc
 		}
 		release := func() {}
-		if sl, ok := b.sink.(Slotter); ok {
+		if *slot != nil {
+			release, *slot = *slot, nil
+		} else if sl, ok := b.sink.(Slotter); ok {
 			r, err := sl.Slot(ctx, b.cfg.Tenant)
 			if err != nil {
 				// ctx ended while waiting: nothing was written.
@@ -354,6 +493,7 @@ func (b *Batcher) rescue(ctx context.Context, it Item, cause error) (Item, bool)
 	rep, ok := b.rescuer.Rescue(ctx, it, cause)
 	if ok {
 		rep.Attempts = it.Attempts + 1
+		rep.Charge = it.Charge // the replacement holds the entry's budget
 	}
 	return rep, ok
 }

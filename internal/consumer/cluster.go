@@ -138,6 +138,10 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		return nil
 	}
 
+	reserved, err := r.reserve(ctx)
+	if err != nil {
+		return err
+	}
 	per := r.perStream(nkeys)
 	reads := make([]*redis.XReadGroupArgs, len(due))
 	for i, g := range due {
@@ -149,6 +153,13 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		reads[i] = &redis.XReadGroupArgs{Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args, Count: per, Block: -1}
 	}
 	cmds := r.pipelineByMaster(ctx, reads)
+	var all []redis.XStream
+	for _, c := range cmds {
+		if res, err := c.Result(); err == nil {
+			all = append(all, res...)
+		}
+	}
+	r.settle(reserved, all)
 
 	now = time.Now()
 	var firstErr error
@@ -299,10 +310,8 @@ func (r *Reader) handleSlot(ctx context.Context, g []string, res []redis.XStream
 				continue
 			}
 			r.cursor[k] = msgs[len(msgs)-1].ID
-			if r.cfg.Screen != nil {
-				if msgs = r.cfg.Screen(ctx, k, msgs); len(msgs) == 0 {
-					continue
-				}
+			if msgs = r.screen(ctx, k, msgs); len(msgs) == 0 {
+				continue
 			}
 		} else if int64(len(msgs)) >= per {
 			r.slots.full[k] = true

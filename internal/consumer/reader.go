@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chronow/persister/internal/budget"
 )
 
 // Streams is a set of stream keys that discovery updates and readers follow.
@@ -55,14 +57,20 @@ func (s *Streams) Get() ([]string, <-chan struct{}) {
 
 // Handler receives the entries read from one stream. Entries whose body was
 // trimmed while pending have nil Values. Returning an error stops the reader.
+// The handler owns the entries' share of the reader's memory budget
+// (EntryBytes each): it releases what it does not hand on, and whoever it
+// hands them to releases the rest when they are acknowledged or given up.
 type Handler func(ctx context.Context, stream string, msgs []redis.XMessage) error
 
 // ReaderConfig tunes a Reader.
 type ReaderConfig struct {
 	Group    string
 	Consumer string
-	// Count is the number of entries wanted per read across all streams.
+	// Count is the most entries wanted per read across all streams.
 	Count int
+	// Budget bounds the bytes of entries held across readers: each read
+	// acquires its expected size first (see budget.go). nil is unlimited.
+	Budget *budget.Budget
 	// Block is how long a read of new entries waits.
 	Block time.Duration
 	// Poll and IdlePoll bound, in a Redis Cluster, the wait between two
@@ -95,11 +103,19 @@ type Reader struct {
 	cursor map[string]string
 	// slots is the read state on a Redis Cluster; nil on a single Redis.
 	slots *slotReader
+	// want is the number of entries the next read asks for, meanBytes the
+	// mean EntryBytes seen: together the budget a read reserves.
+	want      int
+	meanBytes int64
 }
 
 // NewReader returns a Reader of the streams in s.
 func NewReader(rdb redis.UniversalClient, cfg ReaderConfig, s *Streams, h Handler, log *slog.Logger) *Reader {
-	r := &Reader{rdb: rdb, cfg: cfg, streams: s, handle: h, log: log, cursor: map[string]string{}}
+	if cfg.Count < 1 {
+		cfg.Count = 1
+	}
+	r := &Reader{rdb: rdb, cfg: cfg, streams: s, handle: h, log: log, cursor: map[string]string{},
+		want: min(minRead, cfg.Count), meanBytes: defaultEntryBytes}
 	if isCluster(rdb) {
 		r.slots = newSlotReader()
 	}
@@ -204,7 +220,7 @@ func (r *Reader) pendingKeys(keys []string) []string {
 }
 
 func (r *Reader) perStream(n int) int64 {
-	c := r.cfg.Count / n
+	c := r.want / n
 	if c < 1 {
 		c = 1
 	}
@@ -219,6 +235,10 @@ func (r *Reader) readPending(ctx context.Context, keys []string) error {
 	for _, k := range keys {
 		args = append(args, r.cursor[k])
 	}
+	reserved, err := r.reserve(ctx)
+	if err != nil {
+		return err
+	}
 	// Not cancelled by a stop: a read cancelled after Redis delivered its
 	// entries would leave them pending on this consumer without anyone
 	// holding them. It is short (no BLOCK; bounded by the read timeout).
@@ -227,8 +247,10 @@ func (r *Reader) readPending(ctx context.Context, keys []string) error {
 		Count: r.perStream(len(keys)), Block: -1,
 	}).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
+		r.cfg.Budget.Release(reserved)
 		return err
 	}
+	r.settle(reserved, res)
 	got := map[string]bool{}
 	for _, s := range res {
 		if len(s.Messages) == 0 {
@@ -236,11 +258,9 @@ func (r *Reader) readPending(ctx context.Context, keys []string) error {
 		}
 		got[s.Stream] = true
 		r.cursor[s.Stream] = s.Messages[len(s.Messages)-1].ID
-		msgs := s.Messages
-		if r.cfg.Screen != nil {
-			if msgs = r.cfg.Screen(ctx, s.Stream, msgs); len(msgs) == 0 {
-				continue
-			}
+		msgs := r.screen(ctx, s.Stream, s.Messages)
+		if len(msgs) == 0 {
+			continue
 		}
 		if err := r.handle(ctx, s.Stream, msgs); err != nil {
 			return fmt.Errorf("%w: %w", errHandler, err)
@@ -264,6 +284,10 @@ func (r *Reader) readNew(ctx context.Context, keys []string) error {
 	for range keys {
 		args = append(args, ">")
 	}
+	reserved, err := r.reserve(ctx)
+	if err != nil {
+		return err
+	}
 	// Not cancelled by a stop (see readPending): a stop waits at most Block
 	// (plus the read timeout if Redis hangs), and what this last read
 	// delivered is handed on, flushed and acked like the rest.
@@ -272,11 +296,14 @@ func (r *Reader) readNew(ctx context.Context, keys []string) error {
 		Count: r.perStream(len(keys)), Block: r.cfg.Block,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
+		r.settle(reserved, nil)
 		return nil
 	}
 	if err != nil {
+		r.cfg.Budget.Release(reserved)
 		return err
 	}
+	r.settle(reserved, res)
 	for _, s := range res {
 		if len(s.Messages) == 0 {
 			continue

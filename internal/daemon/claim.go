@@ -73,5 +73,10 @@ func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs
 			return nil
 		}
 	}
+	// Claimed entries are charged like read ones (handle releases what it
+	// does not hand on); the claim waits for room, bounded by its count.
+	if err := tp.budget.Acquire(ctx, consumer.MessagesBytes(msgs)); err != nil {
+		return err
+	}
 	return tp.handle(ctx, stream, msgs)
 }

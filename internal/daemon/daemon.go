@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/consumer"
 	"github.com/chronow/persister/internal/discovery"
@@ -44,6 +45,8 @@ type Daemon struct {
 	topics   *topics.Syncer
 	decoders map[keyspace.Kind]entry.Decoder
 	tenants  map[string]*tenantPipeline
+	// budget bounds the bytes of entries in hand across tenants.
+	budget *budget.Budget
 
 	lag *lag.Collector
 	sm  *sharedmem.Carrier // nil when PERSISTER_SM_ENABLED=false
@@ -75,7 +78,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		decoders:     entry.Decoders(),
 		tenants:      map[string]*tenantPipeline{},
 		unconfigured: map[string]bool{},
+		budget:       budget.New(int64(p.MaxInflightBytes)),
 	}
+	metrics.RegisterBudget(reg, d.budget.Used, d.budget.Limit())
 	d.setupBadInput()
 	for _, t := range tenants {
 		d.tenants[t.TenantID] = newTenantPipeline(d, t.TenantID)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/consumer"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
@@ -31,6 +32,7 @@ type tenantPipeline struct {
 	readers  []*consumer.Reader
 	claimer  *consumer.Claimer
 	held     *inHand // entries handed to the batcher, not yet acked (claim.go)
+	budget   *budget.Budget
 	m        *metrics.Metrics
 	log      *slog.Logger
 }
@@ -48,10 +50,12 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 		m:        d.m,
 		log:      log,
 		held:     newInHand(3 * p.ClaimMinIdle),
+		budget:   d.budget,
 	}
 	tp.batcher = batch.New(batch.Config{
 		Tenant: tenant, MaxItems: p.BatchSize, MaxBytes: p.BatchBytes, Linger: p.BatchLinger,
 		Inflight: p.InflightBatches, MaxBackoff: p.RetryMaxBackoff, WriteTimeout: p.WriteTimeout,
+		Budget: d.budget,
 	}, d.sink, trackingAcker{Acker: d.acker, held: tp.held}, d.rescuer, d.m, d.log)
 	for i := range p.Workers {
 		var filter func(string) bool
@@ -63,7 +67,7 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 			}
 		}
 		tp.readers = append(tp.readers, consumer.NewReader(d.rdb, consumer.ReaderConfig{
-			Group: p.Group, Consumer: p.Consumer, Count: p.BatchSize, Block: p.ReadBlock, Filter: filter,
+			Group: p.Group, Consumer: p.Consumer, Count: p.BatchSize, Budget: d.budget, Block: p.ReadBlock, Filter: filter,
 			Poll: p.ClusterPoll, IdlePoll: p.ClusterIdlePoll,
 			OnError: func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
 			Screen:  d.screen,
@@ -87,8 +91,12 @@ func (tp *tenantPipeline) run(readCtx, drainCtx context.Context) error {
 	return errors.Join(err, g.Wait())
 }
 
-// handle decodes entries of one stream and hands them to the batcher.
+// handle decodes entries of one stream and hands them to the batcher. The
+// entries come charged to the memory budget (consumer.Handler): each item
+// carries its entry's charge to the batcher, the rest is released here.
 func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
+	var keep int64 // charge handed on with items
+	defer func() { tp.budget.Release(consumer.MessagesBytes(msgs) - keep) }()
 	key, err := keyspace.Parse(tp.prefix, stream)
 	if err != nil {
 		return fmt.Errorf("stream %q: %w", stream, err)
@@ -112,12 +120,14 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 		}
 		if err != nil {
 			if tp.rescueUndecodable(ctx, key, msg, err) {
+				keep += consumer.EntryBytes(msg)
 				continue
 			}
 			tp.log.Error("entry cannot be stored; left pending", "stream", stream, "id", msg.ID, "err", err)
 			continue
 		}
 		it.Stream, it.ID, it.Kind = stream, msg.ID, kind
+		it.Charge = consumer.EntryBytes(msg)
 		// Entries read are in hand: a stop does not drop them. Add waits
 		// for the batcher, which consumes until Close (after the grace
 		// period it abandons, leaving them pending).
@@ -126,6 +136,7 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 			tp.held.done(map[string][]string{stream: {msg.ID}})
 			return err
 		}
+		keep += it.Charge
 	}
 	if len(trimmed) > 0 {
 		tp.ackTrimmed(ctx, stream, kind, trimmed)
@@ -145,6 +156,7 @@ func (tp *tenantPipeline) rescueUndecodable(ctx context.Context, key keyspace.Ke
 		return false
 	}
 	it.Stream, it.ID, it.Kind = key.String(), msg.ID, string(key.Kind)
+	it.Charge = consumer.EntryBytes(msg)
 	if it.Time.IsZero() {
 		it.Time, _ = message.IDTime(msg.ID)
 	}

@@ -1,0 +1,170 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/metrics"
+)
+
+// gatedSink is a Slotter sink with one write slot: every Insert blocks
+// until the test lets it through, and records its size.
+type gatedSink struct {
+	slots chan struct{}
+	gate  chan struct{}
+	fail  bool
+
+	mu    sync.Mutex
+	sizes []int
+}
+
+func newGatedSink() *gatedSink {
+	return &gatedSink{slots: make(chan struct{}, 1), gate: make(chan struct{})}
+}
+
+func (s *gatedSink) Slot(ctx context.Context, _ string) (func(), error) {
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *gatedSink) Insert(ctx context.Context, _, _ string, docs [][]byte) ([]sink.Result, error) {
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(docs))
+	s.mu.Unlock()
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if s.fail {
+		return nil, errors.New("server unavailable")
+	}
+	return make([]sink.Result, len(docs)), nil
+}
+
+func (s *gatedSink) calls() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.sizes...)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func testItem(i int, charge int64) Item {
+	return Item{Stream: "s", ID: strconv.Itoa(i) + "-0", Kind: "topic", Collection: "messages",
+		Doc: []byte{5, 0, 0, 0, 0}, Time: time.Now(), Charge: charge}
+}
+
+// TestGroupCommit: while the connection's only write slot is busy, the next
+// batch is not cut at its linger time but keeps growing, and goes out as one
+// insert once the slot frees; the memory budget is back to zero after the
+// acks.
+func TestGroupCommit(t *testing.T) {
+	s := newGatedSink()
+	a := &recordAcker{ids: map[string][]string{}}
+	bud := budget.New(1 << 20)
+	b := New(Config{Tenant: "t", MaxItems: 1000, MaxBytes: 1 << 20, Linger: 2 * time.Millisecond, Inflight: 2,
+		WriteTimeout: time.Minute, Budget: bud}, s, a, nil, metrics.New(prometheus.NewRegistry(), "test"),
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+
+	add := func(i int) {
+		if err := bud.Acquire(ctx, 10); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Add(ctx, testItem(i, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(0)
+	waitFor(t, "the first insert", func() bool { return len(s.calls()) == 1 })
+	// The first insert holds the only slot. 300 more items arrive, with
+	// pauses longer than the linger time.
+	for i := 1; i <= 300; i++ {
+		add(i)
+		if i%50 == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if got := s.calls(); len(got) != 1 {
+		t.Fatalf("inserts %v while the slot was busy, want only the first", got)
+	}
+	s.gate <- struct{}{} // first insert done
+	waitFor(t, "the second insert", func() bool { return len(s.calls()) == 2 })
+	if got := s.calls(); got[1] != 300 {
+		t.Fatalf("second insert had %d documents, want all 300 that waited", got[1])
+	}
+	s.gate <- struct{}{}
+	b.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.ids["s"]); n != 301 {
+		t.Fatalf("acked %d entries, want 301", n)
+	}
+	if u := bud.Used(); u != 0 {
+		t.Fatalf("budget holds %d bytes after every ack, want 0", u)
+	}
+}
+
+// TestAbandonReleasesBudget: a stop while the sink fails leaves the items
+// pending in Redis (no ack) and gives their budget back.
+func TestAbandonReleasesBudget(t *testing.T) {
+	s := newGatedSink()
+	s.fail = true
+	close(s.gate)
+	a := &recordAcker{ids: map[string][]string{}}
+	bud := budget.New(1 << 20)
+	b := New(Config{Tenant: "t", MaxItems: 10, MaxBytes: 1 << 20, Linger: time.Millisecond, Inflight: 2,
+		WriteTimeout: time.Minute, MaxBackoff: 20 * time.Millisecond, Budget: bud}, s, a, nil,
+		metrics.New(prometheus.NewRegistry(), "test"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	for i := range 35 {
+		if err := bud.Acquire(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Add(ctx, testItem(i, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "failed inserts", func() bool { return len(s.calls()) >= 3 })
+	cancel()
+	b.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.ids["s"]); n != 0 {
+		t.Fatalf("acked %d entries of a failing sink", n)
+	}
+	if u := bud.Used(); u != 0 {
+		t.Fatalf("budget holds %d bytes after the stop, want 0", u)
+	}
+}
