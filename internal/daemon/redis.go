@@ -42,6 +42,8 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 			Password:              c.Password,
 			TLSConfig:             tlsCfg,
 			PoolSize:              poolSize,
+			ReadBufferSize:        connBuffer,
+			WriteBufferSize:       connBuffer,
 			ReadTimeout:           5 * time.Second,
 			WriteTimeout:          5 * time.Second,
 			ContextTimeoutEnabled: true,
@@ -67,8 +69,19 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 		opts.TLSConfig = tlsCfg
 	}
 	opts.PoolSize = poolSize
+	opts.ReadBufferSize, opts.WriteBufferSize = connBuffer, connBuffer
+	opts.PipelineReadBufferSize, opts.PipelineWriteBufferSize = pipelineBuffer, pipelineBuffer
 	opts.ReadTimeout = 5 * time.Second
 	opts.WriteTimeout = 5 * time.Second
 	opts.ContextTimeoutEnabled = true
 	return redis.NewClient(opts), nil
 }
+
+// Buffer sizes of the Redis connections. The pool has a connection per
+// tenant reader (blocked in XREADGROUP): go-redis' 32 KiB read and write
+// buffers on each were megabytes with many tenants. Replies larger than a
+// buffer are read through it; commands here are small.
+const (
+	connBuffer     = 8 << 10
+	pipelineBuffer = 32 << 10
+)
