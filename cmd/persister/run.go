@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/chronow/persister/internal/config"
@@ -24,6 +27,15 @@ func runDaemon(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Persister)
+	limit, why := cfg.Persister.SoftMemoryLimit(os.Getenv("GOMEMLIMIT"))
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	if cur := debug.SetMemoryLimit(-1); cur != math.MaxInt64 {
+		log.Info("go soft memory limit", "bytes", cur, "from", why)
+	} else {
+		log.Info("no go soft memory limit", "from", why)
+	}
 	d, err := daemon.New(ctx, cfg, log, version)
 	if err != nil {
 		return err

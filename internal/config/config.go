@@ -90,6 +90,14 @@ type Persister struct {
 	// MaxConcurrentWrites bounds the bulk inserts in flight on each MongoDB
 	// connection across all its tenants (InflightBatches is per tenant).
 	MaxConcurrentWrites int `env:"PERSISTER_MAX_CONCURRENT_WRITES, default=4"`
+	// MaxInflightBytes bounds the bytes of stream entries held in memory
+	// (read, batched or being written) across all tenants: a read waits
+	// until the entries it may return fit (internal/budget).
+	MaxInflightBytes int `env:"PERSISTER_MAX_INFLIGHT_BYTES, default=8388608"`
+	// MemoryLimit is the Go runtime's soft memory limit in bytes: 0 (auto)
+	// is 32 MiB + 2 × MaxInflightBytes unless GOMEMLIMIT is set, -1 is
+	// off (see SoftMemoryLimit).
+	MemoryLimit int64 `env:"PERSISTER_MEMORY_LIMIT, default=0"`
 
 	// Shared memory (internal/sharedmem, docs/shared-memory.md).
 	// SMEnabled carries Chronow's sm keys into each tenant's shared_memory.
@@ -199,6 +207,7 @@ func (c *Config) Validate() error {
 		{"PERSISTER_WORKERS", p.Workers},
 		{"PERSISTER_INFLIGHT_BATCHES", p.InflightBatches},
 		{"PERSISTER_MAX_CONCURRENT_WRITES", p.MaxConcurrentWrites},
+		{"PERSISTER_MAX_INFLIGHT_BYTES", p.MaxInflightBytes},
 		{"PERSISTER_MAX_DELIVERIES", p.MaxDeliveries},
 		{"PERSISTER_SM_MAX_PENDING", p.SMMaxPending},
 		{"PERSISTER_SM_CACHE_KEYS", p.SMCacheKeys},
@@ -207,6 +216,9 @@ func (c *Config) Validate() error {
 		if f.v <= 0 {
 			bad(f.name, "must be > 0, got %d", f.v)
 		}
+	}
+	if floor := int64(p.MaxInflightBytes) + 16<<20; p.MemoryLimit < -1 || (p.MemoryLimit > 0 && p.MemoryLimit < floor) {
+		bad("PERSISTER_MEMORY_LIMIT", "must be 0 (auto), -1 (off) or at least PERSISTER_MAX_INFLIGHT_BYTES + 16 MiB (%d), got %d", floor, p.MemoryLimit)
 	}
 	if p.MetricsTopStreams < 0 || p.MetricsTopStreams > 1000 {
 		bad("PERSISTER_METRICS_TOP_STREAMS", "must be between 0 (off) and 1000, got %d", p.MetricsTopStreams)
@@ -333,19 +345,43 @@ func (c *Config) Summary() map[string]any {
 		conns[name] = RedactURI(dc.MongoURI)
 	}
 	return map[string]any{
-		"redis_url":      RedactURI(c.Redis.URL),
-		"redis_cluster":  c.Redis.ClusterNodes,
-		"redis_password": c.Redis.Password != "",
-		"key_prefix":     c.Redis.KeyPrefix,
-		"connections":    conns,
-		"tenants":        tenants,
-		"group":          c.Persister.Group,
-		"consumer":       c.Persister.Consumer,
-		"batch_size":     c.Persister.BatchSize,
-		"batch_linger":   c.Persister.BatchLinger.String(),
-		"workers":        c.Persister.Workers,
-		"inflight":       c.Persister.InflightBatches,
-		"max_writes":     c.Persister.MaxConcurrentWrites,
-		"http_addr":      c.Persister.HTTPAddr,
+		"redis_url":          RedactURI(c.Redis.URL),
+		"redis_cluster":      c.Redis.ClusterNodes,
+		"redis_password":     c.Redis.Password != "",
+		"key_prefix":         c.Redis.KeyPrefix,
+		"connections":        conns,
+		"tenants":            tenants,
+		"group":              c.Persister.Group,
+		"consumer":           c.Persister.Consumer,
+		"batch_size":         c.Persister.BatchSize,
+		"batch_linger":       c.Persister.BatchLinger.String(),
+		"workers":            c.Persister.Workers,
+		"inflight":           c.Persister.InflightBatches,
+		"max_writes":         c.Persister.MaxConcurrentWrites,
+		"max_inflight_bytes": c.Persister.MaxInflightBytes,
+		"memory_limit":       c.Persister.MemoryLimit,
+		"http_addr":          c.Persister.HTTPAddr,
+	}
+}
+
+// SoftMemoryLimit is the soft memory limit the daemon gives the Go runtime
+// (runtime/debug.SetMemoryLimit), and why; 0 means leave the runtime as it
+// is. gomemlimit is the GOMEMLIMIT environment variable, which the runtime
+// applies itself and which wins over the auto value.
+//
+// The memory budget (MaxInflightBytes) bounds the entries in hand; the
+// limit makes the garbage collector return what they leave behind before
+// the heap doubles: the process stays near limit + the binary's own pages
+// (measured: 59 MiB peak RSS at the defaults with 50 tenants).
+func (p Persister) SoftMemoryLimit(gomemlimit string) (int64, string) {
+	switch {
+	case p.MemoryLimit > 0:
+		return p.MemoryLimit, "PERSISTER_MEMORY_LIMIT"
+	case p.MemoryLimit < 0:
+		return 0, "off (PERSISTER_MEMORY_LIMIT=-1)"
+	case gomemlimit != "":
+		return 0, "GOMEMLIMIT=" + gomemlimit
+	default:
+		return 32<<20 + 2*int64(p.MaxInflightBytes), "auto: 32 MiB + 2 × PERSISTER_MAX_INFLIGHT_BYTES"
 	}
 }
