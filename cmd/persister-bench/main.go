@@ -4,7 +4,7 @@
 // and the drain with 1 and 1000 streams and with 2 replicas. By default it
 // starts its own fresh redis-server and FerretDB (`make redis ferretdb`).
 //
-//	go run ./cmd/persister-bench [--entries 200000] [--markdown FILE]
+//	go run ./cmd/persister-bench [--entries 200000] [--memory-entries 1000000] [--markdown FILE]
 package main
 
 import (
@@ -47,7 +47,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	daemonEnv := envFlags{}
 	fs := flag.NewFlagSet("persister-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.IntVar(&cfg.Entries, "entries", 200000, "backlog entries of every drain")
+	fs.IntVar(&cfg.Entries, "entries", 200000, "backlog entries of the main drain (and of the cluster drains)")
+	fs.IntVar(&cfg.MemoryEntries, "memory-entries", 1000000, "backlog entries of the memory drain (peak RSS)")
+	fs.IntVar(&cfg.ScaleEntries, "scale-entries", 50000, "documents of the sink baseline, and backlog entries of the streams and replicas drains")
 	fs.IntVar(&cfg.PayloadBytes, "payload-bytes", 1024, "bytes of each entry's JSON payload")
 	fs.IntVar(&cfg.Batch, "batch", 500, "documents per bulk insert (baseline, and PERSISTER_BATCH_SIZE of the daemons)")
 	fs.IntVar(&cfg.Inflight, "inflight", 2, "bulk inserts in flight per tenant (PERSISTER_INFLIGHT_BATCHES of the daemons)")
@@ -55,13 +57,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.LatencyRate, "latency-rate", 0, "steady producer rate in entries/s (0: half the measured drain rate)")
 	fs.DurationVar(&cfg.LatencyDuration, "latency-duration", 0, "steady producer duration (default 30s)")
 	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 0, "entries per second also looked up by _id until found during the steady load (0: off; for a real MongoDB, where _id lookups use the index)")
-	fs.StringVar(&stages, "stages", strings.Join([]string{bench.StageBaseline, bench.StageDrain, bench.StageLatency, bench.StageScale}, ","),
-		"comma-separated stages to run; add "+bench.StageCluster+" for the Redis Cluster rows (1/2/3 replicas, about 5 more minutes)")
+	fs.StringVar(&stages, "stages", strings.Join(bench.DefaultStages, ","),
+		"comma-separated stages to run, of "+strings.Join(bench.AllStages, ",")+"; add "+bench.StageCluster+" for the Redis Cluster rows (1/2/3 replicas, about 5 more minutes)")
 	fs.StringVar(&cfg.RedisURL, "redis-url", "", "use this Redis instead of starting one (keys "+bench.KeyPrefix+"* are deleted)")
 	fs.StringVar(&cfg.MongoURI, "mongo-uri", "", "use this MongoDB instead of starting FerretDB (databases "+bench.DBPrefix+"* are dropped)")
 	fs.StringVar(&cfg.PersisterBin, "persister-bin", "", "daemon binary (default: go build ./cmd/persister)")
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "directory for configs, logs and server data (default: a temp dir, removed)")
-	fs.StringVar(&cfg.ProfileDir, "profile", "", "save CPU and heap profiles of the main drain's daemon in this directory")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "save CPU and heap profiles of each drain's (first) daemon in this directory (one sub-directory per drain but the main one)")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 20, "length of the CPU profile taken with --profile")
 	fs.StringVar(&markdown, "markdown", "", "also write the report as markdown to this file")
 	fs.Var(daemonEnv, "daemon-env", "KEY=VALUE added to the daemons' environment (repeatable)")

@@ -29,11 +29,22 @@ const (
 	StageBaseline = "baseline"
 	StageDrain    = "drain"
 	StageLatency  = "latency"
-	StageScale    = "scale"
+	// StageMemory drains a MemoryEntries backlog (1M by default) for the
+	// peak RSS target.
+	StageMemory = "memory"
+	// StageStreams drains with 1 stream and with 1000 streams.
+	StageStreams = "streams"
+	// StageReplicas drains with 1 and with 2 replicas.
+	StageReplicas = "replicas"
+	// StageScale is the old name of streams + replicas.
+	StageScale = "scale"
 )
 
 // AllStages lists every stage.
-var AllStages = []string{StageBaseline, StageDrain, StageLatency, StageScale, StageCluster}
+var AllStages = []string{StageBaseline, StageDrain, StageLatency, StageMemory, StageStreams, StageReplicas, StageCluster}
+
+// DefaultStages are the stages of a plain run (the cluster stage is opt-in).
+var DefaultStages = []string{StageBaseline, StageDrain, StageLatency, StageMemory, StageStreams, StageReplicas}
 
 // The layouts of the drains.
 var (
@@ -47,8 +58,13 @@ var (
 
 // Config is one benchmark run.
 type Config struct {
-	// Entries is the backlog of every drain.
+	// Entries is the backlog of the main drain (and of the cluster drains).
 	Entries int
+	// MemoryEntries is the backlog of the memory stage.
+	MemoryEntries int
+	// ScaleEntries is the backlog of the sink baseline and of the streams
+	// and replicas stages (rates: they need less than the main drain).
+	ScaleEntries int
 	// PayloadBytes is the size of each entry's JSON payload.
 	PayloadBytes int
 	// Batch, Inflight and Writers are the daemons' PERSISTER_BATCH_SIZE,
@@ -87,6 +103,12 @@ func (c *Config) defaults() {
 	if c.Entries <= 0 {
 		c.Entries = 200000
 	}
+	if c.MemoryEntries <= 0 {
+		c.MemoryEntries = 1000000
+	}
+	if c.ScaleEntries <= 0 {
+		c.ScaleEntries = 50000
+	}
 	if c.PayloadBytes <= 0 {
 		c.PayloadBytes = 1024
 	}
@@ -106,14 +128,17 @@ func (c *Config) defaults() {
 		c.ProfileSeconds = 20
 	}
 	if len(c.Stages) == 0 {
-		c.Stages = AllStages
+		c.Stages = DefaultStages
+	}
+	if i := slices.Index(c.Stages, StageScale); i >= 0 {
+		c.Stages = slices.Concat(c.Stages[:i], []string{StageStreams, StageReplicas}, c.Stages[i+1:])
 	}
 }
 
 // Validate checks the stage names and the combination.
 func (c Config) Validate() error {
 	for _, s := range c.Stages {
-		if !slices.Contains(AllStages, s) {
+		if !slices.Contains(AllStages, s) && s != StageScale {
 			return fmt.Errorf("unknown stage %q (want some of %v)", s, AllStages)
 		}
 	}
@@ -212,7 +237,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 			method string
 			n      int
 			to     **BaselineResult
-		}{{BaselineCommand, cfg.Entries, &rep.Baseline}, {BaselineInsertMany, max(cfg.Entries/4, 1), &rep.BaselineInsertMany}} {
+		}{{BaselineCommand, cfg.ScaleEntries, &rep.Baseline}, {BaselineInsertMany, max(cfg.ScaleEntries/4, 1), &rep.BaselineInsertMany}} {
 			log.Info("sink baseline", "method", m.method, "docs", m.n, "batch", cfg.Batch, "writers", cfg.Writers)
 			b, err := Baseline(ctx, mc, Mixed, m.n, cfg.PayloadBytes, cfg.Batch, cfg.Writers, m.method)
 			if err != nil {
@@ -275,28 +300,57 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		rep.Latency = &l
 		log.Info("steady latency done", "entries", l.Entries, "probes", len(l.Visible),
 			"p50_ms", ms(l.Quantile(.5)), "p99_ms", ms(l.Quantile(.99)), "max_ms", ms(l.Quantile(1)))
+		// The same at half that rate, for the shape of the curve.
+		low, err := env.Latency(ctx, Mixed, running, rate/2, cfg.LatencyDuration/2, 0, cfg.Entries+l.Entries+1000)
+		if err != nil {
+			return nil, err
+		}
+		rep.LatencyLow = &low
+		log.Info("steady latency at half the rate done", "entries", low.Entries,
+			"p50_ms", ms(low.Quantile(.5)), "p99_ms", ms(low.Quantile(.99)), "max_ms", ms(low.Quantile(1)))
 	}
 	if err := StopAll(running); err != nil {
 		log.Warn("daemon stop", "err", err)
 	}
 	running = nil
 
-	if slices.Contains(cfg.Stages, StageScale) {
-		for _, s := range []struct {
-			name     string
-			l        Layout
-			replicas int
-		}{
-			{"1-stream", OneStream, 1},
-			{"1000-streams", ThousandStreams, 1},
-			{"2-replicas", Mixed, 2},
-		} {
-			d, _, err := env.Drain(ctx, s.name, s.l, cfg.Entries, s.replicas, false, nil)
-			if err != nil {
-				return nil, err
-			}
-			rep.Scale = append(rep.Scale, d)
+	if slices.Contains(cfg.Stages, StageReplicas) {
+		// What two replicas send the sink: twice the writes in flight.
+		if err := env.Reset(ctx); err != nil {
+			return nil, err
 		}
+		log.Info("sink baseline, two replicas' writes", "docs", cfg.ScaleEntries, "writers", 2*cfg.Writers)
+		b, err := Baseline(ctx, mc, Mixed, cfg.ScaleEntries, cfg.PayloadBytes, cfg.Batch, 2*cfg.Writers, BaselineCommand)
+		if err != nil {
+			return nil, err
+		}
+		rep.BaselineDouble = &b
+		log.Info("sink baseline done", "writers", 2*cfg.Writers, "docs_per_s", int(b.Rate()))
+	}
+	for _, s := range []struct {
+		stage, name string
+		l           Layout
+		n, replicas int
+	}{
+		{StageMemory, "1M-backlog", Mixed, cfg.MemoryEntries, 1},
+		{StageStreams, "1-stream", OneStream, cfg.ScaleEntries, 1},
+		{StageStreams, "1000-streams", ThousandStreams, cfg.ScaleEntries, 1},
+		{StageReplicas, "1-replica", Mixed, cfg.ScaleEntries, 1},
+		{StageReplicas, "2-replicas", Mixed, cfg.ScaleEntries, 2},
+	} {
+		if !slices.Contains(cfg.Stages, s.stage) {
+			continue
+		}
+		var during func(context.Context, []*Daemon)
+		if cfg.ProfileDir != "" {
+			dir := filepath.Join(cfg.ProfileDir, s.name)
+			during = func(ctx context.Context, ds []*Daemon) { profile(ctx, log, ds[0], dir, cfg.ProfileSeconds) }
+		}
+		d, _, err := env.Drain(ctx, s.name, s.l, s.n, s.replicas, false, during)
+		if err != nil {
+			return nil, err
+		}
+		rep.Scale = append(rep.Scale, d)
 	}
 	if slices.Contains(cfg.Stages, StageCluster) {
 		ds, notes, err := env.ClusterStage(ctx, cfg.Entries)
@@ -329,6 +383,9 @@ func profile(ctx context.Context, log *slog.Logger, d *Daemon, dir string, secon
 	}
 	if err := d.Fetch(ctx, "/debug/pprof/allocs", filepath.Join(dir, "allocs.pprof")); err != nil {
 		log.Warn("allocs profile", "err", err)
+	}
+	if err := d.Fetch(ctx, "/metrics", filepath.Join(dir, "metrics.txt")); err != nil {
+		log.Warn("metrics", "err", err)
 	}
 	log.Info("profiles saved", "dir", dir)
 }

@@ -127,7 +127,27 @@ func TestMarkdownMarksTargets(t *testing.T) {
 	}
 	out := b.String()
 	// 500/s against 1000/s is 0.5 × baseline: not met. 10 µs/entry and 30 MiB are.
-	for _, want := range []string{"= 0.50 × baseline | ≥ 0.9 × baseline | **no** |", "10.0 µs/entry", "| 30.0 MiB | ≤ 64 MiB | yes |"} {
+	for _, want := range []string{"= 0.50 × baseline | ≥ 0.9 × baseline | **no** |", "10.0 µs/entry", "| 30.0 MiB (drain: 1,000 entries, 4 tenants) | ≤ 64 MiB | yes |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, out)
+		}
+	}
+
+	// One drain over the memory target fails the row; 2 replicas at 0.95 ×
+	// fail theirs, and the sink's own ratio is shown beside it.
+	rep.Scale = []DrainResult{
+		{Name: "1M-backlog", Layout: Mixed, Entries: 1000000, Replicas: 1, Elapsed: time.Second, PeakRSS: 70 << 20},
+		{Name: "1-replica", Layout: Mixed, Entries: 1000, Replicas: 1, Elapsed: time.Second},
+		{Name: "2-replicas", Layout: Mixed, Entries: 950, Replicas: 2, Elapsed: time.Second},
+	}
+	rep.BaselineDouble = &BaselineResult{Docs: 900, Writers: 8, Elapsed: time.Second}
+	b.Reset()
+	if err := rep.Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out = b.String()
+	for _, want := range []string{"70.0 MiB (1M-backlog: 1,000,000 entries, 4 tenants) | ≤ 64 MiB | **no** |",
+		"= 0.95 × | ≥ 1.0 × | **no** |", "with 8 writes in flight (two replicas' worth) vs 4 | 900 vs 1,000 docs/s = 0.90 ×"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
 		}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -29,9 +30,14 @@ type Report struct {
 	Baseline *BaselineResult
 	// BaselineInsertMany is the same sink through Collection.InsertMany.
 	BaselineInsertMany *BaselineResult
-	Drain              *DrainResult
-	Latency            *LatencyResult
-	Scale              []DrainResult
+	// BaselineDouble is the sink baseline with twice the writes in
+	// flight: what two replicas send (replicas stage).
+	BaselineDouble *BaselineResult
+	Drain          *DrainResult
+	Latency        *LatencyResult
+	// LatencyLow is the steady load at half the Latency rate.
+	LatencyLow *LatencyResult
+	Scale      []DrainResult
 	// Notes are paragraphs printed after the tables (the cluster stage's
 	// idle cost and latency).
 	Notes []string
@@ -96,6 +102,35 @@ func (r *Report) scale(name string) *DrainResult {
 	return nil
 }
 
+// daemonEnv describes the daemon settings given with --daemon-env, or
+// says the defaults applied.
+func (r *Report) daemonEnv() string {
+	if len(r.Config.DaemonEnv) == 0 {
+		return "at their defaults (8 MiB, 48 MiB)"
+	}
+	var kv []string
+	for k, v := range r.Config.DaemonEnv {
+		kv = append(kv, k+"="+v)
+	}
+	slices.Sort(kv)
+	return "at their defaults unless set here: " + strings.Join(kv, ", ")
+}
+
+// rssDrains are the drains whose peak RSS the memory target covers: the
+// main drain, the 1M backlog and the 50 tenants of the 1000 streams.
+func (r *Report) rssDrains() []DrainResult {
+	var out []DrainResult
+	if r.Drain != nil {
+		out = append(out, *r.Drain)
+	}
+	for _, name := range []string{"1M-backlog", "1000-streams"} {
+		if d := r.scale(name); d != nil {
+			out = append(out, *d)
+		}
+	}
+	return out
+}
+
 func met(ok bool) string {
 	if ok {
 		return "yes"
@@ -109,8 +144,9 @@ func (r *Report) Markdown(w io.Writer) error {
 	m := r.Machine
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s RAM, %s; %s; Redis %s; %s. %s.\n\n",
 		orDash(m.CPU), m.Cores, orDash(m.Memory), orDash(m.Kernel), m.Go, orDash(m.Redis), orDash(m.Mongo), r.Servers)
-	fmt.Fprintf(&b, "Entries: %d-byte JSON payloads in Chronow's format; backlog %d entries per drain; daemon defaults (batch %d, %d in flight per tenant, %d writes in flight per connection, linger 20ms). Whole run: %s.\n\n",
-		r.Config.PayloadBytes, r.Config.Entries, r.Config.Batch, r.Config.Inflight, r.Config.Writers, r.Wall.Round(time.Second))
+	fmt.Fprintf(&b, "Entries: %d-byte JSON payloads in Chronow's format; backlogs: %s entries for the main drain, %s for the memory drain, %s for the baseline and the streams and replicas drains; daemon defaults (batch %d, %d in flight per tenant, %d writes in flight per connection, linger 20ms, memory budget and soft memory limit %s). Whole run: %s.\n\n",
+		r.Config.PayloadBytes, num(float64(r.Config.Entries)), num(float64(r.Config.MemoryEntries)), num(float64(r.Config.ScaleEntries)),
+		r.Config.Batch, r.Config.Inflight, r.Config.Writers, r.daemonEnv(), r.Wall.Round(time.Second))
 
 	b.WriteString("| measure | result | target | met |\n|---|---|---|---|\n")
 	if bl := r.Baseline; bl != nil {
@@ -131,13 +167,25 @@ func (r *Report) Markdown(w io.Writer) error {
 			num(float64(d.Entries)), d.Layout, num(d.Rate()), ratio, TargetDrainVsBaseline, ok)
 		fmt.Fprintf(&b, "| daemon CPU during the drain | %.1f µs/entry (%.3f s per 10k) | ≤ %d µs/entry | %s |\n",
 			us(d.CPUPerEntry()), d.CPUPerEntry().Seconds()*10000, TargetCPUPerEntry.Microseconds(), met(d.CPUPerEntry() <= TargetCPUPerEntry))
-		fmt.Fprintf(&b, "| daemon peak RSS (VmHWM) during the drain | %.1f MiB | ≤ %d MiB | %s |\n",
-			mib(d.PeakRSS), TargetPeakRSS>>20, met(d.PeakRSS <= TargetPeakRSS))
+	}
+	if rss := r.rssDrains(); len(rss) > 0 {
+		var parts []string
+		ok := true
+		for _, d := range rss {
+			parts = append(parts, fmt.Sprintf("%.1f MiB (%s: %s entries, %d tenants)", mib(d.PeakRSS), d.Name, num(float64(d.Entries)), d.Layout.Tenants))
+			ok = ok && d.PeakRSS <= TargetPeakRSS
+		}
+		fmt.Fprintf(&b, "| daemon peak RSS (VmHWM) while draining | %s | ≤ %d MiB | %s |\n",
+			strings.Join(parts, "; "), TargetPeakRSS>>20, met(ok))
 	}
 	if l := r.Latency; l != nil {
 		fmt.Fprintf(&b, "| steady load %s entries/s for %s (every one of %s entries): XADD reply → acknowledged by the daemon, i.e. stored | p50 %.1f ms, p99 %.1f ms, max %.1f ms | p99 ≤ %d ms | %s |\n",
 			num(l.Achieved), l.Duration, num(float64(l.Entries)), ms(l.Quantile(.5)), ms(l.Quantile(.99)), ms(l.Quantile(1)),
 			TargetP99.Milliseconds(), met(len(l.Acked) > 0 && l.Quantile(.99) <= TargetP99))
+		if lo := r.LatencyLow; lo != nil && len(lo.Acked) > 0 {
+			fmt.Fprintf(&b, "| same, at half that rate (%s entries/s for %s) | p50 %.1f ms, p99 %.1f ms, max %.1f ms | (context) | |\n",
+				num(lo.Achieved), lo.Duration, ms(lo.Quantile(.5)), ms(lo.Quantile(.99)), ms(lo.Quantile(1)))
+		}
 		if v := l.Visible; len(v) > 0 {
 			fmt.Fprintf(&b, "| same load, %d probed entries: XADD reply → document found by _id | p50 %.1f ms, p99 %.1f ms, max %.1f ms | p99 ≤ %d ms | %s |\n",
 				len(v), ms(quantile(v, .5)), ms(quantile(v, .99)), ms(quantile(v, 1)), TargetP99.Milliseconds(), met(quantile(v, .99) <= TargetP99))
@@ -148,10 +196,14 @@ func (r *Report) Markdown(w io.Writer) error {
 		fmt.Fprintf(&b, "| 1000 streams (50 tenants × 20 topics) vs 1 stream | %s vs %s entries/s = %.2f × | ≥ %.1f × | %s |\n",
 			num(many.Rate()), num(one.Rate()), x, TargetStreamsScale, met(x >= TargetStreamsScale))
 	}
-	if two := r.scale("2-replicas"); two != nil && r.Drain != nil && r.Drain.Entries == two.Entries {
-		x := two.Rate() / r.Drain.Rate()
+	if one, two := r.scale("1-replica"), r.scale("2-replicas"); one != nil && two != nil {
+		x := two.Rate() / one.Rate()
 		fmt.Fprintf(&b, "| 2 daemon replicas vs 1 (same backlog and layout) | %s vs %s entries/s = %.2f × | ≥ %.1f × | %s |\n",
-			num(two.Rate()), num(r.Drain.Rate()), x, TargetReplicasScale, met(x >= TargetReplicasScale))
+			num(two.Rate()), num(one.Rate()), x, TargetReplicasScale, met(x >= TargetReplicasScale))
+		if d, s := r.BaselineDouble, r.Baseline; d != nil && s != nil {
+			fmt.Fprintf(&b, "| the sink alone with %d writes in flight (two replicas' worth) vs %d | %s vs %s docs/s = %.2f × | (context) | |\n",
+				d.Writers, s.Writers, num(d.Rate()), num(s.Rate()), d.Rate()/s.Rate())
+		}
 	}
 
 	drains := r.Scale

@@ -10,13 +10,13 @@ import (
 	"time"
 )
 
-// TestRunSmall runs the standalone stages of the benchmark on a small backlog against
+// TestRunSmall runs the default stages of the benchmark on a small backlog against
 // fresh servers and the real daemon binary: the command works end to end,
 // every drain stores exactly its backlog (Run fails otherwise), and the
 // report has every row. The numbers themselves are not checked.
 func TestRunSmall(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the daemon and runs five drains")
+		t.Skip("builds the daemon and runs seven drains")
 	}
 	requireServers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -25,12 +25,12 @@ func TestRunSmall(t *testing.T) {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	rep, err := Run(ctx, Config{Entries: 3000, LatencyDuration: 3 * time.Second, WorkDir: t.TempDir(),
-		Stages: []string{StageBaseline, StageDrain, StageLatency, StageScale}}, log)
+	rep, err := Run(ctx, Config{Entries: 3000, MemoryEntries: 4000, ScaleEntries: 2000, LatencyDuration: 3 * time.Second, WorkDir: t.TempDir(),
+		Stages: DefaultStages}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Baseline == nil || rep.Drain == nil || rep.Latency == nil || rep.scale("1-stream") == nil || rep.scale("1000-streams") == nil || rep.scale("2-replicas") == nil {
+	if rep.Baseline == nil || rep.Drain == nil || rep.Latency == nil || rep.scale("1-stream") == nil || rep.scale("1000-streams") == nil || rep.scale("1-replica") == nil || rep.scale("2-replicas") == nil || rep.scale("1M-backlog") == nil {
 		t.Fatalf("missing stages: %+v", rep)
 	}
 	if rep.Latency.Entries == 0 || len(rep.Latency.Acked) != rep.Latency.Entries {
@@ -45,7 +45,7 @@ func TestRunSmall(t *testing.T) {
 	if err := rep.Markdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"sink baseline", "| drain |", "| 1-stream |", "| 1000-streams |", "| 2-replicas |", "XADD reply → acknowledged", "1000 streams (50 tenants × 20 topics) vs 1 stream", "2 daemon replicas vs 1"} {
+	for _, want := range []string{"sink baseline", "| drain |", "| 1-stream |", "| 1000-streams |", "| 1-replica |", "| 2-replicas |", "| 1M-backlog |", "daemon peak RSS (VmHWM) while draining", "XADD reply → acknowledged", "1000 streams (50 tenants × 20 topics) vs 1 stream", "2 daemon replicas vs 1"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
