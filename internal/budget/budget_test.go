@@ -118,16 +118,23 @@ func TestFIFO(t *testing.T) {
 		t.Fatalf("waiter %d overtook the head of the queue", i)
 	case <-time.After(50 * time.Millisecond):
 	}
-	b.Release(80)
+	// 60 more free: the head (80) fits, the 10s behind it do not.
+	b.Release(60)
+	select {
+	case i := <-order:
+		if i != 0 {
+			t.Fatalf("waiter %d granted first, want the 80-byte head", i)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("head not granted")
+	}
+	select {
+	case i := <-order:
+		t.Fatalf("waiter %d granted beyond the budget", i)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Release(20)
 	wg.Wait()
-	close(order)
-	var got []int
-	for i := range order {
-		got = append(got, i)
-	}
-	if len(got) != 3 || got[0] != 0 {
-		t.Fatalf("grant order %v, want the 80-byte waiter first", got)
-	}
 	if u := b.Used(); u != 100 {
 		t.Fatalf("used %d, want 100", u)
 	}
