@@ -195,6 +195,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		}
 		defer fs.Stop()
 		env.RedisURL, env.MongoURI = rs.URL, fs.URL
+		env.ServerPids = map[string]int{"FerretDB": fs.Pid(), "redis-server": rs.Pid()}
 		rep.Servers = "fresh redis-server and FerretDB (bin/ferretdb, SQLite backend) on loopback, started by the benchmark"
 	} else {
 		rep.Servers = "given servers: " + redactedURL(cfg.RedisURL) + ", " + redactedURL(cfg.MongoURI)

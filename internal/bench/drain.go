@@ -33,6 +33,21 @@ type Env struct {
 	// DaemonEnv is added to every daemon's environment.
 	DaemonEnv map[string]string
 	Log       *slog.Logger
+	// ServerPids are the processes of the servers the benchmark started
+	// (name → pid), whose CPU the steady stage reports; empty for given
+	// servers.
+	ServerPids map[string]int
+}
+
+// serverCPU reads the CPU time of each started server.
+func (e *Env) serverCPU() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range e.ServerPids {
+		if u, err := ReadUsage(pid); err == nil {
+			out[name] = u.CPU
+		}
+	}
+	return out
 }
 
 // DrainResult is one drain of a backlog.

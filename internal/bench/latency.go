@@ -36,6 +36,10 @@ type LatencyResult struct {
 	// Flush is the daemons' bulk-write durations during the stage
 	// (persister_flush_duration_seconds, successful writes).
 	Flush Histogram
+	// ServerCPU is the CPU time of each started server during the stage.
+	ServerCPU map[string]time.Duration
+	// Wall is the stage's elapsed time, for CPU shares.
+	Wall time.Duration
 }
 
 // Quantile returns the q-quantile (nearest rank) of the Acked latencies.
@@ -77,6 +81,7 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 	if err != nil {
 		return res, err
 	}
+	srv0, began := e.serverCPU(), time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(probes)
@@ -152,6 +157,13 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 		return res, err
 	}
 	res.CPU = cpu1 - cpu0
+	res.Wall = time.Since(began)
+	res.ServerCPU = map[string]time.Duration{}
+	for name, c := range e.serverCPU() {
+		if c0, ok := srv0[name]; ok {
+			res.ServerCPU[name] = c - c0
+		}
+	}
 	flush1, err := flushes(ctx, ds)
 	if err != nil {
 		return res, err

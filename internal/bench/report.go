@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
 	"runtime"
@@ -231,6 +232,15 @@ func (r *Report) Markdown(w io.Writer) error {
 	if l := r.Latency; l != nil && l.Entries > 0 {
 		fmt.Fprintf(&b, "\nSteady load: target %s/s, achieved %s/s; daemon CPU %.1f µs/entry at that rate; XADD → acknowledged p90 %.1f ms, p95 %.1f ms, p99.9 %.1f ms (acknowledgement seen by polling Redis every %s; an entry counts once every older entry of its stream is acknowledged too).\n",
 			num(l.Target), num(l.Achieved), us(l.CPU/time.Duration(l.Entries)), ms(l.Quantile(.9)), ms(l.Quantile(.95)), ms(l.Quantile(.999)), ackPoll)
+	}
+	if l := r.Latency; l != nil && l.Wall > 0 && len(l.ServerCPU) > 0 {
+		names := slices.Sorted(maps.Keys(l.ServerCPU))
+		parts := []string{fmt.Sprintf("the daemon %.0f%%", 100*l.CPU.Seconds()/l.Wall.Seconds())}
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*l.ServerCPU[n].Seconds()/l.Wall.Seconds()))
+		}
+		fmt.Fprintf(&b, "\nCPU during the steady load, in %% of one core (the machine has %d): %s; the benchmark's producer and acknowledgement poller take part of the rest.\n",
+			r.Machine.Cores, strings.Join(parts, ", "))
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "\n%s\n", n)
