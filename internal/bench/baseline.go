@@ -107,13 +107,9 @@ func Baseline(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, 
 		return res, err
 	}
 	res.Elapsed = time.Since(start)
-	var stored int64
-	for _, t := range l.TenantIDs() {
-		c, err := mc.Database(DBName(t)).Collection(config.CollMessages).CountDocuments(ctx, bson.D{})
-		if err != nil {
-			return res, fmt.Errorf("count baseline documents: %w", err)
-		}
-		stored += c
+	stored, err := countStored(ctx, mc, l)
+	if err != nil {
+		return res, fmt.Errorf("count baseline documents: %w", err)
 	}
 	if stored != int64(n) {
 		return res, fmt.Errorf("baseline: %d documents stored, want %d", stored, n)

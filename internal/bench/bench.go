@@ -238,7 +238,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 			method string
 			n      int
 			to     **BaselineResult
-		}{{BaselineCommand, cfg.ScaleEntries, &rep.Baseline}, {BaselineInsertMany, max(cfg.ScaleEntries/4, 1), &rep.BaselineInsertMany}} {
+		}{{BaselineCommand, cfg.ScaleEntries, &rep.Baseline}, {BaselineInsertMany, max(cfg.ScaleEntries/10, 1), &rep.BaselineInsertMany}} {
 			log.Info("sink baseline", "method", m.method, "docs", m.n, "batch", cfg.Batch, "writers", cfg.Writers)
 			b, err := Baseline(ctx, mc, Mixed, m.n, cfg.PayloadBytes, cfg.Batch, cfg.Writers, m.method)
 			if err != nil {
@@ -302,7 +302,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 		log.Info("steady latency done", "entries", l.Entries, "probes", len(l.Visible),
 			"p50_ms", ms(l.Quantile(.5)), "p99_ms", ms(l.Quantile(.99)), "max_ms", ms(l.Quantile(1)))
 		// The same at half that rate, for the shape of the curve.
-		low, err := env.Latency(ctx, Mixed, running, rate/2, cfg.LatencyDuration/2, 0, cfg.Entries+l.Entries+1000)
+		low, err := env.Latency(ctx, Mixed, running, rate/2, cfg.LatencyDuration/3, 0, cfg.Entries+l.Entries+1000)
 		if err != nil {
 			return nil, err
 		}

@@ -232,7 +232,7 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 		res.PeakRSS = max(res.PeakRSS, u.PeakRSS)
 	}
 	stopDuring()
-	stored, err := e.countStored(ctx, l)
+	stored, err := countStored(ctx, e.Mongo, l)
 	if err != nil {
 		return fail(err)
 	}
@@ -247,10 +247,22 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 	return res, nil, StopAll(ds)
 }
 
-func (e *Env) countStored(ctx context.Context, l Layout) (int64, error) {
+// countStored counts the messages documents of the layout's databases with
+// collStats (FerretDB answers it from SQLite's own count in a fraction of a
+// second; a counting query scans every document, about a minute per 200k
+// here), falling back to CountDocuments where collStats is refused.
+func countStored(ctx context.Context, mc *mongo.Client, l Layout) (int64, error) {
 	var total int64
 	for _, t := range l.TenantIDs() {
-		n, err := e.Mongo.Database(DBName(t)).Collection(config.CollMessages).CountDocuments(ctx, bson.D{})
+		db := mc.Database(DBName(t))
+		var st struct {
+			Count int64 `bson:"count"`
+		}
+		if err := db.RunCommand(ctx, bson.D{{Key: "collStats", Value: config.CollMessages}}).Decode(&st); err == nil {
+			total += st.Count
+			continue
+		}
+		n, err := db.Collection(config.CollMessages).CountDocuments(ctx, bson.D{})
 		if err != nil {
 			return 0, fmt.Errorf("count %s: %w", DBName(t), err)
 		}
