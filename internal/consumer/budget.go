@@ -44,8 +44,13 @@ const minRead = 32
 const defaultEntryBytes = 2048
 
 // reserve acquires the budget for the next read: r.want entries of the mean
-// size seen so far.
+// size seen so far, at most a quarter of the budget (so that with a small
+// budget the tenants' reads still interleave instead of each waiting for an
+// empty budget).
 func (r *Reader) reserve(ctx context.Context) (int64, error) {
+	if l := r.cfg.Budget.Limit(); l > 0 {
+		r.want = int(min(int64(r.want), max(1, l/4/r.meanBytes)))
+	}
 	n := int64(r.want) * r.meanBytes
 	if err := r.cfg.Budget.Acquire(ctx, n); err != nil {
 		return 0, err
