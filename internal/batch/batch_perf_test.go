@@ -175,17 +175,20 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, kind string) float64
 // slotSink is a sink with one write slot that records the most writes ever
 // in flight together.
 type slotSink struct {
-	slot     chan struct{}
+	slotChan
 	mu       sync.Mutex
 	inflight int
 	peak     int
 	delay    time.Duration
 }
 
-func (s *slotSink) Slot(ctx context.Context, _ string) (func(), error) {
+// slotChan is a Slotter with cap(s) write slots.
+type slotChan chan struct{}
+
+func (s slotChan) Slot(ctx context.Context, _ string) (func(), error) {
 	select {
-	case s.slot <- struct{}{}:
-		return func() { <-s.slot }, nil
+	case s <- struct{}{}:
+		return func() { <-s }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -216,7 +219,7 @@ func (s *slotSink) Insert(ctx context.Context, _, _ string, docs [][]byte) ([]si
 func TestSlotsBoundWritesAcrossBatchersOutsideTheTimeout(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, "test")
-	s := &slotSink{slot: make(chan struct{}, 1), delay: 60 * time.Millisecond}
+	s := &slotSink{slotChan: make(slotChan, 1), delay: 60 * time.Millisecond}
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for tn := range 3 {

@@ -20,25 +20,16 @@ import (
 // gatedSink is a Slotter sink with one write slot: every Insert blocks
 // until the test lets it through, and records its size.
 type gatedSink struct {
-	slots chan struct{}
-	gate  chan struct{}
-	fail  bool
+	slotChan
+	gate chan struct{}
+	fail bool
 
 	mu    sync.Mutex
 	sizes []int
 }
 
 func newGatedSink() *gatedSink {
-	return &gatedSink{slots: make(chan struct{}, 1), gate: make(chan struct{})}
-}
-
-func (s *gatedSink) Slot(ctx context.Context, _ string) (func(), error) {
-	select {
-	case s.slots <- struct{}{}:
-		return func() { <-s.slots }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return &gatedSink{slotChan: make(slotChan, 1), gate: make(chan struct{})}
 }
 
 func (s *gatedSink) Insert(ctx context.Context, _, _ string, docs [][]byte) ([]sink.Result, error) {

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"strings"
 	"testing"
 )
@@ -14,10 +13,7 @@ func TestMemorySettings(t *testing.T) {
 	if c.Persister.MaxInflightBytes != 8<<20 || c.Persister.MemoryLimit != 0 {
 		t.Errorf("defaults = %d / %d, want 8 MiB / 0 (auto)", c.Persister.MaxInflightBytes, c.Persister.MemoryLimit)
 	}
-	for _, tc := range []struct {
-		env     map[string]string
-		wantErr string // "" = valid
-	}{
+	checkEnvCases(t, []envCase{
 		{map[string]string{"PERSISTER_MAX_INFLIGHT_BYTES": "1048576", "PERSISTER_MEMORY_LIMIT": "-1"}, ""},
 		{map[string]string{"PERSISTER_MEMORY_LIMIT": "25165824"}, ""}, // 8 MiB + 16 MiB
 		{map[string]string{"PERSISTER_MAX_INFLIGHT_BYTES": "0"}, "PERSISTER_MAX_INFLIGHT_BYTES"},
@@ -25,15 +21,7 @@ func TestMemorySettings(t *testing.T) {
 		{map[string]string{"PERSISTER_MAX_INFLIGHT_BYTES": "8MiB"}, "PERSISTER_MAX_INFLIGHT_BYTES"},
 		{map[string]string{"PERSISTER_MEMORY_LIMIT": "-2"}, "PERSISTER_MEMORY_LIMIT"},
 		{map[string]string{"PERSISTER_MEMORY_LIMIT": "25165823"}, "PERSISTER_MEMORY_LIMIT"},
-	} {
-		_, err := load(t, tc.env)
-		switch {
-		case tc.wantErr == "" && err != nil:
-			t.Errorf("%v: got %v, want valid", tc.env, err)
-		case tc.wantErr != "" && (err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr)):
-			t.Errorf("%v: got %v, want ErrInvalid naming %s", tc.env, err, tc.wantErr)
-		}
-	}
+	})
 }
 
 func TestSoftMemoryLimit(t *testing.T) {

@@ -41,13 +41,7 @@ func TestMemoryBudgetBoundsEntriesInHand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ms.Pause(t)
-	paused := true
-	defer func() {
-		if paused {
-			ms.Resume(t)
-		}
-	}()
+	resume := pauseMongo(t, ms)
 	run := e2e.Start(t, e2e.Env(t, rs.URL, ms.URI, tenants, map[string]string{
 		"PERSISTER_METRICS_INTERVAL":   "200ms",
 		"PERSISTER_MAX_INFLIGHT_BYTES": fmt.Sprint(budget),
@@ -98,8 +92,7 @@ func TestMemoryBudgetBoundsEntriesInHand(t *testing.T) {
 	}
 	t.Logf("MongoDB stopped: %v of %d entries read, %v bytes in hand of a %d-byte budget", read, n, held, budget)
 
-	ms.Resume(t)
-	paused = false
+	resume()
 	// Once everything is stored, what is left held is the reservations of
 	// the idle readers' blocking reads: 32 entries each (one reader per
 	// tenant), never the entries themselves.

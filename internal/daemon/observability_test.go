@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,6 +172,16 @@ func waitAddr(t *testing.T, r *e2e.Running) string {
 	return addr
 }
 
+// pauseMongo stops the server (SIGSTOP) and returns resume, to be called
+// once; a test that ends before calling it has the server resumed at
+// cleanup.
+func pauseMongo(t *testing.T, ms *testenv.Mongo) (resume func()) {
+	ms.Pause(t)
+	resume = sync.OnceFunc(func() { ms.Resume(t) })
+	t.Cleanup(resume)
+	return resume
+}
+
 func obsMessages(tenants []string, topics []string, n int) []publisher.Message {
 	out := make([]publisher.Message, n)
 	for i := range out {
@@ -214,13 +225,7 @@ func TestMetricsFollowABacklogDraining(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ms.Pause(t)
-	paused := true
-	defer func() {
-		if paused {
-			ms.Resume(t)
-		}
-	}()
+	resume := pauseMongo(t, ms)
 	run := e2e.Start(t, e2e.Env(t, rs.URL, ms.URI, tenants, map[string]string{"PERSISTER_METRICS_INTERVAL": "200ms"}))
 	addr := waitAddr(t, run)
 
@@ -253,8 +258,7 @@ func TestMetricsFollowABacklogDraining(t *testing.T) {
 		t.Errorf("/readyz with MongoDB stopped = %d %s, want 503 naming the tenants", code, body)
 	}
 
-	ms.Resume(t)
-	paused = false
+	resume()
 	var drained obsScrape
 	maxAge := backlog.max("persister_oldest_unacked_age_seconds")
 	e2e.Eventually(t, 120*time.Second, "lag, pending and oldest age at 0 and every entry stored", func() (bool, string) {
