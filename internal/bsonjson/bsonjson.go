@@ -45,6 +45,10 @@ func (e *SyntaxError) Error() string {
 type Result struct {
 	// EscapedKeys is true when at least one key was escaped.
 	EscapedKeys bool
+	// Replaced is true when a string (or key) held text with no exact
+	// UTF-8 form, a lone UTF-16 surrogate escape such as \ud83c or bytes
+	// that are not UTF-8, and U+FFFD was stored in its place.
+	Replaced bool
 }
 
 // BSON element types used here.
@@ -72,7 +76,7 @@ func AppendElement(dst []byte, key string, src []byte) ([]byte, Result, error) {
 	if e.pos != len(e.src) {
 		return dst[:start], Result{}, e.errorf("unexpected %q after the value", e.src[e.pos])
 	}
-	return e.dst, Result{EscapedKeys: e.escaped}, nil
+	return e.dst, Result{EscapedKeys: e.escaped, Replaced: e.replaced}, nil
 }
 
 // Valid reports whether src is one well-formed JSON value (and nothing else).
@@ -82,11 +86,12 @@ func Valid(src []byte) bool {
 }
 
 type encoder struct {
-	src     []byte
-	pos     int
-	dst     []byte
-	escaped bool
-	scratch []byte
+	src      []byte
+	pos      int
+	dst      []byte
+	escaped  bool
+	replaced bool
+	scratch  []byte
 }
 
 func (e *encoder) errorf(format string, a ...any) error {
@@ -260,8 +265,9 @@ func (e *encoder) stringValue() error {
 }
 
 // decodeString parses the JSON string at e.pos and appends its UTF-8 bytes
-// to buf. Invalid UTF-8 and lone surrogates become U+FFFD, as JavaScript's
-// encoder would write them.
+// to buf. Invalid UTF-8 and lone surrogates become U+FFFD (the closest
+// UTF-8 text; BSON strings must be UTF-8), and the encoder notes it in
+// Result.Replaced so that the caller keeps the exact text beside the value.
 func (e *encoder) decodeString(buf []byte) ([]byte, error) {
 	e.pos++ // opening quote
 	for {
@@ -283,6 +289,7 @@ func (e *encoder) decodeString(buf []byte) ([]byte, error) {
 			r, size := utf8.DecodeRune(e.src[e.pos:])
 			if r == utf8.RuneError && size <= 1 {
 				buf = utf8.AppendRune(buf, utf8.RuneError)
+				e.replaced = true
 				e.pos++
 				continue
 			}
@@ -331,6 +338,7 @@ func (e *encoder) decodeString(buf []byte) ([]byte, error) {
 							e.pos -= 6
 						}
 						r = utf8.RuneError
+						e.replaced = true
 					}
 				}
 				buf = utf8.AppendRune(buf, r)

@@ -222,3 +222,35 @@ func BenchmarkAppendElement1KB(b *testing.B) {
 		}
 	}
 }
+
+// TestReplaced: text with no exact UTF-8 form (lone surrogate escapes as
+// JavaScript's JSON.stringify writes them, bytes that are not UTF-8, in
+// values and in keys) is replaced by U+FFFD and reported; everything else,
+// including an escaped U+FFFD and a proper surrogate pair, is not.
+func TestReplaced(t *testing.T) {
+	tests := []struct {
+		src  string
+		want bool
+	}{
+		{`"\ud83c"`, true},                 // high surrogate alone ('😀'.slice(0,1))
+		{`"\ude00x"`, true},                // low surrogate alone
+		{`"\ud83c\u0041"`, true},           // high surrogate followed by a non-surrogate
+		{`{"k\udc00":1}`, true},            // in a key
+		{`[1,{"a":["\ud800"]}]`, true},     // deep
+		{"\"a\xffb\"", true},               // not UTF-8
+		{`"\ud83d\ude00"`, false},          // a proper pair
+		{`"\ufffd"`, false},                // U+FFFD written by the app is exact
+		{"\"\xef\xbf\xbd\"", false},        // so is its UTF-8 form
+		{`{"trace.id":"x","$m":1}`, false}, // escaped keys are another matter
+	}
+	for _, tt := range tests {
+		_, res, err := decode(t, tt.src)
+		if err != nil {
+			t.Errorf("%q: %v", tt.src, err)
+			continue
+		}
+		if res.Replaced != tt.want {
+			t.Errorf("%q: Replaced = %v, want %v", tt.src, res.Replaced, tt.want)
+		}
+	}
+}

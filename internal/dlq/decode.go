@@ -12,11 +12,8 @@ package dlq
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
@@ -100,7 +97,7 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 	dst = bsoncore.AppendStringElement(dst, "_id", docID)
 	dst = bsoncore.AppendStringElement(dst, "topic", key.Name)
 	if orig, ok := field("originalMsgId"); ok {
-		if _, err := message.IDTime(orig); err != nil || !isStreamID(orig) {
+		if _, err := message.IDTime(orig); err != nil || !message.IsStreamID(orig) {
 			defects = append(defects, DefectOriginalIDInvalid)
 		}
 		dst = bsoncore.AppendStringElement(dst, "msgId", orig)
@@ -119,10 +116,10 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 	}
 
 	if h, ok := field("headers"); ok {
-		var d message.Defect
-		dst, d = message.AppendHeaders(dst, "headers", h)
-		if d != "" {
-			defects = append(defects, d)
+		var ds []message.Defect
+		dst, ds = message.AppendHeaders(dst, "headers", h)
+		if len(ds) > 0 {
+			defects = append(defects, ds...)
 			raw["headers"] = h
 		}
 	} else {
@@ -163,7 +160,7 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 		dst = bsoncore.AppendInt64Element(dst, "deliveries", n)
 	}
 
-	dst = appendExtraFields(dst, values, dlqFields)
+	dst = message.AppendExtraFields(dst, values, dlqFields)
 	dst = message.AppendSystem(dst, now, defects, raw)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	if len(dst) > message.MaxDocBytes {
@@ -172,62 +169,6 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 	return message.Doc{ID: docID, Raw: dst, Defects: defects}, nil
 }
 
-// isStreamID reports whether s is a complete stream id "ms-seq".
-func isStreamID(s string) bool {
-	ms, seq, ok := strings.Cut(s, "-")
-	return ok && isDigits(ms) && isDigits(seq)
-}
-
-func isDigits(s string) bool {
-	if s == "" || len(s) > 20 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// appendExtraFields keeps, verbatim, the fields Chronow does not write today
-// (the same way message does for topic entries).
-func appendExtraFields(dst []byte, values message.Fields, known map[string]bool) []byte {
-	var extra []string
-	for name := range values {
-		if !known[name] {
-			extra = append(extra, name)
-		}
-	}
-	if len(extra) == 0 {
-		return dst
-	}
-	sort.Strings(extra)
-	eidx, d := bsoncore.AppendDocumentElementStart(dst, "extraFields")
-	for _, name := range extra {
-		d = bsoncore.AppendStringElement(d, escapeFieldName(name), fmt.Sprint(values[name]))
-	}
-	dst, _ = bsoncore.AppendDocumentEnd(d, eidx)
-	return dst
-}
-
 func appendEmptyDoc(dst []byte, name string) []byte {
 	return bsoncore.AppendDocumentElement(dst, name, []byte{5, 0, 0, 0, 0})
-}
-
-// escapeFieldName makes a Redis field name safe as a BSON key the way
-// message and bsonjson do ('$' → U+FF04, '.' → U+FF0E, NUL → U+2400); a name
-// that is not UTF-8 (which servers refuse as a key) is Go-quoted.
-func escapeFieldName(n string) string {
-	if n == "" {
-		return "\u2400empty"
-	}
-	if !utf8.ValidString(n) {
-		n = strconv.Quote(n)
-	}
-	if strings.HasPrefix(n, "$") {
-		n = "\uFF04" + n[1:]
-	}
-	n = strings.ReplaceAll(n, ".", "\uFF0E")
-	return strings.ReplaceAll(n, "\x00", "\u2400")
 }

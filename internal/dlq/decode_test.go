@@ -95,6 +95,21 @@ func TestBuild(t *testing.T) {
 			},
 		},
 		{
+			name: "lone surrogates and dotted header names (as Chronow writes them)",
+			values: with(func(v map[string]any) {
+				v["payload"] = `{"s":"cut \ud83c"}`
+				v["headers"] = `{"trace.id":"t","$m":"\ud83c"}`
+			}),
+			defects: []message.Defect{message.DefectHeadersKeysEscaped, message.DefectHeadersUnicode, message.DefectPayloadUnicode},
+			check: func(t *testing.T, d bson.M) {
+				eq(t, d["payload"].(bson.M), "s", "cut \uFFFD")
+				eq(t, d, "headers", bson.M{"trace\uFF0Eid": "t", "\uFF04m": "\uFFFD"})
+				raw := d["_system"].(bson.M)["raw"].(bson.M)
+				eq(t, raw, "payload", `{"s":"cut \ud83c"}`)
+				eq(t, raw, "headers", `{"trace.id":"t","$m":"\ud83c"}`)
+			},
+		},
+		{
 			name:    "headers not json",
 			values:  with(func(v map[string]any) { v["headers"] = "nope" }),
 			defects: []message.Defect{message.DefectHeadersNotJSON},
@@ -302,7 +317,7 @@ func TestPoisonIDNeverChronowID(t *testing.T) {
 	// A Chronow dead letter's _id ends with a stream id.
 	for _, id := range []string{PoisonID(k, "1-0"), RefusedID(k, "1-0")} {
 		_, last, _ := strings.Cut(id[strings.LastIndex(id, ":")+1:], "")
-		if isStreamID(last) {
+		if message.IsStreamID(last) {
 			t.Errorf("%q ends like a stream id", id)
 		}
 	}

@@ -179,10 +179,10 @@ func (e entryDoc) build() ([]byte, error) {
 		}
 	}
 	if h, ok := get("headers"); ok {
-		var d message.Defect
-		dst, d = message.AppendHeaders(dst, "headers", h)
-		if d != "" {
-			defects = append(defects, d)
+		var ds []message.Defect
+		dst, ds = message.AppendHeaders(dst, "headers", h)
+		if len(ds) > 0 {
+			defects = append(defects, ds...)
 		} else {
 			used["headers"] = true
 		}
@@ -281,7 +281,7 @@ func (e entryDoc) appendSystem(dst []byte, defects []message.Defect, raw map[str
 		sort.Strings(names)
 		oidx, d := bsoncore.AppendDocumentElementStart(dst, "offloaded")
 		for _, n := range names {
-			d = appendRef(d, escapeFieldName(n), e.offloaded[n])
+			d = appendRef(d, message.EscapeFieldName(n), e.offloaded[n])
 		}
 		dst, _ = bsoncore.AppendDocumentEnd(d, oidx)
 	}
@@ -297,7 +297,7 @@ func appendStringMap(dst []byte, name string, m map[string]string) []byte {
 	sort.Strings(names)
 	ridx, d := bsoncore.AppendDocumentElementStart(dst, name)
 	for _, n := range names {
-		d = bsoncore.AppendStringElement(d, escapeFieldName(n), m[n])
+		d = bsoncore.AppendStringElement(d, message.EscapeFieldName(n), m[n])
 	}
 	dst, _ = bsoncore.AppendDocumentEnd(d, ridx)
 	return dst

@@ -69,5 +69,14 @@ func goldenCases() []goldenCase {
 		{"extra not string", "1-24", with(base, "count", 3)},
 		{"everything missing", "1-25", map[string]any{}},
 		{"only extras", "1-26", map[string]any{"a": "1", "b": "2"}},
+		// What Chronow v0.9.6 writes beyond a plain publish.
+		{"retry", "1-27", map[string]any{"payload": `{"n":9007199254740992}`, "headers": `{}`, "retryOf": "1732561200123-7", "attempt": "2"}},
+		{"retry attempt invalid", "1-28", map[string]any{"payload": `1`, "headers": `{}`, "retryOf": "1732561200123-7", "attempt": "two"}},
+		{"retry without retryOf", "1-29", map[string]any{"payload": `1`, "headers": `{}`, "attempt": "1"}},
+		{"retry of invalid", "1-30", map[string]any{"payload": `1`, "headers": `{}`, "retryOf": "x", "attempt": "1"}},
+		{"lone surrogate payload", "1-31", ok(`{"s":"\ud83c","k\udc00":1}`)},
+		{"lone surrogate header", "1-32", with(base, "headers", `{"name":"\ud83c"}`)},
+		{"payload not utf8", "1-33", with(with(ok("a\xffb"), "size", "3"), "hash", goldenSHA("a\xffb"))},
+		{"dotted header", "1-34", with(base, "headers", `{"trace.id":"t-1"}`)},
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
@@ -44,6 +45,21 @@ const (
 	DefectHashMismatch     Defect = "hash_mismatch"
 	DefectPublishedAtBad   Defect = "published_at_invalid"
 	DefectFieldNotString   Defect = "field_not_string"
+
+	// Text with no exact UTF-8 form (a lone UTF-16 surrogate escape as
+	// JavaScript writes it, or bytes that are not UTF-8): stored with U+FFFD
+	// in its place, the exact text in _system.raw.
+	DefectPayloadUnicode Defect = "payload_unicode_replaced"
+	DefectHeadersUnicode Defect = "headers_unicode_replaced"
+	// Header names starting with '$' or holding '.' or NUL, escaped like
+	// payload keys (DefectKeysEscaped).
+	DefectHeadersKeysEscaped Defect = "headers_keys_escaped"
+
+	// Retry entries (retryOf and attempt instead of hash, size, publishedAt).
+	DefectRetryOfMissing Defect = "retry_of_missing"
+	DefectRetryOfInvalid Defect = "retry_of_invalid"
+	DefectAttemptMissing Defect = "attempt_missing"
+	DefectAttemptInvalid Defect = "attempt_invalid"
 )
 
 // Doc is one encoded document ready for an insert.
@@ -87,8 +103,21 @@ func (f Fields) Get(name string) (string, bool, bool) {
 	return s, true, isString
 }
 
-// topicFieldNames are the fields Chronow writes on a topic entry.
-var topicFieldNames = [...]string{"payload", "headers", "hash", "size", "publishedAt"}
+// topicFieldNames are the fields Chronow writes on a topic entry: the five
+// of a publish, then retryOf and attempt, which a retry entry (Chronow's
+// nack with requeue) carries instead of hash, size and publishedAt.
+var topicFieldNames = [...]string{"payload", "headers", "hash", "size", "publishedAt", "retryOf", "attempt"}
+
+// Indexes into topicFieldNames.
+const (
+	fPayload = iota
+	fHeaders
+	fHash
+	fSize
+	fPublishedAt
+	fRetryOf
+	fAttempt
+)
 
 // topicFieldIndex returns the index of name in topicFieldNames, or -1.
 func topicFieldIndex(name string) int {
@@ -114,47 +143,66 @@ const (
 	maxKeptBuf = 64 << 10
 )
 
-// Topic builds the messages document for a topic entry. It fails only when
-// the document cannot be stored at all (ErrTooLarge, or an invalid id).
+// Faults collects what is wrong with one entry: its defects, and the exact
+// text of every field a defect concerns (stored in _system.raw).
+type Faults struct {
+	Defects []Defect
+	Raw     map[string]string
+}
+
+// Add records a defect.
+func (f *Faults) Add(d ...Defect) { f.Defects = append(f.Defects, d...) }
+
+// Keep records the exact text of a field.
+func (f *Faults) Keep(name, text string) {
+	if f.Raw == nil {
+		f.Raw = map[string]string{}
+	}
+	f.Raw[name] = text
+}
+
+// topicEntry is a topic entry's fields sorted into Chronow's and the rest.
+type topicEntry struct {
+	known [len(topicFieldNames)]struct {
+		v  any
+		ok bool
+	}
+	extra  []string
+	values Fields
+	faults *Faults
+}
+
+// field returns a known field as text and whether it is present; a value
+// that is not a string is a defect and stored as its text.
+func (e *topicEntry) field(i int) (string, bool) {
+	f := e.known[i]
+	if !f.ok {
+		return "", false
+	}
+	s, isString := f.v.(string)
+	if !isString {
+		e.faults.Add(DefectFieldNotString)
+		s = fmt.Sprint(f.v)
+	}
+	return s, true
+}
+
+// Topic builds the messages document for a topic entry, a published one or
+// a retry. It fails only when the document cannot be stored at all
+// (ErrTooLarge, or an invalid id).
 func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Time) (Doc, error) {
 	seen, err := IDTime(id)
 	if err != nil {
 		return Doc{}, err
 	}
-	var defects []Defect
-	var raw map[string]string // fields kept verbatim because of a defect
-	keepRaw := func(name, text string) {
-		if raw == nil {
-			raw = map[string]string{}
-		}
-		raw[name] = text
-	}
-	// One pass over the fields: Chronow's five, and the rest kept as extras.
-	var (
-		known [len(topicFieldNames)]struct {
-			v  any
-			ok bool
-		}
-		extra []string
-	)
-	for name, v := range values {
+	var faults Faults
+	e := topicEntry{values: values, faults: &faults}
+	for name, v := range values { // one pass: Chronow's fields, and the rest kept as extras
 		if i := topicFieldIndex(name); i >= 0 {
-			known[i].v, known[i].ok = v, true
+			e.known[i].v, e.known[i].ok = v, true
 		} else {
-			extra = append(extra, name)
+			e.extra = append(e.extra, name)
 		}
-	}
-	field := func(name string) (string, bool) {
-		f := known[topicFieldIndex(name)]
-		if !f.ok {
-			return "", false
-		}
-		s, isString := f.v.(string)
-		if !isString {
-			defects = append(defects, DefectFieldNotString)
-			s = fmt.Sprint(f.v)
-		}
-		return s, true
 	}
 
 	docID := Identity(key.Namespace, key.Name, id)
@@ -167,99 +215,169 @@ func (b *Builder) Topic(key keyspace.Key, id string, values Fields, now time.Tim
 	dst = bsoncore.AppendStringElement(dst, "msgId", id)
 	dst = bsoncore.AppendStringElement(dst, "tenantId", key.Tenant)
 	dst = bsoncore.AppendStringElement(dst, "namespace", key.Namespace)
-
-	// headers
-	if h, ok := field("headers"); !ok {
-		defects = append(defects, DefectHeadersMissing)
-		dst = appendEmptyDoc(dst, "headers")
-	} else {
-		var d Defect
-		dst, d = AppendHeaders(dst, "headers", h)
-		if d != "" {
-			defects = append(defects, d)
-			keepRaw("headers", h)
-		}
-	}
-
-	// payload
-	payload, hasPayload := field("payload")
-	// The payload's bytes for the transcoder and the hash, which only read
-	// them: the string's own memory, not a copy (a 1 KB allocation per
-	// entry saved).
-	var pb []byte
-	if !hasPayload {
-		defects = append(defects, DefectPayloadMissing)
-		dst = bsoncore.AppendNullElement(dst, "payload")
-	} else {
-		pb = unsafe.Slice(unsafe.StringData(payload), len(payload))
-		var ds []Defect
-		dst, ds = appendPayload(dst, "payload", payload, pb)
-		if len(ds) > 0 {
-			defects = append(defects, ds...)
-			keepRaw("payload", payload)
-		}
-	}
+	dst = e.appendHeaders(dst)
+	dst, payload, hasPayload := e.appendPayload(dst)
 	dst = bsoncore.AppendDateTimeElement(dst, "firstSeenAt", seen.UnixMilli())
 	dst = bsoncore.AppendInt64Element(dst, "size", int64(len(payload)))
-
-	if s, ok := field("size"); ok {
-		n, err := strconv.ParseInt(s, 10, 64)
-		switch {
-		case err != nil:
-			defects = append(defects, DefectSizeInvalid)
-			keepRaw("size", s)
-		case hasPayload && n != int64(len(payload)):
-			defects = append(defects, DefectSizeMismatch)
-			keepRaw("size", s)
-		}
-	} else {
-		defects = append(defects, DefectSizeInvalid)
-	}
-	if h, ok := field("hash"); !ok {
-		defects = append(defects, DefectHashMissing)
-	} else {
-		if hasPayload && !hashMatches(h, pb) {
-			defects = append(defects, DefectHashMismatch)
-		}
-		dst = bsoncore.AppendStringElement(dst, "hash", h)
-	}
-	if p, ok := field("publishedAt"); ok {
-		if t, err := time.Parse(time.RFC3339Nano, p); err == nil {
-			dst = bsoncore.AppendDateTimeElement(dst, "publishedAt", t.UnixMilli())
-		} else {
-			defects = append(defects, DefectPublishedAtBad)
-			keepRaw("publishedAt", p)
-		}
-	} else {
-		defects = append(defects, DefectPublishedAtBad)
-	}
-
-	// Fields Chronow does not write today are kept, never dropped.
-	if len(extra) > 0 {
-		sort.Strings(extra)
-		eidx, d := bsoncore.AppendDocumentElementStart(dst, "extraFields")
-		for _, name := range extra {
-			d = bsoncore.AppendStringElement(d, escapeFieldName(name), fmt.Sprint(values[name]))
-		}
-		dst, _ = bsoncore.AppendDocumentEnd(d, eidx)
-	}
-
-	dst = AppendSystem(dst, now, defects, raw)
+	dst = e.appendIntegrity(dst, payload, hasPayload)
+	dst = appendExtraFields(dst, values, e.extra)
+	dst = AppendSystem(dst, now, faults.Defects, faults.Raw)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	b.buf = dst
 	if cap(dst) > maxKeptBuf {
 		b.buf = nil
 	}
 	if len(dst) > MaxDocBytes {
-		return Doc{ID: docID, Defects: defects}, fmt.Errorf("entry %s: %d bytes: %w", id, len(dst), ErrTooLarge)
+		return Doc{ID: docID, Defects: faults.Defects}, fmt.Errorf("entry %s: %d bytes: %w", id, len(dst), ErrTooLarge)
 	}
 	out := make([]byte, len(dst))
 	copy(out, dst)
-	return Doc{ID: docID, Raw: out, Defects: defects}, nil
+	return Doc{ID: docID, Raw: out, Defects: faults.Defects}, nil
+}
+
+func (e *topicEntry) appendHeaders(dst []byte) []byte {
+	h, ok := e.field(fHeaders)
+	if !ok {
+		e.faults.Add(DefectHeadersMissing)
+		return appendEmptyDoc(dst, "headers")
+	}
+	dst, ds := AppendHeaders(dst, "headers", h)
+	if len(ds) > 0 {
+		e.faults.Add(ds...)
+		e.faults.Keep("headers", h)
+	}
+	return dst
+}
+
+// appendPayload appends the payload and returns its text.
+func (e *topicEntry) appendPayload(dst []byte) ([]byte, string, bool) {
+	payload, ok := e.field(fPayload)
+	if !ok {
+		e.faults.Add(DefectPayloadMissing)
+		return bsoncore.AppendNullElement(dst, "payload"), "", false
+	}
+	// The transcoder reads the string's own bytes, not a copy (a 1 KB
+	// allocation per entry saved).
+	pb := unsafe.Slice(unsafe.StringData(payload), len(payload))
+	dst, ds := appendPayload(dst, "payload", payload, pb)
+	if len(ds) > 0 {
+		e.faults.Add(ds...)
+		e.faults.Keep("payload", payload)
+	}
+	return dst, payload, true
+}
+
+// appendIntegrity appends what Chronow wrote about the payload: hash and
+// publishedAt of a published entry, retryOf and attempt of a retry entry
+// (which has no hash, size or publishedAt: their absence is no defect
+// there), checking each against the payload.
+func (e *topicEntry) appendIntegrity(dst []byte, payload string, hasPayload bool) []byte {
+	retry := e.known[fRetryOf].ok || e.known[fAttempt].ok
+	if s, ok := e.field(fSize); ok {
+		n, err := strconv.ParseInt(s, 10, 64)
+		switch {
+		case err != nil:
+			e.faults.Add(DefectSizeInvalid)
+			e.faults.Keep("size", s)
+		case hasPayload && n != int64(len(payload)):
+			e.faults.Add(DefectSizeMismatch)
+			e.faults.Keep("size", s)
+		}
+	} else if !retry {
+		e.faults.Add(DefectSizeInvalid)
+	}
+	if h, ok := e.field(fHash); ok {
+		if hasPayload && !hashMatches(h, unsafe.Slice(unsafe.StringData(payload), len(payload))) {
+			e.faults.Add(DefectHashMismatch)
+		}
+		dst = bsoncore.AppendStringElement(dst, "hash", h)
+	} else if !retry {
+		e.faults.Add(DefectHashMissing)
+	}
+	if p, ok := e.field(fPublishedAt); ok {
+		if t, err := time.Parse(time.RFC3339Nano, p); err == nil {
+			dst = bsoncore.AppendDateTimeElement(dst, "publishedAt", t.UnixMilli())
+		} else {
+			e.faults.Add(DefectPublishedAtBad)
+			e.faults.Keep("publishedAt", p)
+		}
+	} else if !retry {
+		e.faults.Add(DefectPublishedAtBad)
+	}
+	if !retry {
+		return dst
+	}
+	if r, ok := e.field(fRetryOf); ok {
+		if !IsStreamID(r) {
+			e.faults.Add(DefectRetryOfInvalid)
+		}
+		dst = bsoncore.AppendStringElement(dst, "retryOf", r)
+	} else {
+		e.faults.Add(DefectRetryOfMissing)
+		dst = bsoncore.AppendNullElement(dst, "retryOf")
+	}
+	if a, ok := e.field(fAttempt); !ok {
+		e.faults.Add(DefectAttemptMissing)
+		dst = bsoncore.AppendNullElement(dst, "attempt")
+	} else if n, err := strconv.ParseInt(a, 10, 64); err != nil || n < 0 {
+		e.faults.Add(DefectAttemptInvalid)
+		e.faults.Keep("attempt", a)
+		dst = bsoncore.AppendNullElement(dst, "attempt")
+	} else {
+		dst = bsoncore.AppendInt64Element(dst, "attempt", n)
+	}
+	return dst
+}
+
+// appendExtraFields keeps, as text, the fields Chronow does not write today
+// (never dropped), under their escaped names.
+func appendExtraFields(dst []byte, values Fields, extra []string) []byte {
+	if len(extra) == 0 {
+		return dst
+	}
+	sort.Strings(extra)
+	eidx, d := bsoncore.AppendDocumentElementStart(dst, "extraFields")
+	for _, name := range extra {
+		d = bsoncore.AppendStringElement(d, EscapeFieldName(name), fmt.Sprint(values[name]))
+	}
+	dst, _ = bsoncore.AppendDocumentEnd(d, eidx)
+	return dst
+}
+
+// AppendExtraFields appends, as text, every field of values that known does
+// not list (sorted by name; nothing when there is none).
+func AppendExtraFields(dst []byte, values Fields, known map[string]bool) []byte {
+	var extra []string
+	for name := range values {
+		if !known[name] {
+			extra = append(extra, name)
+		}
+	}
+	return appendExtraFields(dst, values, extra)
+}
+
+// IsStreamID reports whether s is a complete stream id "ms-seq".
+func IsStreamID(s string) bool {
+	ms, seq, ok := strings.Cut(s, "-")
+	return ok && isDigits(ms) && isDigits(seq)
+}
+
+func isDigits(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // AppendPayload appends a JSON text as a BSON value. Text that is not JSON
-// is stored as a string, with the defect saying so.
+// is stored as a string, with the defect saying so; text with no exact
+// UTF-8 form is stored with U+FFFD in its place and the defect saying so.
+// Whenever it returns a defect, the caller keeps the raw text.
 func AppendPayload(dst []byte, name, text string) ([]byte, []Defect) {
 	return appendPayload(dst, name, text, []byte(text))
 }
@@ -268,29 +386,46 @@ func AppendPayload(dst []byte, name, text string) ([]byte, []Defect) {
 func appendPayload(dst []byte, name, text string, src []byte) ([]byte, []Defect) {
 	out, res, err := bsonjson.AppendElement(dst, name, src)
 	if err != nil {
+		if !utf8.ValidString(text) {
+			return bsoncore.AppendStringElement(dst, name, strings.ToValidUTF8(text, "\uFFFD")),
+				[]Defect{DefectPayloadNotJSON, DefectPayloadUnicode}
+		}
 		return bsoncore.AppendStringElement(dst, name, text), []Defect{DefectPayloadNotJSON}
 	}
+	var ds []Defect
 	if res.EscapedKeys {
-		return out, []Defect{DefectKeysEscaped}
+		ds = append(ds, DefectKeysEscaped)
 	}
-	return out, nil
+	if res.Replaced {
+		ds = append(ds, DefectPayloadUnicode)
+	}
+	return out, ds
 }
 
 // AppendHeaders appends a headers JSON text, which must be an object. Other
-// text becomes an empty object and a defect; the caller keeps the raw text.
-func AppendHeaders(dst []byte, name, text string) ([]byte, Defect) {
+// text becomes an empty object and a defect. Header names are escaped like
+// payload keys, and text with no exact UTF-8 form is replaced, each with its
+// defect. Whenever it returns a defect, the caller keeps the raw text.
+func AppendHeaders(dst []byte, name, text string) ([]byte, []Defect) {
 	t := strings.TrimLeft(text, " \t\r\n")
 	if !strings.HasPrefix(t, "{") {
 		if bsonjson.Valid([]byte(text)) {
-			return appendEmptyDoc(dst, name), DefectHeadersNotObject
+			return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotObject}
 		}
-		return appendEmptyDoc(dst, name), DefectHeadersNotJSON
+		return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
 	}
-	out, _, err := bsonjson.AppendElement(dst, name, []byte(text))
+	out, res, err := bsonjson.AppendElement(dst, name, []byte(text))
 	if err != nil {
-		return appendEmptyDoc(dst, name), DefectHeadersNotJSON
+		return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
 	}
-	return out, ""
+	var ds []Defect
+	if res.EscapedKeys {
+		ds = append(ds, DefectHeadersKeysEscaped)
+	}
+	if res.Replaced {
+		ds = append(ds, DefectHeadersUnicode)
+	}
+	return out, ds
 }
 
 // AppendSystem appends the _system sub-document: createdAt, and when the
@@ -313,7 +448,7 @@ func AppendSystem(dst []byte, now time.Time, defects []Defect, raw map[string]st
 		sort.Strings(names)
 		ridx, d := bsoncore.AppendDocumentElementStart(dst, "raw")
 		for _, n := range names {
-			d = bsoncore.AppendStringElement(d, escapeFieldName(n), raw[n])
+			d = AppendText(d, EscapeFieldName(n), raw[n])
 		}
 		dst, _ = bsoncore.AppendDocumentEnd(d, ridx)
 	}
@@ -366,11 +501,25 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// escapeFieldName makes a Redis field name safe as a BSON key, the same way
-// bsonjson escapes payload keys.
-func escapeFieldName(n string) string {
+// AppendText appends text exactly: as a string when it is UTF-8, else as
+// binary data (subtype 0), since a BSON string must be UTF-8. Raw copies of
+// fields use it, so that they are always the exact bytes Redis held.
+func AppendText(dst []byte, name, text string) []byte {
+	if utf8.ValidString(text) {
+		return bsoncore.AppendStringElement(dst, name, text)
+	}
+	return bsoncore.AppendBinaryElement(dst, name, 0, []byte(text))
+}
+
+// EscapeFieldName makes a Redis field name safe as a BSON key the way
+// bsonjson escapes payload keys ('$' → U+FF04, '.' → U+FF0E, NUL → U+2400);
+// a name that is not UTF-8 (which servers refuse as a key) is Go-quoted.
+func EscapeFieldName(n string) string {
 	if n == "" {
 		return "\u2400empty"
+	}
+	if !utf8.ValidString(n) {
+		n = strconv.Quote(n)
 	}
 	if strings.HasPrefix(n, "$") {
 		n = "\uFF04" + n[1:]

@@ -119,6 +119,22 @@ func TestTopicDefects(t *testing.T) {
 		{"hash mismatch", func(f Fields) { f["hash"] = sha("other") }, []Defect{DefectHashMismatch}, ""},
 		{"hash missing", func(f Fields) { delete(f, "hash") }, []Defect{DefectHashMissing}, ""},
 		{"bad time", func(f Fields) { f["publishedAt"] = "yesterday" }, []Defect{DefectPublishedAtBad}, "publishedAt"},
+		{"lone surrogate in payload", func(f Fields) {
+			p := `{"cut":"\ud83c"}`
+			f["payload"] = p
+			f["size"] = itoa(len(p))
+			f["hash"] = sha(p)
+		}, []Defect{DefectPayloadUnicode}, "payload"},
+		{"lone surrogate in headers", func(f Fields) { f["headers"] = `{"h":"\udc00"}` }, []Defect{DefectHeadersUnicode}, "headers"},
+		{"dotted header name", func(f Fields) { f["headers"] = `{"trace.id":"1"}` }, []Defect{DefectHeadersKeysEscaped}, "headers"},
+		{"dollar header name", func(f Fields) { f["headers"] = `{"$h":"1"}` }, []Defect{DefectHeadersKeysEscaped}, "headers"},
+		{"retry attempt invalid", func(f Fields) {
+			delete(f, "hash")
+			delete(f, "size")
+			delete(f, "publishedAt")
+			f["retryOf"] = "1-0"
+			f["attempt"] = "x"
+		}, []Defect{DefectAttemptInvalid}, "attempt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,6 +158,30 @@ func TestTopicDefects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRetryEntry: a retry entry as Chronow's nack({requeue: true}) writes it
+// (payload, headers, retryOf, attempt; no hash, size, publishedAt) is a
+// normal entry: retryOf and attempt are fields of their own, no defect.
+func TestRetryEntry(t *testing.T) {
+	d, m := build(t, Fields{"payload": `{"a":1}`, "headers": `{}`, "retryOf": "1732561200123-0", "attempt": "3"})
+	if len(d.Defects) != 0 {
+		t.Fatalf("defects = %v, want none", d.Defects)
+	}
+	if m["retryOf"] != "1732561200123-0" || m["attempt"] != int64(3) {
+		t.Errorf("retryOf, attempt = %v (%T), %v (%T)", m["retryOf"], m["retryOf"], m["attempt"], m["attempt"])
+	}
+	for _, absent := range []string{"hash", "publishedAt", "extraFields"} {
+		if _, ok := m[absent]; ok {
+			t.Errorf("%s present: %v", absent, m[absent])
+		}
+	}
+	if m["size"] != int64(len(`{"a":1}`)) {
+		t.Errorf("size = %v", m["size"])
+	}
+	if _, ok := m["_system"].(bson.M)["defects"]; ok {
+		t.Errorf("_system.defects present on a retry entry")
 	}
 }
 
