@@ -45,6 +45,11 @@ type Observation struct {
 	Hash string
 	// Source is the path that captured it.
 	Source Source
+	// refusal is the server's error when the value itself was refused: the
+	// observation is then written as a rescue (val null, the exact text in
+	// _system.raw.val, defect refused_by_server), so the warm copy never
+	// silently keeps an older value.
+	refusal string
 }
 
 // millis returns the observation's Redis time in milliseconds since the epoch.

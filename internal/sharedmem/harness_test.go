@@ -158,6 +158,8 @@ type smDoc struct {
 		Tombstone     bool      `bson:"tombstone"`
 		DeletedAt     time.Time `bson:"deletedAt"`
 		Defects       []string  `bson:"defects"`
+		Raw           bson.M    `bson:"raw"`
+		Error         string    `bson:"error"`
 	} `bson:"_system"`
 }
 

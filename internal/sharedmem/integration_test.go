@@ -174,6 +174,38 @@ func TestExpiryKeepsWarmCopy(t *testing.T) {
 	}
 }
 
+// TestRefusedValueRescued: a value the server refuses (FerretDB refuses an
+// array nested directly in an array) replaces the warm copy with a rescue:
+// val null, the exact text, the server's error, counted; it never leaves
+// an older value standing silently. A later good value replaces the rescue.
+func TestRefusedValueRescued(t *testing.T) {
+	e := newEnv(t, 0)
+	e.start(e.config())
+	e.waitLive()
+
+	key := smKey("tenant-a", "app", "nested")
+	e.set(key, `{"ok":true}`, time.Hour)
+	e.waitVal("tenant-a", "app", "nested", "[{ok true}]")
+	const refused = `[1,[2,[3]]]`
+	e.set(key, refused, time.Hour)
+	var d *smDoc
+	eventually(t, 60*time.Second, "rescue stored", func() (bool, string) {
+		d = e.find("tenant-a", "app", "nested")
+		return d != nil && d.Val == nil && d.System.Hash == Hash([]byte(refused)), fmt.Sprintf("%+v", d)
+	})
+	if fmt.Sprint(d.System.Defects) != "["+DefectRefused+"]" || d.System.Raw["val"] != refused || d.System.Error == "" {
+		t.Errorf("rescue: defects %v raw %v error %q", d.System.Defects, d.System.Raw, d.System.Error)
+	}
+	if got := e.metric("persister_sm_values_written_total", "tenant", "tenant-a", "op", WrittenRescued); got != 1 {
+		t.Errorf("persister_sm_values_written_total{op=rescued} = %v, want 1", got)
+	}
+	e.set(key, `"fine again"`, time.Hour)
+	d = e.waitVal("tenant-a", "app", "nested", "fine again")
+	if len(d.System.Defects) != 0 || d.System.Raw != nil || d.System.Error != "" {
+		t.Errorf("after a good value: defects %v raw %v error %q, want none", d.System.Defects, d.System.Raw, d.System.Error)
+	}
+}
+
 // TestDeleteModes: a delete changes nothing in keep mode and sets a
 // tombstone in tombstone mode; a later set clears it.
 func TestDeleteModes(t *testing.T) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
@@ -31,6 +33,13 @@ var _ Databases = (*sink.Writer)(nil)
 const (
 	DefectNotJSON     = "val_not_json"
 	DefectKeysEscaped = "val_keys_escaped"
+	// DefectUnicode: text with no exact UTF-8 form (a lone UTF-16
+	// surrogate escape as JavaScript writes it, or bytes that are not
+	// UTF-8) was stored with U+FFFD in its place.
+	DefectUnicode = "val_unicode_replaced"
+	// DefectRefused: the server refused the value; val is null and
+	// _system.raw.val holds the exact text, _system.error the reason.
+	DefectRefused = "refused_by_server"
 )
 
 // opsPerCommand caps the updates sent in one command. FerretDB (v1, SQLite)
@@ -60,6 +69,9 @@ type writeOp struct {
 	update  bson.Raw
 	ident   bson.D // the document's identity: key, namespace, tenantId
 	version int64
+	// refusedBy is set by write when the outcome is outRefused: the
+	// server's error for this op.
+	refusedBy error
 }
 
 // buildOp turns an observation into its conditional upsert. retentionDays
@@ -92,18 +104,11 @@ func buildOp(o *Observation, retentionDays int) (writeOp, error) {
 		u = bsoncore.AppendDateTimeElement(u, "_system.deletedAt", at)
 		unset = append(unset, "_system.hash")
 	} else {
-		var defects []string
-		out, res, err := bsonjson.AppendElement(u, "val", o.Value)
-		switch {
-		case err != nil:
-			u = bsoncore.AppendStringElement(u, "val", string(o.Value))
-			defects = append(defects, DefectNotJSON)
-		default:
-			u = out
-			if res.EscapedKeys {
-				defects = append(defects, DefectKeysEscaped)
-			}
-		}
+		var (
+			defects []string
+			keepRaw bool
+		)
+		u, defects, keepRaw = appendValue(u, o)
 		u = bsoncore.AppendStringElement(u, "_system.hash", o.Hash)
 		if len(defects) > 0 {
 			aidx, a := bsoncore.AppendArrayElementStart(u, "_system.defects")
@@ -114,12 +119,17 @@ func buildOp(o *Observation, retentionDays int) (writeOp, error) {
 		} else {
 			unset = append(unset, "_system.defects")
 		}
-		if res.EscapedKeys {
+		if keepRaw {
 			ridx, r := bsoncore.AppendDocumentElementStart(u, "_system.raw")
-			r = bsoncore.AppendStringElement(r, "val", string(o.Value))
+			r = message.AppendText(r, "val", string(o.Value))
 			u, _ = bsoncore.AppendDocumentEnd(r, ridx)
 		} else {
 			unset = append(unset, "_system.raw")
+		}
+		if o.refusal != "" {
+			u = bsoncore.AppendStringElement(u, "_system.error", o.refusal)
+		} else {
+			unset = append(unset, "_system.error")
 		}
 		unset = append(unset, "_system.tombstone", "_system.deletedAt")
 	}
@@ -155,6 +165,30 @@ func buildOp(o *Observation, retentionDays int) (writeOp, error) {
 	return writeOp{filter: filter, update: u, ident: ident, version: o.Version}, nil
 }
 
+// appendValue appends val, the value as the document stores it, and says
+// which defects it has and whether its exact text must be kept beside it.
+func appendValue(u []byte, o *Observation) ([]byte, []string, bool) {
+	if o.refusal != "" {
+		return bsoncore.AppendNullElement(u, "val"), []string{DefectRefused}, true
+	}
+	out, res, err := bsonjson.AppendElement(u, "val", o.Value)
+	if err != nil {
+		if !utf8.Valid(o.Value) {
+			return bsoncore.AppendStringElement(u, "val", strings.ToValidUTF8(string(o.Value), "\uFFFD")),
+				[]string{DefectNotJSON, DefectUnicode}, true
+		}
+		return bsoncore.AppendStringElement(u, "val", string(o.Value)), []string{DefectNotJSON}, false
+	}
+	var defects []string
+	if res.EscapedKeys {
+		defects = append(defects, DefectKeysEscaped)
+	}
+	if res.Replaced {
+		defects = append(defects, DefectUnicode)
+	}
+	return out, defects, len(defects) > 0
+}
+
 // store writes observations into tenants' shared_memory collections.
 type store struct {
 	dbs          Databases
@@ -162,7 +196,8 @@ type store struct {
 }
 
 // write applies ops to one tenant's collection and returns one outcome per
-// op. The error, when not nil, is why some ops got outRetry.
+// op. The error, when not nil, is why some ops got outRetry; an op refused
+// for good gets outRefused and the server's error in its refusedBy.
 //
 // Ops go in unordered bulks of opsPerCommand. A bulk without error wrote
 // every op. A bulk with write errors is replayed op by op: servers differ in
@@ -209,6 +244,9 @@ func (s *store) write(ctx context.Context, tenant string, ops []writeOp) ([]outc
 		for i, op := range chunk {
 			o, err := s.writeOne(ctx, coll, op)
 			out[start+i] = o
+			if o == outRefused {
+				chunk[i].refusedBy = err
+			}
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}

@@ -145,6 +145,40 @@ func TestBuildOp(t *testing.T) {
 		t.Errorf("expireAt without retention")
 	}
 
+	// A lone surrogate, as JSON.stringify writes a string cut inside an
+	// emoji: stored replaced, flagged, the exact text kept.
+	o = &Observation{Key: k, Version: v, Value: []byte(`{"name":"cut \ud83c"}`)}
+	o.Hash = Hash(o.Value)
+	op, err = buildOp(o, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set = decodeUpdate(t, op)["$set"].(bson.M)
+	if set["val"].(bson.M)["name"] != "cut \uFFFD" || set["_system.defects"].(bson.A)[0] != DefectUnicode ||
+		set["_system.raw"].(bson.M)["val"] != string(o.Value) {
+		t.Errorf("lone surrogate: set = %v", set)
+	}
+
+	// Refused by the server: val null, the exact text, the error.
+	o = &Observation{Key: k, Version: v, Value: []byte(`[1,[2,[3]]]`), refusal: "(BadValue) nested arrays"}
+	o.Hash = Hash(o.Value)
+	op, err = buildOp(o, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u = decodeUpdate(t, op)
+	set = u["$set"].(bson.M)
+	if v, ok := set["val"]; !ok || v != nil {
+		t.Errorf("rescue: val = %v, %v; want null", v, ok)
+	}
+	if set["_system.defects"].(bson.A)[0] != DefectRefused || set["_system.raw"].(bson.M)["val"] != `[1,[2,[3]]]` ||
+		set["_system.error"] != "(BadValue) nested arrays" || set["_system.hash"] != o.Hash {
+		t.Errorf("rescue: set = %v", set)
+	}
+	if _, ok := u["$unset"].(bson.M)["_system.error"]; ok {
+		t.Errorf("rescue unsets _system.error")
+	}
+
 	// Tombstone.
 	op, err = buildOp(&Observation{Key: k, Version: v, Deleted: true}, 0)
 	if err != nil {

@@ -10,6 +10,15 @@ import (
 	"github.com/chronow/persister/metrics"
 )
 
+// What was written (label values of persister_sm_values_written_total).
+const (
+	WrittenValue     = "value"
+	WrittenTombstone = "tombstone"
+	// WrittenRescued: the server refused the value; the document holds
+	// val null, the exact text and the server's error instead.
+	WrittenRescued = "rescued"
+)
+
 // Skip reasons (label values of persister_sm_values_skipped_total).
 const (
 	SkipUnchanged  = "unchanged"
@@ -237,9 +246,12 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 		case outWritten:
 			w.put(k, nil)
 			hash := o.Hash
-			op := "value"
-			if o.Deleted {
-				hash, op = tombstoneHash, "tombstone"
+			op := WrittenValue
+			switch {
+			case o.Deleted:
+				hash, op = tombstoneHash, WrittenTombstone
+			case o.refusal != "":
+				op = WrittenRescued
 			}
 			w.cache.set(k, hash, o.Version)
 			w.m.SMWritten.WithLabelValues(tenant, op).Inc()
@@ -251,7 +263,7 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 			w.cache.drop(k)
 			w.m.SMSkipped.WithLabelValues(tenant, SkipStale).Inc()
 		case outRefused:
-			w.refused(k, o, b.err)
+			w.refused(k, o, b.ops[i].refusedBy)
 		default:
 			retry++
 		}
@@ -277,12 +289,24 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 	}
 }
 
-// refused drops a value that can never be stored as it is, and remembers
-// its hash so the same value is not tried again.
+// refused handles a value that can never be stored as it is. The first
+// refusal turns the observation into a rescue, written with the next flush
+// (val null, the exact text and the server's error: the warm copy never
+// silently keeps an older value). A rescue that is refused too (it should
+// not be) is dropped with an error log, and its hash remembered so that
+// the same value is not tried again.
 func (w *writer) refused(k string, o *Observation, err error) {
+	w.m.WriteErrors.WithLabelValues(o.Key.Tenant, "permanent").Inc()
+	if o.refusal == "" && err != nil {
+		w.log.Warn("shared memory: the server refused a value; storing it as a rescue (val null, exact text in _system.raw.val)",
+			"tenant", o.Key.Tenant, "namespace", o.Key.Namespace, "key", o.Key.Name, "bytes", len(o.Value), "err", err)
+		r := *o
+		r.refusal = err.Error()
+		w.put(k, &r)
+		return
+	}
 	w.put(k, nil)
 	w.cache.set(k, o.Hash, o.Version)
-	w.m.WriteErrors.WithLabelValues(o.Key.Tenant, "permanent").Inc()
-	w.log.Error("shared memory: value cannot be stored; the warm copy keeps its previous value",
+	w.log.Error("shared memory: value cannot be stored, not even as a rescue; the warm copy keeps its previous value",
 		"tenant", o.Key.Tenant, "namespace", o.Key.Namespace, "key", o.Key.Name, "bytes", len(o.Value), "err", err)
 }
