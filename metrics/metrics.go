@@ -33,6 +33,7 @@ type Metrics struct {
 	Lost             *prometheus.CounterVec
 	Malformed        *prometheus.CounterVec
 	Streams          *prometheus.GaugeVec
+	KeysIgnored      *prometheus.GaugeVec
 	TenantHalted     *prometheus.GaugeVec
 	RedisErrors      *prometheus.CounterVec
 	EntriesRead      *prometheus.CounterVec
@@ -98,6 +99,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "persister_streams",
 			Help: "Streams found by discovery, by kind and state (consumed, unconfigured_tenant).",
 		}, []string{"kind", "state"}),
+		KeysIgnored: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_keys_ignored",
+			Help: "Chronow-shaped stream keys found by the last discovery pass that are not consumed, by kind and reason (unconfigured_tenant, other_prefix, prefix_form, ambiguous_prefix). Each key is logged once with what to set.",
+		}, []string{"kind", "reason"}),
 		TenantHalted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "persister_tenant_halted",
 			Help: "1 while a tenant's writes are halted by a fatal error (authentication, authorization, conflicting index).",
@@ -128,7 +133,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"version", "goversion"}),
 	}
 	reg.MustRegister(m.StreamLag, m.StreamPending, m.OldestUnackedAge, m.EntriesStored, m.StoreLatency,
-		m.BatchSize, m.FlushDuration, m.WriteErrors, m.DeadLettered, m.Lost, m.Malformed, m.Streams,
+		m.BatchSize, m.FlushDuration, m.WriteErrors, m.DeadLettered, m.Lost, m.Malformed, m.Streams, m.KeysIgnored,
 		m.TenantHalted, m.RedisErrors, m.EntriesRead, m.Acked, m.Claimed, m.InflightEntries, m.BuildInfo)
 	m.SharedMemory = newSharedMemory()
 	reg.MustRegister(m.SharedMemory.collectors()...)

@@ -110,7 +110,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	q := requeue.New(rdb, db, requeue.Config{Prefix: cfg.Redis.KeyPrefix, Tenant: *tenant, MaxLen: *maxLen})
+	q := requeue.New(rdb, db, requeue.Config{Layout: cfg.Layout(), Tenant: *tenant, MaxLen: *maxLen})
 	rep, err := q.Run(ctx, f, *dryRun)
 	var werr error
 	if *format == "json" {

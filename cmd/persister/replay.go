@@ -105,7 +105,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		tenants = append(tenants, t.TenantID)
 	}
 	rc := replay.Config{
-		Prefix: cfg.Redis.KeyPrefix, Tenants: tenants, Decoders: decoders,
+		Layout: cfg.Layout(), Tenants: tenants, Decoders: decoders,
 		PageSize: *page, Rate: *rate, WriteTimeout: cfg.Persister.WriteTimeout,
 	}
 	if !*quiet {
@@ -116,9 +116,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		// the topics documents: the rebuild matches what it would write.
 		log := newLogger(stderr, cfg.Persister)
 		m := metrics.New(prometheus.NewRegistry(), version)
-		rc.Rescuer = dlq.NewRescuer(dlq.Config{Prefix: cfg.Redis.KeyPrefix, WriteTimeout: cfg.Persister.WriteTimeout},
+		rc.Rescuer = dlq.NewRescuer(dlq.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
 			w, nil, m, log.With("part", "rescue"))
-		rc.Topics = topics.New(topics.Config{Prefix: cfg.Redis.KeyPrefix, WriteTimeout: cfg.Persister.WriteTimeout},
+		rc.Topics = topics.New(topics.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
 			rdb, w, log.With("part", "topics"))
 	}
 	r := replay.New(rdb, w, rc)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-envconfig"
+
+	"github.com/chronow/persister/internal/keyspace"
 )
 
 // ErrInvalid marks every configuration error; main maps it to exit code 2.
@@ -41,6 +43,11 @@ type Redis struct {
 	CACert       string `env:"REDIS_CA_CERT"`
 	KeyPrefix    string `env:"REDIS_KEY_PREFIX, default=cw:"`
 	ClusterNodes string `env:"REDIS_CLUSTER_NODES"`
+	// KeyPrefixForm says which forms of the prefix Chronow's keys have:
+	// auto (both: an app that passes redis.keyPrefix writes it twice,
+	// cw:cw:tenant:..., one that does not writes it once), single or
+	// doubled.
+	KeyPrefixForm string `env:"PERSISTER_KEY_PREFIX_FORM, default=auto"`
 }
 
 // Mongo holds where tenant databases live.
@@ -191,6 +198,9 @@ func (c *Config) Validate() error {
 		// Escaped in patterns anyway; refused to keep keys unambiguous.
 		bad("REDIS_KEY_PREFIX", "must not contain glob characters *?[], got %q", c.Redis.KeyPrefix)
 	}
+	if _, err := keyspace.ParseForm(c.Redis.KeyPrefixForm); err != nil {
+		bad("PERSISTER_KEY_PREFIX_FORM", "%v", err)
+	}
 	p := c.Persister
 	if p.Group == "" || strings.HasPrefix(p.Group, "sub:") || p.Group == "_init" {
 		bad("PERSISTER_GROUP", "must be non-empty and not a Chronow group name (sub:*, _init), got %q", p.Group)
@@ -334,6 +344,20 @@ func scrubAll(s string, l envconfig.Lookuper) string {
 	return s
 }
 
+// Layout is where Chronow's keys are: the prefix, its forms, and the
+// configured tenants (which settle a key that parses under both forms).
+func (c *Config) Layout() keyspace.Layout {
+	form, err := keyspace.ParseForm(c.Redis.KeyPrefixForm) // validated by Load
+	if err != nil {
+		form = keyspace.FormAuto
+	}
+	tenants := map[string]bool{}
+	for _, t := range c.Chronos.Tenants() {
+		tenants[t.TenantID] = true
+	}
+	return keyspace.Layout{Prefix: c.Redis.KeyPrefix, Form: form, Tenants: tenants}
+}
+
 // Summary is a loggable view of the configuration with every secret removed.
 func (c *Config) Summary() map[string]any {
 	tenants := make([]string, 0, len(c.Chronos.Tenants()))
@@ -349,6 +373,7 @@ func (c *Config) Summary() map[string]any {
 		"redis_cluster":      c.Redis.ClusterNodes,
 		"redis_password":     c.Redis.Password != "",
 		"key_prefix":         c.Redis.KeyPrefix,
+		"key_prefix_form":    c.Redis.KeyPrefixForm,
 		"connections":        conns,
 		"tenants":            tenants,
 		"group":              c.Persister.Group,

@@ -19,11 +19,11 @@ const memoEntries = 10000
 func (d *Daemon) setupBadInput() {
 	p := d.cfg.Persister
 	memo := dlq.NewMemo(memoEntries)
-	cfg := dlq.Config{Prefix: d.cfg.Redis.KeyPrefix, WriteTimeout: p.WriteTimeout}
+	cfg := dlq.Config{Layout: d.layout, WriteTimeout: p.WriteTimeout}
 	d.rescuer = dlq.NewRescuer(cfg, d.sink, memo, d.m, d.log.With("part", "rescue"))
 	d.poison = dlq.NewPoison(dlq.PoisonConfig{Config: cfg, Group: p.Group, MaxDeliveries: int64(p.MaxDeliveries)},
 		d.rdb, d.sink, d.acker, memo, d.m, d.log.With("part", "poison"))
-	d.topics = topics.New(topics.Config{Prefix: d.cfg.Redis.KeyPrefix, WriteTimeout: p.WriteTimeout},
+	d.topics = topics.New(topics.Config{Layout: d.layout, WriteTimeout: p.WriteTimeout},
 		d.rdb, d.sink, d.log.With("part", "topics"))
 }
 

@@ -7,7 +7,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/consumer"
-	"github.com/chronow/persister/internal/keyspace"
 )
 
 // newClaimer builds the tenant's reclaim sweeper: it claims entries of the
@@ -63,7 +62,7 @@ func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs
 	}
 	if n > 0 {
 		kind := "unknown"
-		if k, err := keyspace.Parse(tp.prefix, stream); err == nil {
+		if k, err := tp.layout.Parse(stream); err == nil {
 			kind = string(k.Kind)
 		}
 		tp.m.Claimed.WithLabelValues(tp.tenant, kind).Add(float64(n))

@@ -44,6 +44,7 @@ type Daemon struct {
 	poison   *dlq.Poison
 	topics   *topics.Syncer
 	decoders map[keyspace.Kind]entry.Decoder
+	layout   keyspace.Layout // where Chronow's keys are
 	tenants  map[string]*tenantPipeline
 	// budget bounds the bytes of entries in hand across tenants.
 	budget *budget.Budget
@@ -52,7 +53,7 @@ type Daemon struct {
 	sm  *sharedmem.Carrier // nil when PERSISTER_SM_ENABLED=false
 
 	mu           sync.Mutex
-	unconfigured map[string]bool // streams already reported
+	unconfigured map[string]bool // stream keys not consumed, already logged
 	httpAddr     string          // bound HTTP address, once Run listens
 }
 
@@ -76,6 +77,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		cfg: cfg, log: log, reg: reg, m: m, rdb: rdb, sink: w,
 		acker:        consumer.NewAcker(rdb, p.Group),
 		decoders:     entry.Decoders(),
+		layout:       cfg.Layout(),
 		tenants:      map[string]*tenantPipeline{},
 		unconfigured: map[string]bool{},
 		budget:       budget.New(int64(p.MaxInflightBytes)),
@@ -175,15 +177,11 @@ func (d *Daemon) close() {
 // discoverLoop scans for streams now and then every DiscoveryInterval, and
 // hands each tenant its streams.
 func (d *Daemon) discoverLoop(ctx context.Context) error {
-	ids := make([]string, 0, len(d.tenants))
-	for id := range d.tenants {
-		ids = append(ids, id)
-	}
 	kinds := make([]keyspace.Kind, 0, len(d.decoders))
 	for k := range d.decoders {
 		kinds = append(kinds, k)
 	}
-	sc := discovery.New(d.rdb, d.cfg.Redis.KeyPrefix, kinds, ids)
+	sc := discovery.New(d.rdb, d.layout, kinds)
 	t := time.NewTicker(d.cfg.Persister.DiscoveryInterval)
 	defer t.Stop()
 	failures := 0
@@ -231,18 +229,40 @@ func (d *Daemon) discoverOnce(ctx context.Context, sc *discovery.Scanner) error 
 	}
 	d.topics.Offer(res.ByTenant)
 	unconf := map[string]int{}
-	d.mu.Lock()
+	ignored := map[[2]string]int{}
 	for _, k := range res.Unconfigured {
 		unconf[string(k.Kind)]++
-		if !d.unconfigured[k.String()] {
-			d.unconfigured[k.String()] = true
-			d.log.Warn("stream of an unconfigured tenant is not consumed", "stream", k.String(), "tenant", k.Tenant)
-		}
+		ignored[[2]string{string(k.Kind), discovery.ReasonUnconfiguredTenant}]++
+		d.reportOnce(k.String(), "stream of an unconfigured tenant is not consumed", "stream", k.String(), "tenant", k.Tenant,
+			"hint", "add the tenant to the chronos-db config (CHRONOS_CONFIG)")
 	}
-	d.mu.Unlock()
+	for _, ig := range res.Ignored {
+		ignored[[2]string{string(ig.Kind), ig.Reason}]++
+		d.reportOnce(ig.Key, "stream looks like Chronow's but is not consumed", "stream", ig.Key, "reason", ig.Reason, "hint", ig.Hint)
+	}
 	for kind := range d.decoders {
 		d.m.Streams.WithLabelValues(string(kind), metrics.StateConsumed).Set(float64(counts[string(kind)]))
 		d.m.Streams.WithLabelValues(string(kind), metrics.StateUnconfiguredTenant).Set(float64(unconf[string(kind)]))
+		for _, reason := range discovery.Reasons() {
+			d.m.KeysIgnored.WithLabelValues(string(kind), reason).Set(float64(ignored[[2]string{string(kind), reason}]))
+		}
 	}
 	return nil
+}
+
+// maxReported bounds the stream keys remembered as already logged.
+const maxReported = 10000
+
+// reportOnce logs a warning about a key the first time it is seen (up to
+// maxReported keys; the metrics count them all).
+func (d *Daemon) reportOnce(key, msg string, args ...any) {
+	d.mu.Lock()
+	first := !d.unconfigured[key] && len(d.unconfigured) < maxReported
+	if first {
+		d.unconfigured[key] = true
+	}
+	d.mu.Unlock()
+	if first {
+		d.log.Warn(msg, args...)
+	}
 }

@@ -16,7 +16,7 @@ func (d *Daemon) newLagCollector() *lag.Collector {
 	}
 	return lag.New(d.rdb, lag.Config{
 		Group:      d.cfg.Persister.Group,
-		Prefix:     d.cfg.Redis.KeyPrefix,
+		Layout:     d.layout,
 		Interval:   d.cfg.Persister.MetricsInterval,
 		Kinds:      kinds,
 		TopStreams: d.cfg.Persister.MetricsTopStreams,

@@ -23,7 +23,7 @@ import (
 // tenantPipeline is one tenant's readers, decoder and batcher.
 type tenantPipeline struct {
 	tenant   string
-	prefix   string
+	layout   keyspace.Layout
 	streams  *consumer.Streams
 	batcher  *batch.Batcher
 	acker    *consumer.Acker
@@ -42,7 +42,7 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 	log := d.log.With("tenant", tenant)
 	tp := &tenantPipeline{
 		tenant:   tenant,
-		prefix:   d.cfg.Redis.KeyPrefix,
+		layout:   d.layout,
 		streams:  consumer.NewStreams(),
 		acker:    d.acker,
 		decoders: d.decoders,
@@ -97,7 +97,7 @@ func (tp *tenantPipeline) run(readCtx, drainCtx context.Context) error {
 func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
 	var keep int64 // charge handed on with items
 	defer func() { tp.budget.Release(consumer.MessagesBytes(msgs) - keep) }()
-	key, err := keyspace.Parse(tp.prefix, stream)
+	key, err := tp.layout.Parse(stream)
 	if err != nil {
 		return fmt.Errorf("stream %q: %w", stream, err)
 	}

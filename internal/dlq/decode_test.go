@@ -210,7 +210,7 @@ func TestBuild(t *testing.T) {
 			check: func(t *testing.T, d bson.M) {
 				ex := d["extraFields"].(bson.M)
 				eq(t, ex, "\uFF04x\uFF0Ey", "1")
-				eq(t, ex, `"k\xffey"`, "2")
+				eq(t, ex, "k\xffey", "2") // not UTF-8: as it is (a server that refuses it gets the entry rescued)
 			},
 		},
 		{

@@ -13,7 +13,6 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/metrics"
 )
@@ -132,7 +131,7 @@ func (p *Poison) Screen(ctx context.Context, stream string, msgs []redis.XMessag
 // deadLetter stores one dead letter per poison entry (unless its usual
 // document is already stored: then it only needed the ack) and acks them.
 func (p *Poison) deadLetter(ctx context.Context, stream string, msgs []redis.XMessage, deliveries map[string]int64) error {
-	key, err := keyspace.Parse(p.cfg.Prefix, stream)
+	key, err := p.cfg.Layout.Parse(stream)
 	if err != nil {
 		return err
 	}

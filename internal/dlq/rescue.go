@@ -20,8 +20,8 @@ import (
 
 // Config tunes the Rescuer and Poison.
 type Config struct {
-	// Prefix is the Redis key prefix, to parse stream keys.
-	Prefix string
+	// Layout is where Chronow's keys are, to parse stream keys.
+	Layout keyspace.Layout
 	// WriteTimeout bounds one insert.
 	WriteTimeout time.Duration
 	// Attempts bounds the inserts of one rescue when the server is
@@ -133,7 +133,7 @@ func (r *Rescuer) Rescue(ctx context.Context, it batch.Item, cause error) (batch
 }
 
 func (r *Rescuer) rescue(ctx context.Context, it batch.Item, cause error) (batch.Item, error) {
-	key, err := keyspace.Parse(r.cfg.Prefix, it.Stream)
+	key, err := r.cfg.Layout.Parse(it.Stream)
 	if err != nil {
 		return batch.Item{}, err
 	}

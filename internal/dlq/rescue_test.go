@@ -61,7 +61,7 @@ func newTestRescuer(s Store) (*Rescuer, *metrics.Metrics, *Memo) {
 	m := metrics.New(prometheus.NewRegistry(), "test")
 	memo := NewMemo(10)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return NewRescuer(Config{Prefix: "cw:", WriteTimeout: time.Second, Attempts: 2}, s, memo, m, log), m, memo
+	return NewRescuer(Config{Layout: keyspace.Layout{Prefix: "cw:"}, WriteTimeout: time.Second, Attempts: 2}, s, memo, m, log), m, memo
 }
 
 func TestRescueEntryTooLarge(t *testing.T) {

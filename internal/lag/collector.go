@@ -40,7 +40,7 @@ type Lister func() map[string][]string
 // Config tunes a Collector.
 type Config struct {
 	Group    string
-	Prefix   string
+	Layout   keyspace.Layout
 	Interval time.Duration
 	// Kinds are exported as 0 for every listed tenant even when it has no
 	// stream of that kind, so alerts see a series rather than nothing.
@@ -154,7 +154,7 @@ func (c *Collector) Collect(ctx context.Context) error {
 			agg[series{tenant, kind}] = &totals{}
 		}
 		for _, k := range ks {
-			key, err := keyspace.Parse(c.cfg.Prefix, k)
+			key, err := c.cfg.Layout.Parse(k)
 			if err != nil {
 				continue // discovery only lists parsable keys
 			}

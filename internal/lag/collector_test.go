@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/testenv"
 	"github.com/chronow/persister/metrics"
 )
@@ -64,7 +65,7 @@ func TestCollectorAggregatesByTenantAndKind(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, "test")
 	list := &fakeList{}
-	c := New(rdb, Config{Group: group, Prefix: "cw:", Interval: time.Second, Kinds: []string{"topic", "dlq"}},
+	c := New(rdb, Config{Group: group, Layout: keyspace.Layout{Prefix: "cw:"}, Interval: time.Second, Kinds: []string{"topic", "dlq"}},
 		list.get, m, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	a1, a2, b1 := "cw:a:ns:topic:one", "cw:a:other:topic:two", "cw:b:ns:topic:one"
@@ -157,7 +158,7 @@ func TestCollectorTopStreams(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, "test")
 	list := &fakeList{}
-	c := New(rdb, Config{Group: group, Prefix: "cw:", Interval: time.Second, Kinds: []string{"topic"}, TopStreams: 2},
+	c := New(rdb, Config{Group: group, Layout: keyspace.Layout{Prefix: "cw:"}, Interval: time.Second, Kinds: []string{"topic"}, TopStreams: 2},
 		list.get, m, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	oldest, middle, newest, idle := "cw:a:ns:topic:oldest", "cw:a:ns:topic:middle", "cw:b:ns:topic:newest", "cw:b:ns:topic:idle"

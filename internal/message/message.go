@@ -512,14 +512,12 @@ func AppendText(dst []byte, name, text string) []byte {
 }
 
 // EscapeFieldName makes a Redis field name safe as a BSON key the way
-// bsonjson escapes payload keys ('$' → U+FF04, '.' → U+FF0E, NUL → U+2400);
-// a name that is not UTF-8 (which servers refuse as a key) is Go-quoted.
+// bsonjson escapes payload keys ('$' → U+FF04, '.' → U+FF0E, NUL → U+2400).
+// A name that is not UTF-8 is left as it is: a server that refuses it
+// refuses the document, which is then rescued with its exact bytes.
 func EscapeFieldName(n string) string {
 	if n == "" {
 		return "\u2400empty"
-	}
-	if !utf8.ValidString(n) {
-		n = strconv.Quote(n)
 	}
 	if strings.HasPrefix(n, "$") {
 		n = "\uFF04" + n[1:]

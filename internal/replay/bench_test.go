@@ -9,6 +9,7 @@ import (
 
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/entry"
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/sink"
@@ -42,7 +43,7 @@ func BenchmarkReplay20k(b *testing.B) {
 			}
 		}
 	}
-	rp := replay.New(rdb, w, replay.Config{Prefix: prefix, Tenants: []string{"acme"}, Decoders: entry.Decoders()})
+	rp := replay.New(rdb, w, replay.Config{Layout: keyspace.Layout{Prefix: prefix}, Tenants: []string{"acme"}, Decoders: entry.Decoders()})
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()

@@ -37,8 +37,9 @@ var ErrFatal = errors.New("fatal write error")
 
 // Config sets up a Replayer.
 type Config struct {
-	// Prefix is the Redis key prefix (REDIS_KEY_PREFIX).
-	Prefix string
+	// Layout is where Chronow's keys are (REDIS_KEY_PREFIX and its forms;
+	// its Tenants are the configured tenants).
+	Layout keyspace.Layout
 	// Tenants are the configured tenant ids; other tenants' streams are
 	// reported and skipped.
 	Tenants []string
@@ -80,6 +81,12 @@ type Replayer struct {
 
 // New returns a Replayer.
 func New(rdb redis.UniversalClient, store Store, cfg Config) *Replayer {
+	if cfg.Layout.Tenants == nil {
+		cfg.Layout.Tenants = make(map[string]bool, len(cfg.Tenants))
+		for _, t := range cfg.Tenants {
+			cfg.Layout.Tenants[t] = true
+		}
+	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 500
 	}
@@ -137,7 +144,7 @@ func (r *Replayer) Streams(ctx context.Context, f Filter) (selected, unconfigure
 			return nil, nil, fmt.Errorf("stream kind %q has no decoder in this build (have %v)", k, r.Kinds())
 		}
 	}
-	res, err := discovery.New(r.rdb, r.cfg.Prefix, kinds, r.cfg.Tenants).Scan(ctx)
+	res, err := discovery.New(r.rdb, r.cfg.Layout, kinds).Scan(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("discover streams: %w", err)
 	}

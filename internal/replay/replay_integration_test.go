@@ -59,13 +59,13 @@ func newRig(t *testing.T, tenants ...string) *rig {
 // replayer is wired like the replay command: the daemon's decoders,
 // rescuer and topics syncer.
 func (r *rig) replayer(cfg replay.Config) *replay.Replayer {
-	cfg.Prefix = prefix
+	cfg.Layout = keyspace.Layout{Prefix: prefix, Form: keyspace.FormAuto}
 	cfg.Tenants = r.tenants
 	cfg.Decoders = entry.Decoders()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	m := metrics.New(prometheus.NewRegistry(), "test")
-	cfg.Rescuer = dlq.NewRescuer(dlq.Config{Prefix: prefix, WriteTimeout: 30 * time.Second}, r.w, nil, m, log)
-	cfg.Topics = topics.New(topics.Config{Prefix: prefix}, r.rdb, r.w, log)
+	cfg.Rescuer = dlq.NewRescuer(dlq.Config{Layout: keyspace.Layout{Prefix: prefix}, WriteTimeout: 30 * time.Second}, r.w, nil, m, log)
+	cfg.Topics = topics.New(topics.Config{Layout: keyspace.Layout{Prefix: prefix}}, r.rdb, r.w, log)
 	return replay.New(r.rdb, r.w, cfg)
 }
 

@@ -80,8 +80,10 @@ func (f Filter) Query() bson.D {
 
 // Config says where entries go.
 type Config struct {
-	// Prefix is the Redis key prefix (REDIS_KEY_PREFIX); Tenant the tenant.
-	Prefix, Tenant string
+	// Layout is where Chronow's keys are (REDIS_KEY_PREFIX and its forms);
+	// Tenant the tenant.
+	Layout keyspace.Layout
+	Tenant string
 	// MaxLen trims the topic stream like Chronow (MAXLEN ~ MaxLen); 0 or
 	// less: no trimming.
 	MaxLen int64
@@ -184,7 +186,7 @@ func (q *Requeuer) Run(ctx context.Context, f Filter, dryRun bool) (*Report, err
 			rep.Error = err.Error()
 			return rep, fmt.Errorf("read dead letter %s in %s: %w", idVal, q.db.Name(), err)
 		}
-		it, values, err := q.prepare(doc)
+		it, values, err := q.prepare(ctx, doc)
 		if err != nil {
 			it.Status, it.Detail = StatusSkipped, err.Error()
 			rep.Skipped++
@@ -208,7 +210,7 @@ func (q *Requeuer) Run(ctx context.Context, f Filter, dryRun bool) (*Report, err
 }
 
 // prepare reads one dead-letter document and builds the topic entry.
-func (q *Requeuer) prepare(doc bson.Raw) (Item, []any, error) {
+func (q *Requeuer) prepare(ctx context.Context, doc bson.Raw) (Item, []any, error) {
 	var it Item
 	idVal, err := doc.LookupErr("_id")
 	if err != nil {
@@ -231,19 +233,78 @@ func (q *Requeuer) prepare(doc bson.Raw) (Item, []any, error) {
 	if it.Topic == "" {
 		return it, nil, errors.New("document has no topic")
 	}
-	it.Stream = keyspace.Key{Prefix: q.cfg.Prefix, Tenant: q.cfg.Tenant, Namespace: it.Namespace, Kind: keyspace.KindTopic, Name: it.Topic}.String()
+	if it.Stream, it.Detail, err = q.topicStream(ctx, it.Namespace, it.Topic); err != nil {
+		return it, nil, err
+	}
 	payload, err := payloadText(doc)
 	if err != nil {
 		return it, nil, err
 	}
 	headers := "{}"
-	if v, err := doc.LookupErr("headers"); err == nil && v.Type == bsontype.EmbeddedDocument {
+	if s, ok := rawText(doc, "headers"); ok {
+		headers = s // the persister changed something to store them (escaped names, say)
+	} else if v, err := doc.LookupErr("headers"); err == nil && v.Type == bsontype.EmbeddedDocument {
 		if headers, err = jsonText(v); err != nil {
 			return it, nil, fmt.Errorf("headers: %w", err)
 		}
 	}
 	it.PayloadBytes = len(payload)
 	return it, Values(payload, headers, q.cfg.Now()), nil
+}
+
+// topicStream returns the topic stream a dead letter goes back to. With a
+// pinned prefix form, that form's key. In FormAuto, the form the app's keys
+// have in Redis (the doubled prefix when the app passes redis.keyPrefix to
+// Chronow): the form of the topic stream, else of the topic's dead-letter
+// stream; when both forms exist the requeuer cannot tell which the app
+// reads and says so. When neither exists, the single form, with a note.
+func (q *Requeuer) topicStream(ctx context.Context, namespace, topic string) (stream, note string, err error) {
+	l := q.cfg.Layout
+	if l.Form != keyspace.FormAuto || l.Prefix == "" {
+		return l.Key(q.cfg.Tenant, namespace, keyspace.KindTopic, topic).String(), "", nil
+	}
+	key := func(prefix string, kind keyspace.Kind) string {
+		return keyspace.Key{Prefix: prefix, Tenant: q.cfg.Tenant, Namespace: namespace, Kind: kind, Name: topic}.String()
+	}
+	single, doubled := key(l.Prefix, keyspace.KindTopic), key(l.Prefix+l.Prefix, keyspace.KindTopic)
+	for _, kind := range []keyspace.Kind{keyspace.KindTopic, keyspace.KindDLQ} {
+		s, d := key(l.Prefix, kind), key(l.Prefix+l.Prefix, kind)
+		// Two commands: the keys may live in different cluster slots.
+		n1, err := q.rdb.Exists(ctx, s).Result()
+		if err != nil {
+			return single, "", fmt.Errorf("look for %q: %w", s, err)
+		}
+		n2, err := q.rdb.Exists(ctx, d).Result()
+		if err != nil {
+			return single, "", fmt.Errorf("look for %q: %w", d, err)
+		}
+		switch {
+		case n1 > 0 && n2 > 0:
+			return single, "", fmt.Errorf("both %q and %q exist: set PERSISTER_KEY_PREFIX_FORM=single or doubled to choose", s, d)
+		case n2 > 0:
+			return doubled, "", nil
+		case n1 > 0:
+			return single, "", nil
+		}
+	}
+	return single, fmt.Sprintf("no stream of the topic in Redis under either prefix form: the single form is used (PERSISTER_KEY_PREFIX_FORM=doubled for an app that passes redis.keyPrefix, like %q)", doubled), nil
+}
+
+// rawText returns the exact text the persister kept of a field it had to
+// change to store (_system.raw.<field>: a string, or binary data when the
+// text was not UTF-8).
+func rawText(doc bson.Raw, field string) (string, bool) {
+	v, err := doc.LookupErr("_system", "raw", field)
+	if err != nil {
+		return "", false
+	}
+	if s, ok := v.StringValueOK(); ok {
+		return s, true
+	}
+	if _, b, ok := v.BinaryOK(); ok {
+		return string(b), true
+	}
+	return "", false
 }
 
 // payloadText is the payload as Chronow published it: the raw text when the
@@ -266,10 +327,8 @@ func payloadText(doc bson.Raw) (string, error) {
 			}
 		}
 	}
-	if v, err := doc.LookupErr("_system", "raw", "payload"); err == nil {
-		if s, ok := v.StringValueOK(); ok {
-			return s, nil
-		}
+	if s, ok := rawText(doc, "payload"); ok {
+		return s, nil
 	}
 	v, err := doc.LookupErr("payload")
 	if err != nil {

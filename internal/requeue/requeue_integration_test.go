@@ -59,7 +59,7 @@ func TestRequeue(t *testing.T) {
 	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: noPayload, Values: []any{"originalMsgId", "1-1", "reason", "x", "failedAt", t0.Format(time.RFC3339)}}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	rp := replay.New(rdb, w, replay.Config{Prefix: prefix, Tenants: []string{"acme"}, Decoders: entry.Decoders()})
+	rp := replay.New(rdb, w, replay.Config{Layout: keyspace.Layout{Prefix: prefix}, Tenants: []string{"acme"}, Decoders: entry.Decoders()})
 	if rep, err := rp.Replay(ctx, replay.Filter{Kinds: []keyspace.Kind{keyspace.KindDLQ}, Range: replay.All}); err != nil || rep.Totals.Stored != len(dls)+1 {
 		t.Fatalf("storing the dead letters: %v, %+v", err, rep)
 	}
@@ -73,7 +73,7 @@ func TestRequeue(t *testing.T) {
 	}
 
 	now := t0.Add(48 * time.Hour)
-	q := requeue.New(rdb, db, requeue.Config{Prefix: prefix, Tenant: "acme", Now: func() time.Time { return now }})
+	q := requeue.New(rdb, db, requeue.Config{Layout: keyspace.Layout{Prefix: prefix, Form: keyspace.FormAuto}, Tenant: "acme", Now: func() time.Time { return now }})
 	orders := "cw:acme:app:topic:orders"
 	xlen := func(key string) int64 {
 		n, err := rdb.XLen(ctx, key).Result()

@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/testenv"
 	"github.com/chronow/persister/metrics"
@@ -86,9 +87,17 @@ func newEnvWith(t *testing.T, rc redis.UniversalClient, retentionDays int) *env 
 	return e
 }
 
+func tenantSet(ts []config.TenantDatabase) map[string]bool {
+	out := map[string]bool{}
+	for _, t := range ts {
+		out[t.TenantID] = true
+	}
+	return out
+}
+
 func (e *env) config() Config {
 	return Config{
-		Prefix:            "cw:",
+		Layout:            keyspace.Layout{Prefix: "cw:", Form: keyspace.FormAuto, Tenants: tenantSet(e.ch.Tenants())},
 		Tenants:           e.ch.Tenants(),
 		Notify:            true,
 		FlushInterval:     200 * time.Millisecond,

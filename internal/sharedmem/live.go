@@ -44,9 +44,10 @@ func eventClass(event string) string {
 }
 
 // channelPattern returns the keyspace channel pattern of every
-// shared-memory key in Redis database db.
-func channelPattern(db int, prefix string) string {
-	return keyspaceChannelPrefix(db) + keyspace.Pattern(prefix, keyspace.KindSharedMemory)
+// shared-memory key of the layout in Redis database db (in FormAuto, the
+// single prefix's pattern, which the doubled keys match too).
+func channelPattern(db int, layout keyspace.Layout) string {
+	return keyspaceChannelPrefix(db) + layout.Pattern(keyspace.KindSharedMemory)
 }
 
 func keyspaceChannelPrefix(db int) string {
@@ -184,7 +185,7 @@ func (c *Carrier) watchMasters(ctx context.Context, have []string) error {
 // repeated subscription confirmation means the connection dropped and
 // notifications may have been lost, so it asks for a reconcile pass.
 func (c *Carrier) subscribe(ctx context.Context, node *redis.Client, notes chan<- note, ready chan<- struct{}) error {
-	pattern := channelPattern(node.Options().DB, c.cfg.Prefix)
+	pattern := channelPattern(node.Options().DB, c.cfg.Layout)
 	chPrefix := keyspaceChannelPrefix(node.Options().DB)
 	ps := node.PSubscribe(ctx, pattern)
 	defer ps.Close()

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chronow/persister/internal/discovery"
 	"github.com/chronow/persister/internal/keyspace"
 )
 
@@ -84,7 +85,7 @@ type passResult struct{ keys, read, same int64 }
 // verify, stored hashes are read from the database for every key.
 func (c *Carrier) reconcileOnce(ctx context.Context, verify bool) (passResult, error) {
 	var st passStats
-	pattern := keyspace.Pattern(c.cfg.Prefix, keyspace.KindSharedMemory)
+	pattern := discovery.Pattern(keyspace.KindSharedMemory)
 	scanNode := func(ctx context.Context, node redis.Cmdable) error {
 		it := node.ScanType(ctx, 0, pattern, c.cfg.ScanCount, "string").Iterator()
 		chunk := make([]keyspace.Key, 0, reconcileChunk)
@@ -170,10 +171,10 @@ func (c *Carrier) lookupStored(ctx context.Context, keys []keyspace.Key) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	type group struct{ tenant, ns string }
+	type group struct{ prefix, tenant, ns string }
 	groups := map[group][]string{}
 	for _, k := range keys {
-		g := group{k.Tenant, k.Namespace}
+		g := group{k.Prefix, k.Tenant, k.Namespace}
 		groups[g] = append(groups[g], k.Name)
 	}
 	var eg errgroup.Group
@@ -187,7 +188,7 @@ func (c *Carrier) lookupStored(ctx context.Context, keys []keyspace.Key) error {
 			}
 			for _, name := range names {
 				st, ok := found[name]
-				k := keyspace.Key{Prefix: c.cfg.Prefix, Tenant: g.tenant, Namespace: g.ns, Kind: keyspace.KindSharedMemory, Name: name}
+				k := keyspace.Key{Prefix: g.prefix, Tenant: g.tenant, Namespace: g.ns, Kind: keyspace.KindSharedMemory, Name: name}
 				c.cache.applyLookup(k.String(), ok, st, mark)
 			}
 			return nil

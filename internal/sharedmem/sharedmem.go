@@ -8,7 +8,9 @@
 //   - live: keyspace notifications (PSUBSCRIBE __keyspace@<db>__:{prefix}*:*:sm:*)
 //     name the keys just written or deleted; their values are read at once;
 //   - reconcile: a periodic SCAN of every master reads every value whose
-//     hash (redis.sha1hex, computed by Redis) differs from the stored one.
+//     hash (redis.sha1hex, computed by Redis) differs from the stored one;
+//     it lists Chronow-shaped sm keys under any prefix, to count and report
+//     those it does not carry (another prefix, say).
 //
 // Every read runs in a Lua script together with Redis' TIME, which becomes
 // the observation's version. The writer keeps the newest observation per key,
@@ -30,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/discovery"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/metrics"
 )
@@ -48,8 +51,8 @@ const maxReportedTenants = 1000
 
 // Config is the Carrier's configuration.
 type Config struct {
-	// Prefix is Chronow's key prefix (REDIS_KEY_PREFIX).
-	Prefix string
+	// Layout is where Chronow's keys are (REDIS_KEY_PREFIX and its forms).
+	Layout keyspace.Layout
 	// Tenants are the configured tenants; keys of others are skipped.
 	Tenants []config.TenantDatabase
 	// Notify enables the live path (PERSISTER_SM_NOTIFY=auto): check
@@ -78,7 +81,7 @@ type Config struct {
 func ConfigFrom(c *config.Config) Config {
 	p := c.Persister
 	return Config{
-		Prefix:            c.Redis.KeyPrefix,
+		Layout:            c.Layout(),
 		Tenants:           c.Chronos.Tenants(),
 		Notify:            p.SMNotify == config.SMNotifyAuto,
 		Tombstone:         p.SMDeleteMode == config.SMDeleteTombstone,
@@ -110,7 +113,7 @@ type Carrier struct {
 	notifyOK   atomic.Bool
 
 	mu           sync.Mutex
-	reported     map[string]bool   // unconfigured tenants already logged
+	reported     map[string]bool   // unconfigured tenants and ignored keys ("key "+key) already logged
 	notifyReport map[string]string // last notify state logged, by server
 }
 
@@ -193,10 +196,22 @@ func (c *Carrier) kickReconcile() {
 }
 
 // parseKey parses a Redis key and keeps it when it is a shared-memory key
-// of a configured tenant.
+// of a configured tenant. A Chronow-shaped key that is not carried (another
+// prefix, a pinned prefix form, ambiguous) is counted and logged once.
 func (c *Carrier) parseKey(s string) (keyspace.Key, bool) {
-	k, err := keyspace.Parse(c.cfg.Prefix, s)
+	k, err := c.cfg.Layout.Parse(s)
 	if err != nil || k.Kind != keyspace.KindSharedMemory {
+		var ig discovery.Ignored
+		ok := false
+		if errors.Is(err, keyspace.ErrAmbiguous) {
+			ig, ok = discovery.Ignored{Key: s, Kind: keyspace.KindSharedMemory, Reason: discovery.ReasonAmbiguous,
+				Hint: "set PERSISTER_KEY_PREFIX_FORM=single or doubled"}, true
+		} else {
+			ig, ok = discovery.Classify(c.cfg.Layout, s, keyspace.KindSharedMemory)
+		}
+		if ok {
+			c.ignored(ig)
+		}
 		return keyspace.Key{}, false
 	}
 	if !c.tenants[k.Tenant] {
@@ -213,6 +228,21 @@ func (c *Carrier) parseKey(s string) (keyspace.Key, bool) {
 		return keyspace.Key{}, false
 	}
 	return k, true
+}
+
+// ignored counts a Chronow-shaped key that is not carried and logs it the
+// first time (up to maxReportedTenants keys).
+func (c *Carrier) ignored(ig discovery.Ignored) {
+	c.m.SMKeysIgnored.WithLabelValues(ig.Reason).Inc()
+	c.mu.Lock()
+	first := !c.reported["key "+ig.Key] && len(c.reported) < maxReportedTenants
+	if first {
+		c.reported["key "+ig.Key] = true
+	}
+	c.mu.Unlock()
+	if first {
+		c.log.Warn("shared memory: key looks like Chronow's but is not carried", "key", ig.Key, "reason", ig.Reason, "hint", ig.Hint)
+	}
 }
 
 // setLive records whether the subscriptions are up.

@@ -46,7 +46,10 @@ func TestEventClass(t *testing.T) {
 }
 
 func TestChannelPatternEscapesPrefix(t *testing.T) {
-	if got, want := channelPattern(3, "a*b:"), `__keyspace@3__:a\*b:*:*:sm:*`; got != want {
+	if got, want := channelPattern(3, keyspace.Layout{Prefix: "a*b:", Form: keyspace.FormAuto}), `__keyspace@3__:a\*b:*:*:sm:*`; got != want {
+		t.Errorf("channelPattern = %q, want %q", got, want)
+	}
+	if got, want := channelPattern(0, keyspace.Layout{Prefix: "cw:", Form: keyspace.FormDoubled}), `__keyspace@0__:cw:cw:*:*:sm:*`; got != want {
 		t.Errorf("channelPattern = %q, want %q", got, want)
 	}
 }

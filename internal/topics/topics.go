@@ -31,8 +31,8 @@ type Store interface {
 
 // Config tunes a Syncer.
 type Config struct {
-	// Prefix is the Redis key prefix.
-	Prefix string
+	// Layout is where Chronow's keys are.
+	Layout keyspace.Layout
 	// WriteTimeout bounds one upsert.
 	WriteTimeout time.Duration
 	// Refresh is how often subscription configs are read again when no
@@ -312,7 +312,7 @@ func (s *Syncer) warnOnce(key string) {
 // scanConfigs lists the subscription config hashes under the prefix (on
 // every master of a cluster).
 func (s *Syncer) scanConfigs(ctx context.Context) ([]string, error) {
-	pattern := keyspace.EscapeGlob(s.cfg.Prefix) + "*:*:" + string(keyspace.KindTopic) + ":*:sub:*:config"
+	pattern := s.cfg.Layout.Pattern(keyspace.KindTopic) + ":sub:*:config"
 	var mu sync.Mutex
 	var out []string
 	scan := func(ctx context.Context, c redis.Cmdable) error {

@@ -168,14 +168,14 @@ func TestSyncer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close(ctx)
-	sc := discovery.New(rdb, prefix, []keyspace.Kind{keyspace.KindTopic, keyspace.KindDLQ}, []string{"acme", "globex"})
+	sc := discovery.New(rdb, keyspace.Layout{Prefix: prefix, Tenants: map[string]bool{"acme": true, "globex": true}}, []keyspace.Kind{keyspace.KindTopic, keyspace.KindDLQ})
 	res, err := sc.Scan(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	newSyncer := func() *topics.Syncer {
-		return topics.New(topics.Config{Prefix: prefix, Refresh: time.Nanosecond}, rdb, w, log)
+		return topics.New(topics.Config{Layout: keyspace.Layout{Prefix: prefix}, Refresh: time.Nanosecond}, rdb, w, log)
 	}
 	s := newSyncer()
 	if err := s.Sync(ctx, res.ByTenant); err != nil {
