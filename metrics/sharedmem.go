@@ -21,7 +21,7 @@ func newSharedMemory() SharedMemory {
 	return SharedMemory{
 		SMWritten: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persister_sm_values_written_total",
-			Help: "Shared-memory documents written, by op (value, tombstone).",
+			Help: "Shared-memory documents written, by op (value, tombstone, rescued: the server refused the value; val null, the exact text kept).",
 		}, []string{"tenant", "op"}),
 		SMSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persister_sm_values_skipped_total",
@@ -37,7 +37,7 @@ func newSharedMemory() SharedMemory {
 		}, []string{"event"}),
 		SMKeysIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persister_sm_keys_ignored_total",
-			Help: "Shared-memory keys seen but not carried, by reason (unconfigured_tenant, not_string); counted at every sighting.",
+			Help: "Shared-memory keys seen but not carried, by reason (unconfigured_tenant, not_string, other_prefix, prefix_form, ambiguous_prefix); counted at every sighting.",
 		}, []string{"reason"}),
 		SMReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "persister_sm_reconcile_duration_seconds",

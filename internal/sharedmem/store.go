@@ -40,7 +40,14 @@ const (
 	// DefectRefused: the server refused the value; val is null and
 	// _system.raw.val holds the exact text, _system.error the reason.
 	DefectRefused = "refused_by_server"
+	// DefectTooLarge: with DefectRefused, the value was too large to keep
+	// its text in the document (over maxRawRescue bytes); only its hash is.
+	DefectTooLarge = "val_too_large"
 )
+
+// maxRawRescue is the largest value whose exact text a rescue keeps in the
+// document (well under the 16 MiB document limit).
+const maxRawRescue = 8 << 20
 
 // opsPerCommand caps the updates sent in one command. FerretDB (v1, SQLite)
 // keeps the cursor of every update of a command open until the command
@@ -169,6 +176,9 @@ func buildOp(o *Observation, retentionDays int) (writeOp, error) {
 // which defects it has and whether its exact text must be kept beside it.
 func appendValue(u []byte, o *Observation) ([]byte, []string, bool) {
 	if o.refusal != "" {
+		if len(o.Value) > maxRawRescue {
+			return bsoncore.AppendNullElement(u, "val"), []string{DefectRefused, DefectTooLarge}, false
+		}
 		return bsoncore.AppendNullElement(u, "val"), []string{DefectRefused}, true
 	}
 	out, res, err := bsonjson.AppendElement(u, "val", o.Value)
