@@ -31,6 +31,7 @@ func run() error {
 		tenants  = flag.String("tenants", "default", "comma-separated tenant ids")
 		rate     = flag.Int("rate", 20, "messages per second")
 		count    = flag.Int("count", 0, "stop after this many messages (0 = until interrupted)")
+		single   = flag.Bool("single-prefix", false, "write the prefix once, like an app that leaves redis.keyPrefix unset (default: twice, like Chronow's configFromEnv)")
 	)
 	flag.Parse()
 	if *rate <= 0 {
@@ -45,7 +46,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	pub := &publisher.Publisher{RDB: rdb, Prefix: *prefix}
+	pub := &publisher.Publisher{RDB: rdb, Prefix: *prefix, Doubled: !*single}
 	ids := strings.Split(*tenants, ",")
 	topics := []string{"orders", "payments", "emails"}
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
@@ -65,6 +66,12 @@ func run() error {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "publish:", err)
 			continue
+		}
+		if i%10 == 4 { // a retry, as Chronow's nack({requeue: true}) adds it
+			if _, err := pub.PublishRetry(ctx, publisher.Retry{Tenant: m.Tenant, Namespace: m.Namespace, Topic: m.Topic,
+				RetryOf: id, Attempt: 1, Payload: m.Payload, Headers: m.Headers}); err != nil {
+				fmt.Fprintln(os.Stderr, "retry:", err)
+			}
 		}
 		if i%10 == 9 {
 			_, err := pub.PublishDeadLetter(ctx, publisher.DeadLetter{
