@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
 )
@@ -509,7 +509,7 @@ func (b *Batcher) ack(ctx context.Context, items []Item) error {
 		if err == nil {
 			break
 		}
-		if attempt == 0 || attempt%10 == 0 {
+		if retry.Log(attempt + 1) {
 			b.log.Warn("ack failed; retrying", "entries", len(items), "attempt", attempt+1, "err", err)
 		}
 		select {
@@ -571,11 +571,7 @@ func (b *Batcher) setErr(err error, fatal bool) {
 	}
 }
 
-// backoff is exponential with full jitter, from 100ms up to MaxBackoff.
+// backoff is exponential with jitter, from 200ms up to MaxBackoff.
 func (b *Batcher) backoff(attempt int) time.Duration {
-	d := 100 * time.Millisecond << min(attempt, 16)
-	if d > b.cfg.MaxBackoff || d <= 0 {
-		d = b.cfg.MaxBackoff
-	}
-	return d/2 + rand.N(d/2+1)
+	return retry.Backoff{Base: 200 * time.Millisecond, Max: b.cfg.MaxBackoff}.Delay(attempt)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chronow/persister/internal/retry"
 )
 
 // ClaimerConfig tunes a Claimer.
@@ -91,7 +93,7 @@ func (c *Claimer) Run(ctx context.Context) error {
 			return err
 		case err != nil:
 			failures++
-			if failures == 1 || failures%20 == 0 {
+			if retry.Log(failures) {
 				c.log.Warn("claim sweep failed; retrying at the next interval", "attempt", failures, "err", err)
 			}
 			continue

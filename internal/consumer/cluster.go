@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chronow/persister/internal/retry"
 )
 
 // Defaults of the cluster poll intervals (ReaderConfig.Poll, IdlePoll).
@@ -200,7 +201,7 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 	if r.cfg.OnError != nil {
 		r.cfg.OnError("xreadgroup", firstErr)
 	}
-	if st.failures == 1 || st.failures%20 == 0 {
+	if retry.Log(st.failures) {
 		r.log.Warn("cluster read failed on some slots; the others are read as usual",
 			"failed_groups", failed, "groups", len(due), "attempt", st.failures, "err", firstErr)
 	}
@@ -346,8 +347,7 @@ func (r *Reader) slotFailed(s *slotState, g []string, err error, now time.Time) 
 		return
 	}
 	s.failures++
-	back := 100 * time.Millisecond << min(s.failures, 6)
-	s.next = now.Add(back/2 + rand.N(back/2+1))
+	s.next = now.Add(readBackoff().Delay(s.failures))
 }
 
 func earliest(a, b time.Time) time.Time {

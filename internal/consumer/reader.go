@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/retry"
 )
 
 // Streams is a set of stream keys that discovery updates and readers follow.
@@ -320,13 +320,13 @@ func (r *Reader) fail(ctx context.Context, op string, err error, failures *int) 
 	if r.cfg.OnError != nil {
 		r.cfg.OnError(op, err)
 	}
-	if *failures == 1 || *failures%20 == 0 {
+	if retry.Log(*failures) {
 		r.log.Warn("redis read failed; retrying", "op", op, "attempt", *failures, "err", err)
 	}
-	d := 100 * time.Millisecond << min(*failures, 6)
-	d = d/2 + rand.N(d/2+1)
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-	}
+	_ = readBackoff().Wait(ctx, *failures)
+}
+
+// readBackoff spaces the reads of a failing Redis: 200ms doubling to 6.4s.
+func readBackoff() retry.Backoff {
+	return retry.Backoff{Base: 200 * time.Millisecond, Max: 6400 * time.Millisecond}
 }

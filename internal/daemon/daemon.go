@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/consumer"
@@ -189,7 +190,7 @@ func (d *Daemon) discoverLoop(ctx context.Context) error {
 		if err := d.discoverOnce(ctx, sc); err != nil && ctx.Err() == nil {
 			failures++
 			d.m.RedisErrors.WithLabelValues("scan").Inc()
-			if failures == 1 || failures%10 == 0 {
+			if retry.Log(failures) {
 				d.log.Warn("stream discovery failed; will retry", "attempt", failures, "err", err)
 			}
 		} else {

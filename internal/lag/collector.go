@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/metrics"
 )
 
@@ -124,7 +125,7 @@ func (c *Collector) Run(ctx context.Context) error {
 	for {
 		if err := c.Collect(ctx); err != nil && ctx.Err() == nil {
 			failures++
-			if failures == 1 || failures%10 == 0 {
+			if retry.Log(failures) {
 				c.log.Warn("lag measurement failed; gauges keep their last values", "attempt", failures, "err", err)
 			}
 		} else if err == nil {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/retry"
 )
 
 // Notification event classes (label values of persister_sm_notifications_total).
@@ -109,7 +110,7 @@ func (c *Carrier) supervise(ctx context.Context, notes chan<- note) error {
 		}
 		failures++
 		c.m.RedisErrors.WithLabelValues("sm_subscribe").Inc()
-		if failures == 1 || failures%10 == 0 {
+		if retry.Log(failures) {
 			c.log.Warn("shared memory: keyspace subscription failed; values arrive through reconcile until it is back",
 				"attempt", failures, "reconcile_interval", c.cfg.ReconcileInterval.String(), "err", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/discovery"
+	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/keyspace"
 )
 
@@ -59,7 +60,7 @@ func (c *Carrier) reconcileLoop(ctx context.Context) error {
 		if err != nil {
 			failures++
 			c.m.RedisErrors.WithLabelValues("sm_reconcile").Inc()
-			if failures == 1 || failures%10 == 0 {
+			if retry.Log(failures) {
 				c.log.Warn("shared memory: reconcile pass failed; will retry", "attempt", failures, "err", err)
 			}
 		} else {

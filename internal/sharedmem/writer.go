@@ -3,11 +3,11 @@ package sharedmem
 import (
 	"context"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/chronow/persister/metrics"
+	"github.com/chronow/persister/internal/retry"
 )
 
 // What was written (label values of persister_sm_values_written_total).
@@ -239,7 +239,7 @@ func (w *writer) flush(ctx context.Context) {
 
 // apply records the outcome of one tenant's batch.
 func (w *writer) apply(tenant string, b *tenantBatch) {
-	retry := 0
+	failed := 0
 	for i, o := range b.obs {
 		k := b.keys[i]
 		switch b.out[i] {
@@ -265,10 +265,10 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 		case outRefused:
 			w.refused(k, o, b.ops[i].refusedBy)
 		default:
-			retry++
+			failed++
 		}
 	}
-	if retry == 0 {
+	if failed == 0 {
 		delete(w.backoff, tenant)
 		return
 	}
@@ -278,14 +278,12 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 		w.backoff[tenant] = bo
 	}
 	bo.attempt++
-	d := w.flushEvery << min(bo.attempt, 16)
-	d = min(d, w.maxBackoff)
-	d = d/2 + rand.N(d/2+1)
+	d := retry.Backoff{Base: 2 * w.flushEvery, Max: w.maxBackoff}.Delay(bo.attempt)
 	bo.until = time.Now().Add(d)
 	w.m.WriteErrors.WithLabelValues(tenant, "retryable").Inc()
-	if bo.attempt == 1 || bo.attempt%10 == 0 {
+	if retry.Log(bo.attempt) {
 		w.log.Warn("shared memory: writing values failed; will retry", "tenant", tenant,
-			"values", retry, "attempt", bo.attempt, "retry_in", d.String(), "err", b.err)
+			"values", failed, "attempt", bo.attempt, "retry_in", d.String(), "err", b.err)
 	}
 }
 

@@ -1,0 +1,49 @@
+// Package retry holds the one backoff and the one log throttle that every
+// retrying loop of the persister uses.
+package retry
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff is exponential with jitter: attempt 1 waits about Base, each
+// further attempt twice as long, up to Max; the wait is drawn uniformly in
+// [d/2, d] so that retrying replicas and tenants spread out.
+type Backoff struct {
+	Base time.Duration
+	Max  time.Duration
+}
+
+// Delay returns the wait before the given attempt (1 = the first retry).
+func (b Backoff) Delay(attempt int) time.Duration {
+	d := b.Base << min(max(attempt-1, 0), 30)
+	if d > b.Max || d <= 0 {
+		d = b.Max
+	}
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Wait sleeps Delay(attempt), or until ctx ends (then it returns ctx.Err()).
+func (b Backoff) Wait(ctx context.Context, attempt int) error {
+	t := time.NewTimer(b.Delay(attempt))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// LogEvery is how often a failure that repeats is logged.
+const LogEvery = 10
+
+// Log says whether the n-th consecutive failure (1-based) is logged: the
+// first, then every LogEvery-th, so that an outage is visible at once and
+// stays visible without flooding the log.
+func Log(n int) bool { return n == 1 || n%LogEvery == 0 }
