@@ -40,6 +40,7 @@ type Metrics struct {
 	Acked            *prometheus.CounterVec
 	Claimed          *prometheus.CounterVec
 	InflightEntries  *prometheus.GaugeVec
+	LagCollected     prometheus.Gauge
 	BuildInfo        *prometheus.GaugeVec
 
 	SharedMemory // persister_sm_*: metrics/sharedmem.go
@@ -127,6 +128,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Name: "persister_inflight_entries",
 			Help: "Entries read and held in memory, not yet acknowledged.",
 		}, []string{"tenant"}),
+		LagCollected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "persister_lag_collected_timestamp_seconds",
+			Help: "Unix time of the last pass that measured every consumed stream (lag, pending, oldest age, unseen trims).",
+		}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "persister_build_info",
 			Help: "Build information; always 1.",
@@ -134,11 +139,35 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.StreamLag, m.StreamPending, m.OldestUnackedAge, m.EntriesStored, m.StoreLatency,
 		m.BatchSize, m.FlushDuration, m.WriteErrors, m.DeadLettered, m.Lost, m.Malformed, m.Streams, m.KeysIgnored,
-		m.TenantHalted, m.RedisErrors, m.EntriesRead, m.Acked, m.Claimed, m.InflightEntries, m.BuildInfo)
+		m.TenantHalted, m.RedisErrors, m.EntriesRead, m.Acked, m.Claimed, m.InflightEntries, m.LagCollected, m.BuildInfo)
 	m.SharedMemory = newSharedMemory()
 	reg.MustRegister(m.SharedMemory.collectors()...)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m
+}
+
+// TopStreams are the per-stream gauges of the streams with the oldest
+// unstored entries (PERSISTER_METRICS_TOP_STREAMS > 0 only).
+type TopStreams struct {
+	Lag *prometheus.GaugeVec
+	Age *prometheus.GaugeVec
+}
+
+// RegisterTopStreams creates and registers the per-stream gauges.
+func RegisterTopStreams(reg prometheus.Registerer) TopStreams {
+	labels := []string{"tenant", "kind", "stream"}
+	t := TopStreams{
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_top_stream_lag_entries",
+			Help: "Lag (entries not yet delivered) of the streams with the oldest unstored entries, at most PERSISTER_METRICS_TOP_STREAMS of them.",
+		}, labels),
+		Age: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "persister_top_stream_oldest_unacked_age_seconds",
+			Help: "Oldest unstored entry age of the streams with the oldest unstored entries, at most PERSISTER_METRICS_TOP_STREAMS of them.",
+		}, labels),
+	}
+	reg.MustRegister(t.Lag, t.Age)
+	return t
 }
 
 // RegisterBudget registers the memory budget's gauges (PERSISTER_MAX_INFLIGHT_BYTES),

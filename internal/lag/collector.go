@@ -80,37 +80,25 @@ type totals struct {
 	age          time.Duration
 }
 
-// New returns a Collector; it registers its own gauge
-// persister_lag_collected_timestamp_seconds on reg.
+// New returns a Collector; with TopStreams it registers the per-stream
+// gauges on reg.
 func New(rdb redis.UniversalClient, cfg Config, list Lister, m *metrics.Metrics, reg prometheus.Registerer, log *slog.Logger) *Collector {
 	if cfg.CountCap <= 0 {
 		cfg.CountCap = DefaultCountCap
 	}
 	c := &Collector{
-		cfg:  cfg,
-		ms:   NewMeasurer(rdb, cfg.Group, cfg.CountCap, true),
-		list: list,
-		m:    m,
-		log:  log,
-		collected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "persister_lag_collected_timestamp_seconds",
-			Help: "Unix time of the last pass that measured every consumed stream (lag, pending, oldest age, unseen trims).",
-		}),
-		shown:    map[series]bool{},
-		topShown: map[topKey]bool{},
+		cfg:       cfg,
+		ms:        NewMeasurer(rdb, cfg.Group, cfg.CountCap, true),
+		list:      list,
+		m:         m,
+		log:       log,
+		collected: m.LagCollected,
+		shown:     map[series]bool{},
+		topShown:  map[topKey]bool{},
 	}
-	reg.MustRegister(c.collected)
 	if cfg.TopStreams > 0 {
-		labels := []string{"tenant", "kind", "stream"}
-		c.topLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_top_stream_lag_entries",
-			Help: "Lag (entries not yet delivered) of the streams with the oldest unstored entries, at most PERSISTER_METRICS_TOP_STREAMS of them.",
-		}, labels)
-		c.topAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_top_stream_oldest_unacked_age_seconds",
-			Help: "Oldest unstored entry age of the streams with the oldest unstored entries, at most PERSISTER_METRICS_TOP_STREAMS of them.",
-		}, labels)
-		reg.MustRegister(c.topLag, c.topAge)
+		top := metrics.RegisterTopStreams(reg)
+		c.topLag, c.topAge = top.Lag, top.Age
 	}
 	return c
 }
