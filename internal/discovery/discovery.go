@@ -117,20 +117,42 @@ func (s *Scanner) Scan(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	var conflicts []Ignored
 	for t := range res.ByTenant {
-		res.ByTenant[t] = s.settleConflicts(&res, res.ByTenant[t])
+		res.ByTenant[t], conflicts = settleConflicts(res.ByTenant[t], conflicts)
 		sortKeys(res.ByTenant[t])
+	}
+	if err := s.reportNonEmpty(ctx, &res, conflicts); err != nil {
+		return Result{}, err
 	}
 	sortKeys(res.Unconfigured)
 	sort.Slice(res.Ignored, func(i, j int) bool { return res.Ignored[i].Key < res.Ignored[j].Key })
 	return res, nil
 }
 
+// reportNonEmpty reports the streams left out by settleConflicts that hold
+// entries. An empty one is what Chronow v0.9 itself makes for an app that
+// passes redis.keyPrefix: its XGROUP CREATE ... MKSTREAM is not prefixed
+// by ioredis, so ensureTopic and ensureSubscription leave an empty stream
+// with the app's groups under the single prefix; nothing there is lost.
+func (s *Scanner) reportNonEmpty(ctx context.Context, res *Result, conflicts []Ignored) error {
+	for _, ig := range conflicts {
+		n, err := s.rdb.XLen(ctx, ig.Key).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("xlen %q: %w", ig.Key, err)
+		}
+		if n > 0 {
+			res.Ignored = append(res.Ignored, ig)
+		}
+	}
+	return nil
+}
+
 // settleConflicts keeps one stream of each (namespace, kind, name): when a
 // stream exists under the single and the doubled prefix, the doubled one
 // (what Chronow writes when the app passes redis.keyPrefix, as its
-// configFromEnv does); the other is reported as not consumed.
-func (s *Scanner) settleConflicts(res *Result, keys []keyspace.Key) []keyspace.Key {
+// configFromEnv does); the other is appended to conflicts.
+func settleConflicts(keys []keyspace.Key, conflicts []Ignored) ([]keyspace.Key, []Ignored) {
 	type logical struct {
 		ns   string
 		kind keyspace.Kind
@@ -151,10 +173,10 @@ func (s *Scanner) settleConflicts(res *Result, keys []keyspace.Key) []keyspace.K
 			keep, drop = k, keep
 		}
 		out[i] = keep
-		res.Ignored = append(res.Ignored, Ignored{Key: drop.String(), Kind: drop.Kind, Reason: ReasonConflict,
+		conflicts = append(conflicts, Ignored{Key: drop.String(), Kind: drop.Kind, Reason: ReasonConflict,
 			Hint: fmt.Sprintf("%q is consumed instead (the same topic under the doubled prefix: apps publish it with different redis.keyPrefix settings, and their entries would collide in the warm tier); give the apps one setting, or pin PERSISTER_KEY_PREFIX_FORM=single in a second persister with its own PERSISTER_GROUP and databases", keep.String())})
 	}
-	return out
+	return out, conflicts
 }
 
 // sort files one key found by the pattern of kind.

@@ -66,8 +66,14 @@ func TestScanSortsEveryForm(t *testing.T) {
 		"jobs:queue",                        // not Chronow's
 		"cw:acme:ns2:topic:both",            // both forms of one topic: a conflict,
 		"cw:cw:acme:ns2:topic:both",         // the doubled one is consumed
+		"cw:cw:acme:ns3:topic:quick",        // Chronow's quick start: entries under the doubled prefix,
 	} {
 		add(k)
+	}
+	// ...and the empty stream its unprefixed XGROUP CREATE MKSTREAM leaves
+	// under the single prefix: not consumed, not reported (nothing in it).
+	if err := rdb.XGroupCreateMkStream(ctx, "cw:acme:ns3:topic:quick", "sub:s1", "$").Err(); err != nil {
+		t.Fatal(err)
 	}
 	if err := rdb.Set(ctx, "cw:acme:default:topic:not-a-stream", "x", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -81,7 +87,7 @@ func TestScanSortsEveryForm(t *testing.T) {
 	for _, k := range res.ByTenant["acme"] {
 		got = append(got, k.String())
 	}
-	want := []string{"cw:acme:default:topic:pay:sub:s:x", "cw:acme:default:topic:payments", "cw:cw:acme:billing:dlq:invoices", "cw:cw:acme:default:topic:orders", "cw:cw:acme:ns2:topic:both"}
+	want := []string{"cw:acme:default:topic:pay:sub:s:x", "cw:acme:default:topic:payments", "cw:cw:acme:billing:dlq:invoices", "cw:cw:acme:default:topic:orders", "cw:cw:acme:ns2:topic:both", "cw:cw:acme:ns3:topic:quick"}
 	if len(got) != len(want) {
 		t.Fatalf("acme streams = %v, want %v", got, want)
 	}
