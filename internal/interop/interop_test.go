@@ -225,6 +225,12 @@ func TestChronowInterop(t *testing.T) {
 	p.addAll("final", waitShared(ctx, t, rdb, mc, l2.Shared, 60*time.Second))
 	p.report("shared memory after overwrite, del and expire")
 
+	// Self-check: a value changed in MongoDB (an int32 stored as int64)
+	// must be caught by the same check.
+	if !t.Failed() {
+		tamperedMustFail(ctx, t, mc, streams)
+	}
+
 	// For the record (not asserted): keys the persister reported as not
 	// consumed. Chronow's ensureTopic with redis.keyPrefix set creates an
 	// empty stream under the single prefix beside the doubled one.
@@ -635,4 +641,24 @@ func checkShared(ctx context.Context, t *testing.T, mc *mongo.Client, recs []sha
 	}
 	sort.Strings(errs)
 	return errs
+}
+
+// tamperedMustFail changes one stored payload value's type behind the
+// persister's back and checks that the document check reports it.
+func tamperedMustFail(ctx context.Context, t *testing.T, mc *mongo.Client, streams []stream) {
+	t.Helper()
+	coll := mc.Database(e2e.DBName("globex")).Collection("messages")
+	res, err := coll.UpdateOne(ctx,
+		bson.D{{Key: "tenantId", Value: "globex"}, {Key: "namespace", Value: "eu"}, {Key: "topic", Value: "kinds"}, {Key: "payload.name", Value: "plain object"}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "payload.id", Value: int64(1)}}}})
+	if err != nil || res.ModifiedCount != 1 {
+		t.Fatalf("tamper with a stored payload: modified %v, err %v", res, err)
+	}
+	p := &problems{t: t}
+	checkStreamDocs(ctx, t, p, mc, streams)
+	if len(p.lines) != 1 || !strings.Contains(p.lines[0], ".payload.id: type 64-bit integer, want 32-bit integer") {
+		t.Errorf("an int32 changed to int64 in MongoDB: the check reported %q, want exactly that change", p.lines)
+	} else {
+		t.Logf("self-check: a stored int32 changed to int64 is reported: %s", p.lines[0])
+	}
 }
