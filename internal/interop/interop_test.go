@@ -206,11 +206,27 @@ func TestChronowInterop(t *testing.T) {
 	p.report("streams consumed and acknowledged by the persister")
 
 	// 3. Every entry's document, field for field and type for type.
-	checkStreamDocs(ctx, t, p, mc, streams)
+	wantDefects := checkStreamDocs(ctx, t, p, mc, streams)
 	p.report("documents of Chronow's stream entries")
+	checkMalformedMetric(t, p, reg, wantDefects)
+	p.report("persister_entries_malformed_total")
 
 	// 4. Shared memory: first values stored, then overwrite, del, expire.
 	p.addAll("phase 1", waitShared(ctx, t, rdb, mc, l1.Shared, 60*time.Second))
+	refusedSM := 0
+	for _, r := range l1.Shared {
+		if _, info, err := decodeJSON(r.Text); err == nil && info.arrayInArray {
+			refusedSM++
+		}
+	}
+	// The counter moves just after the write the documents show: poll it.
+	rescued := func() float64 { return labelSum(t, reg, "persister_sm_values_written_total", "op", "rescued") }
+	for end := time.Now().Add(5 * time.Second); rescued() < float64(refusedSM) && time.Now().Before(end); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := rescued(); got < float64(refusedSM) {
+		p.add("persister_sm_values_written_total{op=\"rescued\"} = %v, want at least %d (the values the server refused)", got, refusedSM)
+	}
 	p.report("shared memory after the first sets")
 	l2 := runProducer(t, node, bundle, "mutate", rs.URL)
 	e2e.Eventually(t, 20*time.Second, "expired keys gone from Redis", func() (bool, string) {
@@ -250,6 +266,29 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
 				sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// labelSum sums the samples of a metric family whose label has value.
+func labelSum(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
 			}
 		}
 	}
@@ -442,8 +481,9 @@ func waitAcked(ctx context.Context, t *testing.T, p *problems, rdb *redis.Client
 type coll struct{ name, tenant, ns, topic string }
 
 // checkStreamDocs compares every entry with its document.
-func checkStreamDocs(ctx context.Context, t *testing.T, p *problems, mc *mongo.Client, streams []stream) {
+func checkStreamDocs(ctx context.Context, t *testing.T, p *problems, mc *mongo.Client, streams []stream) map[string]int {
 	t.Helper()
+	defects := map[string]int{} // expected defect → entries with it
 	type want struct {
 		stream string
 		exp    expectation
@@ -466,6 +506,15 @@ func checkStreamDocs(ctx context.Context, t *testing.T, p *problems, mc *mongo.C
 			if err != nil {
 				p.add("%s %s: %v", s.key.raw, e.ID, err)
 				continue
+			}
+			sys, _ := exp.doc.get("_system")
+			if ds, ok := sys.(*wDoc).get("defects"); ok {
+				for _, d := range ds.(wDefects) {
+					defects[d]++
+				}
+			}
+			if exp.refused {
+				defects["refused_by_server"]++
 			}
 			id, _ := exp.doc.get("_id")
 			if wants[c] == nil {
@@ -533,6 +582,43 @@ func checkStreamDocs(ctx context.Context, t *testing.T, p *problems, mc *mongo.C
 	if refused == 0 {
 		p.add("no document was refused by the server: the scenario's [1,[2,[3]]] payload did not do what the test expects")
 	}
+	return defects
+}
+
+// checkMalformedMetric checks persister_entries_malformed_total against the
+// defects the documents must have: each expected defect counted at least
+// once per entry, and no other defect counted (a retry entry is not
+// malformed).
+func checkMalformedMetric(t *testing.T, p *problems, reg *prometheus.Registry, want map[string]int) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "persister_entries_malformed_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "defect" {
+					got[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	for d, n := range want {
+		if got[d] < float64(n) {
+			p.add("persister_entries_malformed_total{defect=%q} = %v, want at least %d (entries stored with it)", d, got[d], n)
+		}
+	}
+	for d, v := range got {
+		if _, ok := want[d]; !ok && v > 0 {
+			p.add("persister_entries_malformed_total{defect=%q} = %v, but no entry of Chronow's should have it", d, v)
+		}
+	}
+	t.Logf("malformed entries by defect: %v", got)
 }
 
 func download(ctx context.Context, db *mongo.Database, fileID string) (bson.Raw, error) {
