@@ -50,7 +50,8 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	if [ "$(id -u)" = 0 ]; then
 		echo "node or npm not found; installing Debian's nodejs and npm with apt-get"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm ||
-			{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; }
+			{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; } ||
+			echo "warning: apt-get could not install nodejs and npm" >&2
 	fi
 fi
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
