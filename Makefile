@@ -6,6 +6,7 @@
 #   make redis     - make sure redis-server is installed
 #   make helmcheck - lint, render and check the Helm chart; check the Dockerfile
 #   make bench     - the performance benchmark (fresh redis-server + FerretDB; < 10 min; BENCH_ARGS=...)
+#   make chronow-interop - bin/chronow-interop.cjs (the real Chronow library as a producer, for internal/interop)
 
 SHELL := bash
 .DEFAULT_GOAL := build
@@ -62,3 +63,23 @@ run:
 .PHONY: bench
 bench: ferretdb redis
 	go run ./cmd/persister-bench --markdown bench-results.md $(BENCH_ARGS)
+
+# The interop test's producer (internal/interop): the real Chronow library
+# (third_party/chronow) driven by tools/chronow-interop/src, bundled with a
+# pinned esbuild into one file run by node. npm ci runs only when the lock
+# file changed, esbuild only when an input changed.
+CHRONOW_INTEROP_DIR := tools/chronow-interop
+CHRONOW_INTEROP_INPUTS := $(shell find third_party/chronow $(CHRONOW_INTEROP_DIR)/src -type f 2>/dev/null) \
+	$(CHRONOW_INTEROP_DIR)/build.mjs
+
+.PHONY: chronow-interop
+chronow-interop: bin/chronow-interop.cjs
+
+$(CHRONOW_INTEROP_DIR)/node_modules/.package-lock.json: $(CHRONOW_INTEROP_DIR)/package.json $(CHRONOW_INTEROP_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found; install Node.js 18+ and npm (apt-get install -y nodejs npm)" >&2; exit 1; }
+	cd $(CHRONOW_INTEROP_DIR) && npm ci --no-audit --no-fund --prefer-offline --loglevel=error
+	@touch $@
+
+bin/chronow-interop.cjs: $(CHRONOW_INTEROP_INPUTS) $(CHRONOW_INTEROP_DIR)/node_modules/.package-lock.json
+	@mkdir -p bin
+	cd $(CHRONOW_INTEROP_DIR) && node build.mjs ../../bin/chronow-interop.cjs

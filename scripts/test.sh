@@ -45,6 +45,27 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
 fi
 echo "$(prometheus --version 2>&1 | head -n1)"
 
+step "2c. node, npm and bin/chronow-interop.cjs (make chronow-interop: the real Chronow library as the interop test's producer)"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ]; then
+		echo "node or npm not found; installing Debian's nodejs and npm with apt-get"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm ||
+			{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; } ||
+			echo "warning: apt-get could not install nodejs and npm" >&2
+	fi
+fi
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+	echo "node $(node --version), npm $(npm --version)"
+	make --no-print-directory chronow-interop
+	export PERSISTER_CHRONOW_INTEROP_BIN="$ROOT/bin/chronow-interop.cjs"
+	echo "PERSISTER_CHRONOW_INTEROP_BIN=$PERSISTER_CHRONOW_INTEROP_BIN"
+elif [ -n "${CI:-}" ]; then
+	echo "error: node and npm are required in CI (the interop test runs the real Chronow library); install Node.js 18+ and npm" >&2
+	exit 1
+else
+	echo "warning: node or npm not found: internal/interop will be skipped (install Node.js 18+ and npm)" >&2
+fi
+
 step "3. gofmt"
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
