@@ -130,6 +130,10 @@ Argument: dict "ctx" root "sidecar" bool.
 - name: REDIS_KEY_PREFIX
   value: {{ . | quote }}
 {{- end }}
+{{- with $v.redis.keyPrefixForm }}
+- name: PERSISTER_KEY_PREFIX_FORM
+  value: {{ . | quote }}
+{{- end }}
 {{- with $v.redis.clusterNodes }}
 - name: REDIS_CLUSTER_NODES
   value: {{ toJson . | quote }}
