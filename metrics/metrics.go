@@ -17,7 +17,18 @@ const (
 	StateUnconfiguredTenant = "unconfigured_tenant"
 
 	CauseTrimmed = "trimmed_before_stored"
+
+	// Classes of persister_write_errors_total.
+	ClassRetryable      = "retryable"
+	ClassPermanent      = "permanent"
+	ClassFatal          = "fatal"
+	ClassUnknownOutcome = "unknown_outcome"
 )
+
+// WriteErrorClasses lists the classes of persister_write_errors_total.
+func WriteErrorClasses() []string {
+	return []string{ClassRetryable, ClassPermanent, ClassFatal, ClassUnknownOutcome}
+}
 
 // Metrics holds the persister's metric families.
 type Metrics struct {

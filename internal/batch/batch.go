@@ -5,7 +5,6 @@ package batch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -13,8 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
@@ -58,11 +59,15 @@ type Acker interface {
 	Ack(ctx context.Context, ids map[string][]string) error
 }
 
-// Rescuer turns an item the database refused for good into another item
-// that can be stored (e.g. a dead letter keeping the raw entry). ok=false
-// means the item stays pending and is reported.
+// Rescuer stores another way what cannot be stored as usual, for the
+// daemon, replay and dead letters alike (dlq.Rescuer): Rescue turns an item
+// the database refused for good into an item that can be stored (a stub
+// with the raw bytes kept aside, or a dead letter); RescueEntry does the
+// same for an entry no document could be built for (e.g. one over the
+// BSON limit). ok=false means the entry stays pending and is reported.
 type Rescuer interface {
 	Rescue(ctx context.Context, it Item, cause error) (replacement Item, ok bool)
+	RescueEntry(ctx context.Context, key keyspace.Key, msg redis.XMessage, cause error) (replacement Item, ok bool)
 }
 
 // Config tunes a Batcher.
@@ -382,18 +387,15 @@ func (b *Batcher) flush(ctx context.Context, items []Item, slot func()) {
 	}
 }
 
-// writeOnce makes one bulk insert per collection and returns the items now
-// stored and those to try again. The first insert uses *slot when set (and
-// clears it); the others take a write slot of their own.
+// writeOnce makes one bulk insert per collection under the write rule
+// (Insert) and returns the items now stored and those to try again. The
+// first insert uses *slot when set (and clears it); the others take a write
+// slot of their own.
 func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (stored, retry []Item) {
 	byColl, order := groupByCollection(items)
 	stored = make([]Item, 0, len(items))
 	for _, coll := range order {
 		group := byColl[coll]
-		docs := make([][]byte, len(group))
-		for i, it := range group {
-			docs[i] = it.Doc
-		}
 		release := func() {}
 		if *slot != nil {
 			release, *slot = *slot, nil
@@ -406,60 +408,75 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (st
 			}
 			release = r
 		}
-		wctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
 		start := time.Now()
-		results, err := b.sink.Insert(wctx, b.cfg.Tenant, coll, docs)
-		cancel()
+		out := Insert(ctx, b.sink, b.cfg.Tenant, coll, group, b.rescuer, b.cfg.WriteTimeout)
 		release()
-		if err != nil {
+		if out.Err != nil {
 			b.m.FlushDuration.WithLabelValues("error").Observe(time.Since(start).Seconds())
-			class := sink.Classify(err)
-			label := "unknown_outcome"
-			if class == sink.ClassFatal {
-				label = "fatal"
+			label := metrics.ClassUnknownOutcome
+			if out.Decisions[0] == Halt {
+				label = metrics.ClassFatal
 			}
 			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, label).Inc()
-			b.setErr(err, class == sink.ClassFatal || errors.Is(err, sink.ErrLegacyIndex))
+			b.setErr(out.Err, out.Decisions[0] == Halt)
 			retry = append(retry, group...)
 			continue
 		}
 		b.m.FlushDuration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 		b.setErr(nil, false)
-		inserted, dups := 0, 0
-		for i, r := range results {
-			it := group[i]
-			switch r.Class {
-			case sink.ClassNone:
-				inserted++
-				stored = append(stored, it)
-			case sink.ClassDuplicate:
-				dups++
-				stored = append(stored, it)
-			case sink.ClassPermanent:
-				b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, "permanent").Inc()
-				if rep, ok := b.rescue(ctx, it, r.Err); ok {
-					retry = append(retry, rep)
-				} else {
-					b.log.Error("entry refused by MongoDB and not rescued; left pending", "stream", it.Stream, "id", it.ID, "err", r.Err)
-					b.abandon([]Item{it})
-				}
-			case sink.ClassFatal:
-				b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, "fatal").Inc()
-				b.setErr(r.Err, true)
-				retry = append(retry, it)
-			default:
-				b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, "retryable").Inc()
-				retry = append(retry, it)
-			}
-		}
-		if inserted > 0 {
-			b.m.EntriesStored.WithLabelValues(b.cfg.Tenant, coll, metrics.OutcomeInserted).Add(float64(inserted))
-		}
-		if dups > 0 {
-			b.m.EntriesStored.WithLabelValues(b.cfg.Tenant, coll, metrics.OutcomeDuplicate).Add(float64(dups))
+		var s []Item
+		s, retry = b.apply(group, out, retry)
+		stored = append(stored, s...)
+		b.countStored(coll, out)
+	}
+	return stored, retry
+}
+
+// apply sorts a group by the rule's decisions: stored items are returned,
+// items to write again (and replacements) appended to retry, refused ones
+// given up (left pending in Redis).
+func (b *Batcher) apply(group []Item, out Outcome, retry []Item) (stored, _ []Item) {
+	for i, d := range out.Decisions {
+		it := group[i]
+		switch d {
+		case Inserted, Present:
+			stored = append(stored, it)
+		case Rescued:
+			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, metrics.ClassPermanent).Inc()
+			retry = append(retry, out.Replacements[i])
+		case Refused:
+			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, metrics.ClassPermanent).Inc()
+			b.log.Error("entry refused by MongoDB and not rescued; left pending", "stream", it.Stream, "id", it.ID, "err", out.Errs[i])
+			b.abandon([]Item{it})
+		case Halt:
+			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, metrics.ClassFatal).Inc()
+			b.setErr(out.Errs[i], true)
+			retry = append(retry, it)
+		default:
+			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, metrics.ClassRetryable).Inc()
+			retry = append(retry, it)
 		}
 	}
 	return stored, retry
+}
+
+// countStored counts the group's stored documents by outcome.
+func (b *Batcher) countStored(coll string, out Outcome) {
+	inserted, present := 0, 0
+	for _, d := range out.Decisions {
+		switch d {
+		case Inserted:
+			inserted++
+		case Present:
+			present++
+		}
+	}
+	if inserted > 0 {
+		b.m.EntriesStored.WithLabelValues(b.cfg.Tenant, coll, metrics.OutcomeInserted).Add(float64(inserted))
+	}
+	if present > 0 {
+		b.m.EntriesStored.WithLabelValues(b.cfg.Tenant, coll, metrics.OutcomeDuplicate).Add(float64(present))
+	}
 }
 
 // groupByCollection splits items by collection, in order of first
@@ -484,18 +501,6 @@ func groupByCollection(items []Item) (map[string][]Item, []string) {
 		byColl[it.Collection] = append(byColl[it.Collection], it)
 	}
 	return byColl, order
-}
-
-func (b *Batcher) rescue(ctx context.Context, it Item, cause error) (Item, bool) {
-	if b.rescuer == nil || it.Attempts >= 2 {
-		return Item{}, false
-	}
-	rep, ok := b.rescuer.Rescue(ctx, it, cause)
-	if ok {
-		rep.Attempts = it.Attempts + 1
-		rep.Charge = it.Charge // the replacement holds the entry's budget
-	}
-	return rep, ok
 }
 
 // ack acknowledges stored items, retrying while Redis is unreachable.

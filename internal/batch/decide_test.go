@@ -11,8 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
 )
@@ -53,6 +55,10 @@ func (s *scriptSink) Insert(_ context.Context, _, coll string, docs [][]byte) ([
 }
 
 // fakeRescuer turns a refused item into a dead letter of the same entry.
+func (r fakeRescuer) RescueEntry(context.Context, keyspace.Key, redis.XMessage, error) (Item, bool) {
+	return Item{}, false
+}
+
 type fakeRescuer struct{ refuse bool }
 
 func (r fakeRescuer) Rescue(_ context.Context, it Item, _ error) (Item, bool) {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"github.com/chronow/persister/internal/batch"
 
 	"github.com/redis/go-redis/v9"
 
@@ -33,4 +34,4 @@ func (d *Daemon) screen(ctx context.Context, stream string, msgs []redis.XMessag
 	return d.poison.Screen(ctx, stream, msgs)
 }
 
-var _ EntryRescuer = (*dlq.Rescuer)(nil)
+var _ batch.Rescuer = (*dlq.Rescuer)(nil) // the daemon hands it to every batcher

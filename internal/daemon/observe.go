@@ -33,16 +33,13 @@ func (d *Daemon) consumedStreams() map[string][]string {
 	return out
 }
 
-// writeErrorClasses are the class labels of persister_write_errors_total.
-var writeErrorClasses = []string{"retryable", "permanent", "fatal", "unknown_outcome"}
-
 // initSeries exports the bounded per-tenant counters at 0 from the start, so
 // the first increment shows in rate() and increase() and alert rules see a
 // series instead of nothing.
 func (d *Daemon) initSeries() {
 	for id := range d.tenants {
 		d.m.Lost.WithLabelValues(id, metrics.CauseTrimmed)
-		for _, class := range writeErrorClasses {
+		for _, class := range metrics.WriteErrorClasses() {
 			d.m.WriteErrors.WithLabelValues(id, class)
 		}
 		for _, outcome := range []string{metrics.OutcomeInserted, metrics.OutcomeDuplicate} {

@@ -147,8 +147,8 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 // rescueUndecodable hands an entry no document can be built for (e.g. one
 // over the BSON limit) to the rescuer, when there is one.
 func (tp *tenantPipeline) rescueUndecodable(ctx context.Context, key keyspace.Key, msg redis.XMessage, cause error) bool {
-	r, ok := tp.batcher.Rescuer().(EntryRescuer)
-	if !ok {
+	r := tp.batcher.Rescuer()
+	if r == nil {
 		return false
 	}
 	it, ok := r.RescueEntry(ctx, key, msg, cause)
@@ -161,11 +161,6 @@ func (tp *tenantPipeline) rescueUndecodable(ctx context.Context, key keyspace.Ke
 		it.Time, _ = message.IDTime(msg.ID)
 	}
 	return tp.batcher.Add(context.WithoutCancel(ctx), it) == nil
-}
-
-// EntryRescuer stores entries no document can be built for another way.
-type EntryRescuer interface {
-	RescueEntry(ctx context.Context, key keyspace.Key, msg redis.XMessage, cause error) (batch.Item, bool)
 }
 
 // ackTrimmed acknowledges pending entries whose body was trimmed away: they

@@ -31,8 +31,8 @@ type Config struct {
 }
 
 // Rescuer stores entries whose usual document cannot be stored: it
-// implements batch.Rescuer (documents the server refused for good) and the
-// daemon's EntryRescuer (entries no document could be built for, e.g. over
+// implements batch.Rescuer (documents the server refused for good, and
+// entries no document could be built for, e.g. over
 // the BSON limit). What could not go in a document goes to the raw_entries
 // bucket first; then a stub document, with the usual _id, is handed back to
 // the batcher, which stores it and acknowledges the entry.

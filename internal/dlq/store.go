@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/chronow/persister/internal/batch"
+	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sink"
 )
 
@@ -33,37 +34,30 @@ type writer struct {
 }
 
 // insert stores every doc (inserted or already there) or returns the last
-// error. Duplicates are success: every document here has a deterministic _id.
+// error, under the write rule (batch.Insert, without a rescuer: these
+// documents are the rescue), with a bounded number of attempts.
+// Duplicates are success: every document here has a deterministic _id.
 func (w writer) insert(ctx context.Context, tenant, coll string, docs [][]byte) error {
-	pending := docs
+	pending := make([]batch.Item, len(docs))
+	for i, d := range docs {
+		pending[i] = batch.Item{Collection: coll, Doc: d}
+	}
 	var last error
 	for attempt := 0; attempt < w.attempts && len(pending) > 0; attempt++ {
 		if attempt > 0 {
-			d := 100 * time.Millisecond << min(attempt, 5)
-			select {
-			case <-time.After(d/2 + rand.N(d/2+1)):
-			case <-ctx.Done():
-				return fmt.Errorf("insert into %s: %w (last error: %w)", coll, ctx.Err(), last)
+			if err := insertBackoff().Wait(ctx, attempt); err != nil {
+				return fmt.Errorf("insert into %s: %w (last error: %w)", coll, err, last)
 			}
 		}
-		wctx, cancel := context.WithTimeout(ctx, w.timeout)
-		res, err := w.store.Insert(wctx, tenant, coll, pending)
-		cancel()
-		if err != nil {
-			if sink.Classify(err) == sink.ClassFatal {
-				return fmt.Errorf("insert into %s: %w: %w", coll, ErrRefused, err)
-			}
-			last = err
-			continue
-		}
-		var retry [][]byte
-		for i, r := range res {
-			switch r.Class {
-			case sink.ClassNone, sink.ClassDuplicate:
-			case sink.ClassPermanent, sink.ClassFatal:
-				return fmt.Errorf("insert into %s: %w: %w", coll, ErrRefused, r.Err)
+		out := batch.Insert(ctx, w.store, tenant, coll, pending, nil, w.timeout)
+		var retry []batch.Item
+		for i, d := range out.Decisions {
+			switch d {
+			case batch.Inserted, batch.Present:
+			case batch.Refused, batch.Halt:
+				return fmt.Errorf("insert into %s: %w: %w", coll, ErrRefused, out.Errs[i])
 			default:
-				last = r.Err
+				last = out.Errs[i]
 				retry = append(retry, pending[i])
 			}
 		}
@@ -73,4 +67,9 @@ func (w writer) insert(ctx context.Context, tenant, coll string, docs [][]byte) 
 		return fmt.Errorf("insert into %s: %d of %d documents not stored after %d attempts: %w", coll, len(pending), len(docs), w.attempts, last)
 	}
 	return nil
+}
+
+// insertBackoff spaces the attempts of a direct insert: 200ms doubling to 3.2s.
+func insertBackoff() retry.Backoff {
+	return retry.Backoff{Base: 200 * time.Millisecond, Max: 3200 * time.Millisecond}
 }

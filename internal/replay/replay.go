@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -202,13 +201,6 @@ func (r *Replayer) estimate(ctx context.Context, key string, rng Range) int64 {
 		return info.Length
 	}
 	return int64(float64(info.Length) * float64(hi-lo+1) / float64(last.Ms-first.Ms+1))
-}
-
-// backoff is exponential with jitter, from 200ms up to 10s.
-func backoff(attempt int) time.Duration {
-	d := 200 * time.Millisecond << min(attempt, 6)
-	d = min(d, 10*time.Second)
-	return d/2 + rand.N(d/2+1)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -2,15 +2,12 @@ package replay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/keyspace"
-	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/internal/retry"
 )
 
 // maxRefusals bounds the refusals kept per stream (the count stays exact).
@@ -83,12 +80,6 @@ func (r *Report) total() {
 		t.Refused += s.Refused
 	}
 	r.Totals = t
-}
-
-// EntryRescuer is implemented by a Rescuer that can also store entries no
-// document can be built for (e.g. one over the BSON limit); see the daemon.
-type EntryRescuer interface {
-	RescueEntry(ctx context.Context, key keyspace.Key, msg redis.XMessage, cause error) (batch.Item, bool)
 }
 
 // Replay reads every selected stream in the filter's range and stores each
@@ -165,7 +156,6 @@ func orNone(s string) string {
 
 func (r *Replayer) replayStream(ctx context.Context, k keyspace.Key, rng Range, sr *StreamReport, m *meter, lim *limiter) error {
 	dec := r.cfg.Decoders[k.Kind]
-	entryRescuer, _ := r.cfg.Rescuer.(EntryRescuer)
 	stream := k.String()
 	from := rng.From
 	for {
@@ -185,8 +175,8 @@ func (r *Replayer) replayStream(ctx context.Context, k keyspace.Key, rng Range, 
 			sr.Read++
 			it, _, err := dec.Decode(k, msg, now)
 			if err != nil {
-				if entryRescuer != nil {
-					if rit, ok := entryRescuer.RescueEntry(ctx, k, msg, err); ok {
+				if r.cfg.Rescuer != nil {
+					if rit, ok := r.cfg.Rescuer.RescueEntry(ctx, k, msg, err); ok {
 						rit.Stream, rit.ID, rit.Kind, rit.Attempts = stream, msg.ID, string(k.Kind), 1
 						items = append(items, rit)
 						continue
@@ -214,7 +204,8 @@ func (r *Replayer) replayStream(ctx context.Context, k keyspace.Key, rng Range, 
 	}
 }
 
-// write stores items until each is stored, present, rescued or refused.
+// write stores items until each is stored, present, rescued or refused,
+// under the write rule (batch.Insert), with a bounded number of attempts.
 func (r *Replayer) write(ctx context.Context, tenant string, items []batch.Item, sr *StreamReport) error {
 	pending := items
 	var lastErr error
@@ -223,55 +214,35 @@ func (r *Replayer) write(ctx context.Context, tenant string, items []batch.Item,
 			return fmt.Errorf("%d entries not stored after %d attempts: %w", len(pending), attempt, lastErr)
 		}
 		if attempt > 0 {
-			if err := sleep(ctx, backoff(attempt)); err != nil {
+			if err := writeBackoff().Wait(ctx, attempt); err != nil {
 				return err
 			}
 		}
 		var retry []batch.Item
 		for _, chunk := range chunks(pending, r.cfg.MaxBatchBytes) {
-			docs := make([][]byte, len(chunk))
-			for i, it := range chunk {
-				docs[i] = it.Doc
+			out := batch.Insert(ctx, r.store, tenant, chunk[0].Collection, chunk, r.cfg.Rescuer, r.cfg.WriteTimeout)
+			if out.Err != nil && ctx.Err() != nil {
+				return ctx.Err()
 			}
-			wctx, cancel := context.WithTimeout(ctx, r.cfg.WriteTimeout)
-			results, err := r.store.Insert(wctx, tenant, chunk[0].Collection, docs)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				if sink.Classify(err) == sink.ClassFatal || errors.Is(err, sink.ErrLegacyIndex) || errors.Is(err, sink.ErrUnknownTenant) {
-					return fmt.Errorf("%w: %w", ErrFatal, err)
-				}
-				lastErr = err
-				retry = append(retry, chunk...)
-				continue
-			}
-			for i, res := range results {
+			for i, d := range out.Decisions {
 				it := chunk[i]
-				switch res.Class {
-				case sink.ClassNone, sink.ClassDuplicate:
-					switch {
-					case res.Class == sink.ClassDuplicate:
-						sr.Present++
-					case it.Attempts > 0:
+				switch d {
+				case batch.Present:
+					sr.Present++
+				case batch.Inserted:
+					if it.Attempts > 0 {
 						sr.Rescued++
-					default:
+					} else {
 						sr.Stored++
 					}
-				case sink.ClassPermanent:
-					if r.cfg.Rescuer != nil && it.Attempts < 2 {
-						if rep, ok := r.cfg.Rescuer.Rescue(ctx, it, res.Err); ok {
-							rep.Stream, rep.ID, rep.Kind, rep.Attempts = it.Stream, it.ID, it.Kind, it.Attempts+1
-							retry = append(retry, rep)
-							continue
-						}
-					}
-					sr.refuse(it.ID, fmt.Sprintf("refused by MongoDB (%s.%s): %v", tenant, it.Collection, res.Err))
-				case sink.ClassFatal:
-					return fmt.Errorf("%w: %w", ErrFatal, res.Err)
+				case batch.Rescued:
+					retry = append(retry, out.Replacements[i])
+				case batch.Refused:
+					sr.refuse(it.ID, fmt.Sprintf("refused by MongoDB (%s.%s): %v", tenant, it.Collection, out.Errs[i]))
+				case batch.Halt:
+					return fmt.Errorf("%w: %w", ErrFatal, out.Errs[i])
 				default:
-					lastErr = res.Err
+					lastErr = out.Errs[i]
 					retry = append(retry, it)
 				}
 			}
@@ -279,6 +250,11 @@ func (r *Replayer) write(ctx context.Context, tenant string, items []batch.Item,
 		pending = retry
 	}
 	return nil
+}
+
+// writeBackoff spaces the attempts of a replay write: 200ms doubling to 10s.
+func writeBackoff() retry.Backoff {
+	return retry.Backoff{Base: 200 * time.Millisecond, Max: 10 * time.Second}
 }
 
 // chunks groups items by collection, in order of first appearance, and

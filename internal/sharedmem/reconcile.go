@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/discovery"
-	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/retry"
 )
 
 // verifyEvery makes every verifyEvery-th reconcile pass compare every key

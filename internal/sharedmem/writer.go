@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/chronow/persister/metrics"
 	"github.com/chronow/persister/internal/retry"
+	"github.com/chronow/persister/metrics"
 )
 
 // What was written (label values of persister_sm_values_written_total).
