@@ -17,8 +17,16 @@ import (
 // must cover every blocking reader plus room for acks and claims.
 func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 	var tlsCfg *tls.Config
-	if c.TLS || c.CACert != "" {
+	if c.TLS || c.CACert != "" || c.TLSCert != "" {
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.TLSCert != "" {
+		// Mutual TLS: presented when the server asks (tls-auth-clients).
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: REDIS_TLS_CERT, REDIS_TLS_KEY: %w", config.ErrInvalid, err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
 	if c.CACert != "" {
 		pem, err := os.ReadFile(c.CACert)
@@ -63,8 +71,10 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 		opts.DB = c.DB
 	}
 	if tlsCfg != nil {
-		if opts.TLSConfig != nil && tlsCfg.RootCAs == nil {
-			tlsCfg = opts.TLSConfig
+		// A rediss:// URL's config carries the server name from the URL;
+		// keep it, with our CA and client certificate.
+		if opts.TLSConfig != nil {
+			tlsCfg.ServerName = opts.TLSConfig.ServerName
 		}
 		opts.TLSConfig = tlsCfg
 	}
