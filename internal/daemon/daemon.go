@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chronow/persister/internal/acl"
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/budget"
@@ -50,6 +51,9 @@ type Daemon struct {
 	// budget bounds the bytes of entries in hand across tenants.
 	budget *budget.Budget
 
+	// refusals are the commands the Redis ACL refused (NOPERM).
+	refusals *acl.Refusals
+
 	lag *lag.Collector
 	sm  *sharedmem.Carrier // nil when PERSISTER_SM_ENABLED=false
 
@@ -83,6 +87,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		unconfigured: map[string]bool{},
 		budget:       budget.New(int64(p.MaxInflightBytes)),
 	}
+	d.refusals = acl.Watch(rdb, log)
 	metrics.RegisterBudget(reg, d.budget.Used, d.budget.Limit())
 	d.setupBadInput()
 	for _, t := range tenants {

@@ -55,6 +55,10 @@ func (d *Daemon) Ready(ctx context.Context) Readiness {
 			mu.Lock()
 			r.Ready, r.Redis = false, "unreachable: "+err.Error()
 			mu.Unlock()
+		} else if s := d.refusals.Status(); s != "" {
+			mu.Lock()
+			r.Ready, r.Redis = false, s
+			mu.Unlock()
 		}
 	}()
 	for id, tp := range d.tenants {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/chronow/persister/internal/config"
 )
@@ -55,6 +56,9 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 			ReadTimeout:           5 * time.Second,
 			WriteTimeout:          5 * time.Second,
 			ContextTimeoutEnabled: true,
+			// CLIENT MAINT_NOTIFICATIONS is for Redis Enterprise; off, so
+			// the ACL need not grant it (internal/acl).
+			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 		}), nil
 	}
 	opts, err := redis.ParseURL(c.URL)
@@ -84,6 +88,7 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 	opts.ReadTimeout = 5 * time.Second
 	opts.WriteTimeout = 5 * time.Second
 	opts.ContextTimeoutEnabled = true
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return redis.NewClient(opts), nil
 }
 
