@@ -6,8 +6,8 @@ package acl
 
 import (
 	"context"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,9 +23,9 @@ import (
 // and migrate as a user granted exactly these and fails on any refusal.
 var Commands = []struct{ Name, Why string }{
 	{"ping", "readiness (/readyz); health check of the keyspace subscription"},
-	{"client|setinfo", "go-redis names its connections (CLIENT LIST shows the library)"},
 	{"select", "REDIS_DB other than 0"},
 	{"cluster|slots", "Redis Cluster: the slot map"},
+	{"command", "Redis Cluster: go-redis reads the command table (COMMAND) to route commands"},
 	{"scan", "discovery of streams, topic configs and shared-memory keys (lists names only)"},
 	{"hget", "topic subscription config (topics collection)"},
 	{"xreadgroup", "reading entries through the persister's group"},
@@ -143,9 +143,11 @@ func (r *Refusals) Status() string {
 	return b.String()
 }
 
-func (r *Refusals) observe(cmd redis.Cmder) {
+func (r *Refusals) observe(cmd redis.Cmder, err error) {
 	name := commandName(cmd)
-	err := cmd.Err()
+	if err == nil {
+		err = cmd.Err()
+	}
 	if optional[name] {
 		return
 	}
@@ -191,7 +193,7 @@ func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		h.r.observe(cmd)
+		h.r.observe(cmd, err) // the client sets cmd's error after the hooks
 		return err
 	}
 }
@@ -200,7 +202,7 @@ func (h hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessP
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		for _, c := range cmds {
-			h.r.observe(c)
+			h.r.observe(c, nil)
 		}
 		return err
 	}

@@ -60,6 +60,7 @@ type Daemon struct {
 	mu           sync.Mutex
 	unconfigured map[string]bool // stream keys not consumed, already logged
 	httpAddr     string          // bound HTTP address, once Run listens
+	probeAddr    string          // bound probe address (PERSISTER_PROBE_ADDR)
 }
 
 // New builds the daemon's parts; nothing is contacted yet.
@@ -114,6 +115,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on PERSISTER_HTTP_ADDR %q: %w", d.cfg.Persister.HTTPAddr, err)
 	}
 	d.setHTTPAddr(ln.Addr().String())
+	probe, err := d.listenProbe() // web.go
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
 	d.log.Info("persister starting", "config", d.cfg.Summary(), "http", ln.Addr().String())
 
@@ -132,11 +138,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	httpDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(httpDone)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := d.serveHTTP(srv, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
 		}
 		return nil
 	})
+	if probe != nil {
+		g.Go(probe.run)
+	}
 	g.Go(func() error { return d.discoverLoop(gctx) })
 	g.Go(func() error { return d.lag.Run(gctx) })
 	g.Go(func() error { return d.topics.Run(gctx) })
@@ -163,6 +172,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 		<-httpDone
+		if probe != nil {
+			probe.stop(sctx)
+		}
 		return nil
 	})
 	err = g.Wait()

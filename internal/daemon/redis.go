@@ -59,6 +59,9 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 			// CLIENT MAINT_NOTIFICATIONS is for Redis Enterprise; off, so
 			// the ACL need not grant it (internal/acl).
 			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+			// No CLIENT SETINFO: Redis 7.0 has none, 7.2 would need it
+			// granted (internal/acl).
+			DisableIdentity: true,
 		}), nil
 	}
 	opts, err := redis.ParseURL(c.URL)
@@ -89,6 +92,7 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 	opts.WriteTimeout = 5 * time.Second
 	opts.ContextTimeoutEnabled = true
 	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opts.DisableIdentity = true
 	return redis.NewClient(opts), nil
 }
 
