@@ -114,7 +114,7 @@ func (c *Config) validateSecurity() []error {
 			errs = append(errs, fmt.Errorf("PERSISTER_WEB_CONFIG_FILE: %q: %w", f, unwrapPath(err)))
 		}
 	}
-	if c.Web.ProbeAddr != "" && c.Web.ProbeAddr == c.Persister.HTTPAddr {
+	if c.Web.ProbeAddr != "" && c.Web.ProbeAddr == c.Persister.HTTPAddr && !strings.HasSuffix(c.Web.ProbeAddr, ":0") {
 		errs = append(errs, fmt.Errorf("PERSISTER_PROBE_ADDR: must differ from PERSISTER_HTTP_ADDR, both are %q", c.Web.ProbeAddr))
 	}
 	return errs
