@@ -323,6 +323,9 @@ func TestSecurityEndToEnd(t *testing.T) {
 		return out
 	}
 	cfgOut := tool(0, "config")
+	if got := strings.TrimSpace(tool(0, "acl")); got != acl.Line(acl.Default) {
+		t.Errorf("persister acl printed\n%s\nwant\n%s", got, acl.Line(acl.Default))
+	}
 	tool(0, "migrate")
 	tool(0, "replay", "--quiet")
 	tool(0, "replay", "--verify", "--quiet")
