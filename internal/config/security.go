@@ -134,3 +134,27 @@ func (c *Config) securitySummary(m map[string]any) {
 	m["web_config_file"] = c.Web.ConfigFile
 	m["probe_addr"] = c.Web.ProbeAddr
 }
+
+// secretParams are URI options that hold a secret (MongoDB's password of an
+// encrypted client key file).
+var secretParams = []string{"tlsCertificateKeyFilePassword", "sslClientCertificateKeyPassword"}
+
+// RedactURI replaces the password of a URI (redis or mongodb, one or several
+// hosts) and the secret options of its query with "xxxxx".
+func RedactURI(uri string) string {
+	out := redactUserinfo(uri)
+	q := strings.IndexByte(out, '?')
+	if q < 0 {
+		return out
+	}
+	parts := strings.Split(out[q+1:], "&")
+	for i, p := range parts {
+		name, _, _ := strings.Cut(p, "=")
+		for _, s := range secretParams {
+			if strings.EqualFold(name, s) {
+				parts[i] = name + "=xxxxx"
+			}
+		}
+	}
+	return out[:q+1] + strings.Join(parts, "&")
+}

@@ -88,3 +88,11 @@ func TestSecuritySettingsValidated(t *testing.T) {
 		t.Errorf("valid web config: %v", err)
 	}
 }
+
+func TestRedactURIQuerySecrets(t *testing.T) {
+	in := "mongodb://u:pw@h/db?tls=true&tlsCertificateKeyFile=/k.pem&tlsCertificateKeyFilePassword=kp4ss&authSource=admin"
+	want := "mongodb://u:xxxxx@h/db?tls=true&tlsCertificateKeyFile=/k.pem&tlsCertificateKeyFilePassword=xxxxx&authSource=admin"
+	if got := RedactURI(in); got != want {
+		t.Errorf("RedactURI(%q) = %q, want %q", in, got, want)
+	}
+}
