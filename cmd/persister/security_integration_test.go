@@ -250,6 +250,17 @@ func TestSecurityEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ledger.Add(msgs, ids)
+	// Keys with the prefix twice, as Chronow writes them when the app
+	// passes redis.keyPrefix: covered by ~cw:* and the same channel pattern.
+	doubled := []publisher.Message{}
+	for i := range 20 {
+		doubled = append(doubled, publisher.Message{Tenant: "globex", Namespace: "app", Topic: "doubled", Payload: fmt.Sprintf(`{"d":%d}`, i)})
+	}
+	dids, err := (&publisher.Publisher{RDB: admin, Prefix: "cw:cw:"}).PublishBatch(ctx, doubled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger.Add(doubled, dids)
 	// Entries left pending by a persister pod that is gone: claimed.
 	orders := msgs[0].Key("cw:")
 	if err := admin.XGroupCreate(ctx, orders, "persister", "0").Err(); err != nil {
@@ -272,11 +283,15 @@ func TestSecurityEndToEnd(t *testing.T) {
 	if err := admin.Set(ctx, "cw:globex:app:sm:live", `"live"`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	if err := admin.Set(ctx, "cw:cw:globex:app:sm:dbl", `"doubled"`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	e2e.Eventually(t, 90*time.Second, "every entry stored once", func() (bool, string) {
 		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
 		return rep.OK(), rep.String()
 	})
-	streams := e2e.StreamKeys(ledger.Records(), "cw:")
+	streams := e2e.StreamKeys(ledger.Records()[:len(msgs)], "cw:")
+	streams = append(streams, doubled[0].Key("cw:cw:"))
 	e2e.Eventually(t, 30*time.Second, "nothing pending", func() (bool, string) {
 		n, err := e2e.Pending(ctx, admin, "persister", streams)
 		return err == nil && n == 0, fmt.Sprintf("pending %d, err %v", n, err)
@@ -287,7 +302,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 	}
 	e2e.Eventually(t, 30*time.Second, "shared memory (reconcile and live) and the dead letter stored", func() (bool, string) {
 		dl, _ := mc.Database(e2e.DBName("acme")).Collection(config.CollDeadLetters).CountDocuments(ctx, bson.D{})
-		return smStored("acme", "before") && smStored("globex", "live") && dl == 1, fmt.Sprintf("dead letters %d", dl)
+		return smStored("acme", "before") && smStored("globex", "live") && smStored("globex", "dbl") && dl == 1, fmt.Sprintf("dead letters %d", dl)
 	})
 	var metrics string
 	e2e.Eventually(t, 30*time.Second, "lag measured and the gone pod's entries claimed", func() (bool, string) {

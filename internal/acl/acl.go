@@ -49,6 +49,7 @@ var Commands = []struct{ Name, Why string }{
 	{"punsubscribe", "shared memory live: leaving the subscription"},
 	{"config|get", "shared memory: reading notify-keyspace-events (optional: NoConfig line)"},
 	{"config|set", "shared memory: adding the missing notify-keyspace-events flags (optional: NoConfig line)"},
+	{"exists", "persister dlq requeue: which prefix form the topic's stream has"},
 	{"xadd", "persister dlq requeue only: the daemon never adds entries"},
 }
 
