@@ -6,6 +6,8 @@ package acl
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -175,16 +177,32 @@ func (r *Refusals) observe(cmd redis.Cmder, err error) {
 }
 
 // commandName is the ACL name of cmd: container commands with their
-// subcommand (xinfo|stream).
+// subcommand (xinfo|stream); a script call with its script (the refusal of
+// one script says nothing of another's).
 func commandName(cmd redis.Cmder) string {
 	name := strings.ToLower(cmd.Name())
 	switch name {
+	case "evalsha", "eval":
+		if args := cmd.Args(); len(args) > 1 {
+			sum := sha1.Sum([]byte(fmt.Sprint(args[1])))
+			if name == "evalsha" {
+				return name + " " + truncate(fmt.Sprint(args[1]), 12)
+			}
+			return name + " " + hex.EncodeToString(sum[:])[:12]
+		}
 	case "xinfo", "xgroup", "config", "client", "script", "cluster":
 		if args := cmd.Args(); len(args) > 1 {
 			return name + "|" + strings.ToLower(fmt.Sprint(args[1]))
 		}
 	}
 	return name
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 type hook struct{ r *Refusals }
