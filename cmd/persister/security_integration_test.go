@@ -534,6 +534,9 @@ func TestNoPermIsReportedByName(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	if err := e2e.Redacted(logs.String(), p.Password); err != nil {
+		t.Error(err)
+	}
 }
 
 func lastCmd(ci *redis.ClientInfo) string {

@@ -1,19 +1,24 @@
 package daemon_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/chronow/persister/internal/daemon"
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/testenv"
 )
@@ -62,15 +67,40 @@ func TestWebConfigProtectsEndpoints(t *testing.T) {
 		}
 	}
 	writeWeb("")
-	run := e2e.Start(t, e2e.Env(t, rs.URL, ms.URI, []string{"acme"}, map[string]string{
+	cfg := e2e.Config(t, e2e.Env(t, rs.URL, ms.URI, []string{"acme"}, map[string]string{
 		"PERSISTER_WEB_CONFIG_FILE": webCfg,
 		"PERSISTER_PROBE_ADDR":      "127.0.0.1:0",
 	}))
-	addr := waitAddr(t, run)
-	var probe string
-	e2e.Eventually(t, 30*time.Second, "probe address", func() (bool, string) {
-		probe = run.D.ProbeAddr()
-		return probe != "", "not yet"
+	var logs syncBuf
+	d, err := daemon.New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(60 * time.Second):
+			return fmt.Errorf("daemon did not stop within 60s")
+		}
+	}
+	t.Cleanup(func() {
+		_ = stop()
+		t.Logf("daemon log:\n%s", logs.String())
+	})
+	var addr, probe string
+	e2e.Eventually(t, 30*time.Second, "HTTP and probe addresses", func() (bool, string) {
+		addr, probe = d.HTTPAddr(), d.ProbeAddr()
+		return addr != "" && probe != "", "not yet"
 	})
 	tlsClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}}}
 	base := "https://" + addr
@@ -95,9 +125,14 @@ func TestWebConfigProtectsEndpoints(t *testing.T) {
 		t.Error("plain HTTP answered on the TLS port")
 	}
 	// The probe listener: open, plain, /healthz and /readyz only.
+	var readyz string
 	for path, want := range map[string]int{"/healthz": http.StatusOK, "/readyz": http.StatusOK, "/metrics": http.StatusNotFound} {
-		if code, _, err := httpGet(http.DefaultClient, "http://"+probe+path, "", ""); err != nil || code != want {
+		code, body, err := httpGet(http.DefaultClient, "http://"+probe+path, "", "")
+		if err != nil || code != want {
 			t.Errorf("probe %s: %d %v, want %d", path, code, err, want)
+		}
+		if path == "/readyz" {
+			readyz = body
 		}
 	}
 
@@ -132,7 +167,44 @@ func TestWebConfigProtectsEndpoints(t *testing.T) {
 	if code, _, err := httpGet(withCert, base+"/metrics", "prometheus", password); err != nil || code != http.StatusOK {
 		t.Errorf("/metrics with a client certificate and credentials: %d %v", code, err)
 	}
-	if err := run.Stop(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	for what, text := range map[string]string{"log": logs.String(), "readyz": readyz, "metrics": body} {
+		if err := e2e.Redacted(text, password, string(hash), keyMaterial(t, pki.ServerKey)); err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+}
+
+// syncBuf is a log sink shared by the daemon's goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// keyMaterial returns the first base64 line of a PEM private key.
+func keyMaterial(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 2 || len(lines[1]) < 40 {
+		t.Fatalf("%s: not a PEM key", path)
+	}
+	return lines[1]
 }
