@@ -25,6 +25,7 @@ import (
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/daemon"
 	"github.com/chronow/persister/internal/e2e"
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/requeue"
 	"github.com/chronow/persister/internal/testenv"
@@ -409,7 +410,9 @@ func TestSecurityEndToEnd(t *testing.T) {
 }
 
 // TestSecurityClusterTLSACL runs the daemon against a TLS-only Redis
-// Cluster (TLS bus too) as the documented ACL user, created on each node.
+// Cluster (TLS bus too) as the documented ACL user, created on each node,
+// with the doubled prefix form only (keys cw:cw:..., the channel pattern
+// of that form).
 func TestSecurityClusterTLSACL(t *testing.T) {
 	ctx := context.Background()
 	pki := testenv.NewPKI(t)
@@ -417,6 +420,7 @@ func TestSecurityClusterTLSACL(t *testing.T) {
 	redisPW := secret(t, "redispw")
 	p := acl.Default
 	p.Password = redisPW
+	p.Form = keyspace.FormDoubled
 	var admins []*redis.Client
 	for _, n := range cl.Nodes {
 		a := n.Client(t)
@@ -435,11 +439,12 @@ func TestSecurityClusterTLSACL(t *testing.T) {
 		"REDIS_TLS_CERT":             pki.ClientCert,
 		"REDIS_TLS_KEY":              pki.ClientKey,
 		"PERSISTER_METRICS_INTERVAL": "300ms",
+		"PERSISTER_KEY_PREFIX_FORM":  "doubled",
 	})
 	delete(env, "REDIS_URL")
 	setEnv(t, env)
 	cc := cl.Client(t)
-	pub := &publisher.Publisher{RDB: cc, Prefix: "cw:"}
+	pub := &publisher.Publisher{RDB: cc, Prefix: "cw:cw:"}
 	var ledger e2e.Ledger
 	var msgs []publisher.Message
 	for i := range 120 {
@@ -450,7 +455,7 @@ func TestSecurityClusterTLSACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	ledger.Add(msgs, ids)
-	if err := cc.Set(ctx, "cw:acme:a:sm:k", `1`, 0).Err(); err != nil {
+	if err := cc.Set(ctx, "cw:cw:acme:a:sm:k", `1`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	var logs lockedBuf
