@@ -276,6 +276,14 @@ func TestSecurityEndToEnd(t *testing.T) {
 	if err := admin.Set(ctx, "cw:acme:app:sm:before", `{"v":1}`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// Chronow-shaped keys under another prefix: listed (SCAN), never read;
+	// the ACL would refuse a read, and ACL LOG would show it.
+	if _, err := (&publisher.Publisher{RDB: admin, Prefix: "other:"}).Publish(ctx, publisher.Message{Tenant: "acme", Namespace: "app", Topic: "orders", Payload: `1`}); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Set(ctx, "other:acme:app:sm:x", `1`, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	var logs lockedBuf
 	logs.t = t
