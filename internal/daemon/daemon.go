@@ -18,7 +18,6 @@ import (
 
 	"github.com/chronow/persister/internal/acl"
 	"github.com/chronow/persister/internal/batch"
-	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/consumer"
@@ -27,6 +26,7 @@ import (
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/lag"
+	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sharedmem"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
