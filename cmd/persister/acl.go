@@ -28,6 +28,7 @@ func runACL(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	p := acl.Default
 	p.Prefix = cfg.Redis.KeyPrefix
+	p.Form = cfg.Layout().Form
 	p.NoConfig = *noConfig
 	if cfg.Redis.Username != "" {
 		p.User = cfg.Redis.Username

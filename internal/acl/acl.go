@@ -65,14 +65,17 @@ type Params struct {
 	User     string
 	Password string
 	Prefix   string
-	DB       int
+	// Form is PERSISTER_KEY_PREFIX_FORM: with doubled, the carrier
+	// subscribes to the doubled prefix's channels.
+	Form keyspace.Form
+	DB   int
 	// NoConfig leaves out CONFIG GET/SET: the operator sets
 	// notify-keyspace-events on the server (the daemon logs the flags).
 	NoConfig bool
 }
 
 // Default is what README shows: user persister, Chronow's prefix cw:, db 0.
-var Default = Params{User: "persister", Password: "PASSWORD", Prefix: "cw:", DB: 0}
+var Default = Params{User: "persister", Password: "PASSWORD", Prefix: "cw:", Form: keyspace.FormAuto, DB: 0}
 
 // Line returns the one-line ACL SETUSER for p: reset, the password, keys
 // under the prefix only, the keyspace channel pattern exactly as the
@@ -80,7 +83,7 @@ var Default = Params{User: "persister", Password: "PASSWORD", Prefix: "cw:", DB:
 func Line(p Params) string {
 	parts := []string{"ACL", "SETUSER", p.User, "reset", "on", ">" + p.Password,
 		"~" + keyspace.EscapeGlob(p.Prefix) + "*",
-		"&" + ChannelPattern(p.DB, p.Prefix),
+		"&" + ChannelPattern(p.DB, keyspace.Layout{Prefix: p.Prefix, Form: p.Form}),
 	}
 	for _, c := range Commands {
 		if p.NoConfig && optional[c.Name] {
@@ -92,9 +95,11 @@ func Line(p Params) string {
 }
 
 // ChannelPattern is the keyspace notification pattern the shared-memory
-// carrier subscribes to in database db (internal/sharedmem).
-func ChannelPattern(db int, prefix string) string {
-	return "__keyspace@" + strconv.Itoa(db) + "__:" + keyspace.Pattern(prefix, keyspace.KindSharedMemory)
+// carrier subscribes to in database db (internal/sharedmem). Keys are
+// permitted by the prefix alone (~cw:* covers cw:cw:... too); PSUBSCRIBE
+// needs this exact pattern.
+func ChannelPattern(db int, layout keyspace.Layout) string {
+	return "__keyspace@" + strconv.Itoa(db) + "__:" + layout.Pattern(keyspace.KindSharedMemory)
 }
 
 // IsNoPerm reports whether err is an ACL refusal (NOPERM), also inside a

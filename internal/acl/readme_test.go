@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/chronow/persister/internal/acl"
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/testenv"
 )
 
@@ -45,6 +46,9 @@ func TestLineFollowsPrefixAndDB(t *testing.T) {
 		if !strings.Contains(got+" ", want) {
 			t.Errorf("line %q lacks %q", got, want)
 		}
+	}
+	if got := acl.Line(acl.Params{User: "p", Password: "pw", Prefix: "cw:", Form: keyspace.FormDoubled}); !strings.Contains(got, " ~cw:* &__keyspace@0__:cw:cw:*:*:sm:* ") {
+		t.Errorf("doubled form: %s", got)
 	}
 	if got := acl.Line(acl.Params{User: "p", Password: "pw", Prefix: "cw:", NoConfig: true}); strings.Contains(got, "config") {
 		t.Errorf("NoConfig line grants CONFIG: %s", got)
