@@ -32,6 +32,7 @@ func commands() []command {
 		{"migrate", "create every tenant's collections, indexes and retention (TTL) indexes", runMigrate},
 		{"replay", "rebuild the cold tier from what Redis still holds (--verify: compare only)", runReplay},
 		{"dlq", "dlq requeue: put dead letters back onto their topic streams", runDLQ},
+		{"acl", "print the least-privilege Redis ACL SETUSER line for this configuration (--no-config: without CONFIG)", runACL},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			_, err := fmt.Fprintln(stdout, version)
 			return err

@@ -253,9 +253,10 @@ func ValidateMongoURI(uri string) error {
 	return nil
 }
 
-// RedactURI replaces the password of a URI (redis or mongodb, one or several
-// hosts) with "xxxxx".
-func RedactURI(uri string) string {
+// redactUserinfo replaces the password of a URI (redis or mongodb, one or
+// several hosts) with "xxxxx". RedactURI (security.go) also redacts the
+// secrets of the query.
+func redactUserinfo(uri string) string {
 	scheme, rest, ok := strings.Cut(uri, "://")
 	if !ok {
 		return uri

@@ -27,6 +27,9 @@ type Config struct {
 	Mongo     Mongo
 	Persister Persister
 
+	// Web protects the HTTP endpoints (security.go).
+	Web Web
+
 	// Chronos is the tenant routing loaded from CHRONOS_CONFIG, or derived
 	// from MONGO_URI when CHRONOS_CONFIG is not set.
 	Chronos Chronos
@@ -48,6 +51,9 @@ type Redis struct {
 	// cw:cw:tenant:..., one that does not writes it once), single or
 	// doubled.
 	KeyPrefixForm string `env:"PERSISTER_KEY_PREFIX_FORM, default=auto"`
+
+	// RedisTLS is the client certificate for mutual TLS (security.go).
+	RedisTLS
 }
 
 // Mongo holds where tenant databases live.
@@ -145,7 +151,12 @@ func Load(ctx context.Context) (*Config, error) {
 // LoadFrom is Load with an explicit lookuper (tests use a map).
 func LoadFrom(ctx context.Context, l envconfig.Lookuper) (*Config, error) {
 	var c Config
-	for _, target := range []any{&c.Redis, &c.Mongo, &c.Persister} {
+	// Secret settings may come from NAME_FILE (security.go).
+	l, err := withSecretFiles(l)
+	if err != nil {
+		return nil, err
+	}
+	for _, target := range []any{&c.Redis, &c.Mongo, &c.Persister, &c.Web} {
 		if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: target, Lookuper: l}); err != nil {
 			return nil, fmt.Errorf("%w: %s", ErrInvalid, scrubAll(envNames(target, err.Error()), l))
 		}
@@ -279,6 +290,7 @@ func (c *Config) Validate() error {
 	if err := c.Chronos.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateSecurity()...) // security.go
 	if len(errs) == 0 {
 		return nil
 	}
@@ -368,7 +380,7 @@ func (c *Config) Summary() map[string]any {
 	for name, dc := range c.Chronos.DBConnections {
 		conns[name] = RedactURI(dc.MongoURI)
 	}
-	return map[string]any{
+	m := map[string]any{
 		"redis_url":          RedactURI(c.Redis.URL),
 		"redis_cluster":      c.Redis.ClusterNodes,
 		"redis_password":     c.Redis.Password != "",
@@ -387,6 +399,8 @@ func (c *Config) Summary() map[string]any {
 		"memory_limit":       c.Persister.MemoryLimit,
 		"http_addr":          c.Persister.HTTPAddr,
 	}
+	c.securitySummary(m) // security.go
+	return m
 }
 
 // SoftMemoryLimit is the soft memory limit the daemon gives the Go runtime

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chronow/persister/internal/acl"
 	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/retry"
 )
@@ -319,6 +320,19 @@ func (r *Reader) fail(ctx context.Context, op string, err error, failures *int) 
 	*failures++
 	if r.cfg.OnError != nil {
 		r.cfg.OnError(op, err)
+	}
+	if acl.IsNoPerm(err) {
+		// Not an outage: the ACL lacks a permission. Said as such, and
+		// tried again only every 30s (until the operator grants it).
+		if retry.Log(*failures) {
+			r.log.Error("redis read refused by the ACL (NOPERM): grant the command to the persister's user (README, Security)",
+				"op", op, "attempt", *failures, "err", err)
+		}
+		select {
+		case <-time.After(30 * time.Second):
+		case <-ctx.Done():
+		}
+		return
 	}
 	if retry.Log(*failures) {
 		r.log.Warn("redis read failed; retrying", "op", op, "attempt", *failures, "err", err)

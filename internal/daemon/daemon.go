@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chronow/persister/internal/acl"
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/config"
@@ -50,12 +51,16 @@ type Daemon struct {
 	// budget bounds the bytes of entries in hand across tenants.
 	budget *budget.Budget
 
+	// refusals are the commands the Redis ACL refused (NOPERM).
+	refusals *acl.Refusals
+
 	lag *lag.Collector
 	sm  *sharedmem.Carrier // nil when PERSISTER_SM_ENABLED=false
 
 	mu           sync.Mutex
 	unconfigured map[string]bool // stream keys not consumed, already logged
 	httpAddr     string          // bound HTTP address, once Run listens
+	probeAddr    string          // bound probe address (PERSISTER_PROBE_ADDR)
 }
 
 // New builds the daemon's parts; nothing is contacted yet.
@@ -83,6 +88,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		unconfigured: map[string]bool{},
 		budget:       budget.New(int64(p.MaxInflightBytes)),
 	}
+	d.refusals = acl.Watch(rdb, log)
 	metrics.RegisterBudget(reg, d.budget.Used, d.budget.Limit())
 	d.setupBadInput()
 	for _, t := range tenants {
@@ -109,6 +115,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on PERSISTER_HTTP_ADDR %q: %w", d.cfg.Persister.HTTPAddr, err)
 	}
 	d.setHTTPAddr(ln.Addr().String())
+	probe, err := d.listenProbe() // web.go
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
 	d.log.Info("persister starting", "config", d.cfg.Summary(), "http", ln.Addr().String())
 
@@ -127,11 +138,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	httpDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(httpDone)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := d.serveHTTP(srv, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
 		}
 		return nil
 	})
+	if probe != nil {
+		g.Go(probe.run)
+	}
 	g.Go(func() error { return d.discoverLoop(gctx) })
 	g.Go(func() error { return d.lag.Run(gctx) })
 	g.Go(func() error { return d.topics.Run(gctx) })
@@ -158,6 +172,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 		<-httpDone
+		if probe != nil {
+			probe.stop(sctx)
+		}
 		return nil
 	})
 	err = g.Wait()

@@ -14,10 +14,7 @@ import (
 func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", d.readyz)
 	if d.cfg.Persister.PPROF {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -54,6 +51,10 @@ func (d *Daemon) Ready(ctx context.Context) Readiness {
 		if err := d.rdb.Ping(pctx).Err(); err != nil {
 			mu.Lock()
 			r.Ready, r.Redis = false, "unreachable: "+err.Error()
+			mu.Unlock()
+		} else if s := d.refusals.Status(); s != "" {
+			mu.Lock()
+			r.Ready, r.Redis = false, s
 			mu.Unlock()
 		}
 	}()

@@ -25,6 +25,14 @@ import (
 // Debian's prometheus package).
 func startPrometheus(t *testing.T, target string, ruleFiles ...string) string {
 	t.Helper()
+	return startPrometheusJob(t, fmt.Sprintf("    static_configs:\n      - targets: [%q]\n", target), ruleFiles...)
+}
+
+// startPrometheusJob is startPrometheus with the persister job's settings
+// (static_configs and any scheme, tls_config, basic_auth) given as YAML
+// indented for the job.
+func startPrometheusJob(t *testing.T, job string, ruleFiles ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -43,9 +51,7 @@ func startPrometheus(t *testing.T, target string, ruleFiles ...string) string {
 rule_files:
 %sscrape_configs:
   - job_name: persister
-    static_configs:
-      - targets: [%q]
-`, rules.String(), target)
+%s`, rules.String(), job)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

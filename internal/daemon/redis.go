@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/chronow/persister/internal/config"
 )
@@ -17,8 +18,16 @@ import (
 // must cover every blocking reader plus room for acks and claims.
 func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 	var tlsCfg *tls.Config
-	if c.TLS || c.CACert != "" {
+	if c.TLS || c.CACert != "" || c.TLSCert != "" {
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.TLSCert != "" {
+		// Mutual TLS: presented when the server asks (tls-auth-clients).
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: REDIS_TLS_CERT, REDIS_TLS_KEY: %w", config.ErrInvalid, err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
 	if c.CACert != "" {
 		pem, err := os.ReadFile(c.CACert)
@@ -47,6 +56,12 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 			ReadTimeout:           5 * time.Second,
 			WriteTimeout:          5 * time.Second,
 			ContextTimeoutEnabled: true,
+			// CLIENT MAINT_NOTIFICATIONS is for Redis Enterprise; off, so
+			// the ACL need not grant it (internal/acl).
+			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+			// No CLIENT SETINFO: Redis 7.0 has none, 7.2 would need it
+			// granted (internal/acl).
+			DisableIdentity: true,
 		}), nil
 	}
 	opts, err := redis.ParseURL(c.URL)
@@ -63,8 +78,10 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 		opts.DB = c.DB
 	}
 	if tlsCfg != nil {
-		if opts.TLSConfig != nil && tlsCfg.RootCAs == nil {
-			tlsCfg = opts.TLSConfig
+		// A rediss:// URL's config carries the server name from the URL;
+		// keep it, with our CA and client certificate.
+		if opts.TLSConfig != nil {
+			tlsCfg.ServerName = opts.TLSConfig.ServerName
 		}
 		opts.TLSConfig = tlsCfg
 	}
@@ -74,6 +91,8 @@ func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 	opts.ReadTimeout = 5 * time.Second
 	opts.WriteTimeout = 5 * time.Second
 	opts.ContextTimeoutEnabled = true
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opts.DisableIdentity = true
 	return redis.NewClient(opts), nil
 }
 

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,7 +70,7 @@ func StartCluster(t testing.TB, masters int, opts ...RedisOption) *Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), ReadyTimeout)
 	defer cancel()
 
-	if err := formCluster(ctx, c.Addrs(), c.BusPorts); err != nil {
+	if err := formCluster(ctx, c.Addrs(), c.BusPorts, c.Nodes[0].TLSConfig()); err != nil {
 		var tails []string
 		for _, n := range c.Nodes {
 			tails = append(tails, fmt.Sprintf("--- %s:\n%s", n.Addr, n.p.logTail()))
@@ -118,7 +119,7 @@ func (c *Cluster) NodesJSON() string {
 func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 	t.Helper()
 
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), TLSConfig: c.Nodes[0].TLSConfig()})
 	t.Cleanup(func() {
 		for _, n := range c.Nodes {
 			n.p.resumeIfPaused()
@@ -149,10 +150,10 @@ func (c *Cluster) Master(slot int) int {
 // `redis-cli --cluster create --cluster-replicas 0` does: distinct config
 // epochs, equal slot ranges, CLUSTER MEET (with each node's bus port), then
 // it waits for agreement.
-func formCluster(ctx context.Context, addrs []string, busPorts []int) error {
+func formCluster(ctx context.Context, addrs []string, busPorts []int, tlsCfg *tls.Config) error {
 	clients := make([]*redis.Client, len(addrs))
 	for i, a := range addrs {
-		clients[i] = redis.NewClient(&redis.Options{Addr: a, DisableIdentity: true, MaxRetries: -1})
+		clients[i] = redis.NewClient(&redis.Options{Addr: a, DisableIdentity: true, MaxRetries: -1, TLSConfig: tlsCfg})
 	}
 
 	defer func() {

@@ -47,7 +47,7 @@ func LaunchCluster(ctx context.Context, dir string, masters int, extra ...string
 	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
 	defer cancel()
 
-	if err := formCluster(ctx, cs.Addrs(), cs.busPorts); err != nil {
+	if err := formCluster(ctx, cs.Addrs(), cs.busPorts, nil); err != nil {
 		_ = cs.Stop()
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,6 +30,20 @@ type Mongo struct {
 	Log      string // path of the server's stdout/stderr log
 
 	p *proc
+}
+
+// MongoOption configures StartMongo.
+type MongoOption func(*mongoConfig)
+
+type mongoConfig struct {
+	pki *PKI
+}
+
+// WithMongoTLS makes the server TLS-only with the PKI's server certificate,
+// requiring a client certificate signed by its CA. URI then carries tls=true,
+// tlsCAFile and tlsCertificateKeyFile (the PKI's ClientPEM).
+func WithMongoTLS(p *PKI) MongoOption {
+	return func(c *mongoConfig) { c.pki = p }
 }
 
 func ferretDBBin(t testing.TB) string {
@@ -59,10 +74,10 @@ func ferretDBBin(t testing.TB) string {
 
 // StartMongo starts FerretDB on a free port with a temp state dir and waits
 // until a mongo-driver ping succeeds. The server is killed on cleanup.
-func StartMongo(t testing.TB) *Mongo {
+func StartMongo(t testing.TB, opts ...MongoOption) *Mongo {
 	t.Helper()
 
-	m := StartMongoLater(t)
+	m := StartMongoLater(t, opts...)
 	m.Start(t)
 
 	return m
@@ -71,8 +86,13 @@ func StartMongo(t testing.TB) *Mongo {
 // StartMongoLater prepares a server (binary, port, state dir, URI) without
 // starting it, for tests where Mongo is absent at first: connections to URI
 // are refused until m.Start(t).
-func StartMongoLater(t testing.TB) *Mongo {
+func StartMongoLater(t testing.TB, opts ...MongoOption) *Mongo {
 	t.Helper()
+
+	var cfg mongoConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 
 	bin := ferretDBBin(t)
 	port := FreePort(t)
@@ -96,10 +116,23 @@ func StartMongoLater(t testing.TB) *Mongo {
 		StateDir: stateDir,
 		Log:      filepath.Join(tmp, "ferretdb.log"),
 	}
+	args := []string{"-listen-addr", addr, "-state-dir", stateDir, "-log-level", logLevel}
+	if p := cfg.pki; p != nil {
+		// TLS only, with a client certificate required (FerretDB asks for
+		// one whenever it is given a CA).
+		args = []string{"-listen-addr", "", "-tls-listen-addr", addr,
+			"-tls-cert-file", p.ServerCert, "-tls-key-file", p.ServerKey, "-tls-ca-file", p.CACert,
+			"-state-dir", stateDir, "-log-level", logLevel}
+		m.URI = "mongodb://" + addr + "/?" + url.Values{
+			"tls":                   {"true"},
+			"tlsCAFile":             {p.CACert},
+			"tlsCertificateKeyFile": {p.ClientPEM},
+		}.Encode()
+	}
 	m.p = &proc{
 		name:    "ferretdb",
 		bin:     bin,
-		args:    []string{"-listen-addr", addr, "-state-dir", stateDir, "-log-level", logLevel},
+		args:    args,
 		logPath: m.Log,
 		addr:    addr,
 	}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -19,12 +20,22 @@ import (
 // Redis is a redis-server process started for one test.
 type Redis struct {
 	Addr string // 127.0.0.1:port
-	URL  string // redis://127.0.0.1:port/0
+	URL  string // redis://127.0.0.1:port/0 (rediss:// with WithRedisTLS)
 	Port int
 	Dir  string // data directory (AOF/RDB files), kept across Restart
 	Log  string // path of the server's stdout/stderr log
 
-	p *proc
+	p   *proc
+	tls *tls.Config // client TLS config (WithRedisTLS), else nil
+}
+
+// TLSConfig returns the client TLS config of a server started with
+// WithRedisTLS (trusting its CA, presenting the client certificate), or nil.
+func (r *Redis) TLSConfig() *tls.Config {
+	if r.tls == nil {
+		return nil
+	}
+	return r.tls.Clone()
 }
 
 // RedisOption configures StartRedis.
@@ -33,6 +44,16 @@ type RedisOption func(*redisConfig)
 type redisConfig struct {
 	appendOnly bool
 	extra      []string
+	pki        *PKI
+	authClient bool
+}
+
+// WithRedisTLS makes the server TLS-only (--port 0, --tls-port) with the
+// PKI's server certificate; with authClients it also requires a client
+// certificate signed by the PKI's CA (tls-auth-clients yes). A cluster's
+// bus uses TLS too (tls-cluster yes). The server's URL is rediss://.
+func WithRedisTLS(p *PKI, authClients bool) RedisOption {
+	return func(c *redisConfig) { c.pki, c.authClient = p, authClients }
 }
 
 // WithAppendOnly enables the AOF (appendonly yes, appendfsync always), so
@@ -92,6 +113,24 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 
 	args := []string{
 		"--port", strconv.Itoa(port),
+	}
+	if cfg.pki != nil {
+		auth := "no"
+		if cfg.authClient {
+			auth = "yes"
+		}
+		args = []string{
+			"--port", "0",
+			"--tls-port", strconv.Itoa(port),
+			"--tls-cert-file", cfg.pki.ServerCert,
+			"--tls-key-file", cfg.pki.ServerKey,
+			"--tls-ca-cert-file", cfg.pki.CACert,
+			"--tls-auth-clients", auth,
+			"--tls-cluster", "yes",
+			"--tls-replication", "yes",
+		}
+	}
+	args = append(args,
 		"--bind", "127.0.0.1",
 		"--protected-mode", "no",
 		"--daemonize", "no",
@@ -99,7 +138,7 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 		"--logfile", "", // log to stdout, which goes to the log file
 		"--save", "", // no RDB snapshots
 		"--appendonly", "no",
-	}
+	)
 
 	if cfg.appendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
@@ -114,6 +153,10 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 		Port: port,
 		Dir:  dir,
 		Log:  filepath.Join(tmp, "redis.log"),
+	}
+	if cfg.pki != nil {
+		r.URL = "rediss://" + addr + "/0"
+		r.tls = cfg.pki.ClientTLS()
 	}
 	r.p = &proc{name: "redis-server", bin: bin, args: args, logPath: r.Log, addr: addr}
 	r.p.register(t)
@@ -137,6 +180,7 @@ func (r *Redis) ping(timeout time.Duration) error {
 		MaxRetries:      -1,
 		PoolSize:        1,
 		DisableIdentity: true,
+		TLSConfig:       r.TLSConfig(),
 	})
 	defer c.Close()
 
@@ -159,7 +203,7 @@ func (r *Redis) ping(timeout time.Duration) error {
 func (r *Redis) Client(t testing.TB) *redis.Client {
 	t.Helper()
 
-	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, TLSConfig: r.TLSConfig()})
 	t.Cleanup(func() {
 		r.p.resumeIfPaused()
 		_ = c.Close()

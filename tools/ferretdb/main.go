@@ -10,6 +10,17 @@
 // Usage:
 //
 //	ferretdb [-listen-addr 127.0.0.1:27017] [-state-dir ./.run/ferretdb] [-log-level info]
+//	         [-tls-listen-addr 127.0.0.1:27018 -tls-cert-file server.crt -tls-key-file server.key [-tls-ca-file ca.crt]]
+//
+// With -tls-listen-addr FerretDB also listens for TLS connections; with
+// -tls-ca-file it requires a client certificate signed by that CA (mutual
+// TLS). -listen-addr "" turns the plain listener off (TLS only).
+//
+// Authentication: the embeddable package of FerretDB v1.24 does not expose
+// its experimental SCRAM support (EnableNewAuth), so this server offers only
+// the PLAIN mechanism, and the SQLite backend checks no credentials (PLAIN
+// credentials are meant for a PostgreSQL backend). SCRAM-SHA-1/256 are
+// refused ("Unsupported authentication mechanism").
 //
 // When the server accepts connections it prints one line to stderr:
 //
@@ -48,11 +59,23 @@ func run() error {
 	listenAddr := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on (host:port)")
 	stateDir := flag.String("state-dir", "./.run/ferretdb", "directory for the SQLite databases (created if missing)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
+	tlsListenAddr := flag.String("tls-listen-addr", "", "TLS address to listen on (host:port); empty: no TLS listener")
+	tlsCertFile := flag.String("tls-cert-file", "", "PEM server certificate of the TLS listener")
+	tlsKeyFile := flag.String("tls-key-file", "", "PEM private key of -tls-cert-file")
+	tlsCAFile := flag.String("tls-ca-file", "", "PEM CA certificate: clients must present a certificate it signed")
 	shutdownTimeout := flag.Duration("shutdown-timeout", 10*time.Second, "maximum time for a clean shutdown")
 	flag.Parse()
 
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", flag.Args())
+	}
+
+	if *listenAddr == "" && *tlsListenAddr == "" {
+		return errors.New("-listen-addr and -tls-listen-addr are both empty: nothing to listen on")
+	}
+
+	if *tlsListenAddr != "" && (*tlsCertFile == "" || *tlsKeyFile == "") {
+		return errors.New("-tls-listen-addr needs -tls-cert-file and -tls-key-file")
 	}
 
 	var level slog.Level
@@ -75,7 +98,13 @@ func run() error {
 	sqliteURL := (&url.URL{Scheme: "file", Path: strings.TrimSuffix(filepath.ToSlash(dir), "/") + "/"}).String()
 
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listenAddr},
+		Listener: ferretdb.ListenerConfig{
+			TCP:         *listenAddr,
+			TLS:         *tlsListenAddr,
+			TLSCertFile: *tlsCertFile,
+			TLSKeyFile:  *tlsKeyFile,
+			TLSCAFile:   *tlsCAFile,
+		},
 		Logger:    logger,
 		Handler:   "sqlite",
 		SQLiteURL: sqliteURL,
@@ -95,7 +124,7 @@ func run() error {
 	// connections from now on; MongoDBURI reports the actual address (useful
 	// with port 0).
 	uri := f.MongoDBURI()
-	addr := strings.TrimSuffix(strings.TrimPrefix(uri, "mongodb://"), "/")
+	addr, _, _ := strings.Cut(strings.TrimPrefix(uri, "mongodb://"), "/")
 	fmt.Fprintf(os.Stderr, "ferretdb: ready: listening on %s uri=%s state-dir=%s pid=%d\n", addr, uri, dir, os.Getpid())
 
 	select {

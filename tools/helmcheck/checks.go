@@ -172,7 +172,7 @@ func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFile
 		}
 	}
 	for _, o := range r.ByKind("ServiceMonitor") {
-		checkServiceMonitor(&p, o, svcLabels, svcPort)
+		checkServiceMonitor(&p, o, svcLabels, svcPort, e)
 	}
 	for _, o := range r.ByKind("ConfigMap") {
 		var cm corev1.ConfigMap
@@ -247,6 +247,12 @@ func checkPod(p *Problems, where string, spec corev1.PodSpec, e Expect, env map[
 	if err != nil || port != fmt.Sprint(e.HTTPPort) {
 		p.Addf("%s: PERSISTER_HTTP_ADDR = %q, want :%d", where, addr, e.HTTPPort)
 	}
+	switch probe, set := vars["PERSISTER_PROBE_ADDR"]; {
+	case e.WebConfig == nil && set:
+		p.Addf("%s: PERSISTER_PROBE_ADDR set without web.secretName", where)
+	case e.WebConfig != nil && probe.Value != fmt.Sprintf(":%d", e.ProbePort):
+		p.Addf("%s: PERSISTER_PROBE_ADDR = %q, want :%d (web.probePort)", where, probe.Value, e.ProbePort)
+	}
 	grace, err := time.ParseDuration(vars["PERSISTER_SHUTDOWN_GRACE"].Value)
 	if err != nil || grace != e.Grace {
 		p.Addf("%s: PERSISTER_SHUTDOWN_GRACE = %q, want %s", where, vars["PERSISTER_SHUTDOWN_GRACE"].Value, e.Grace)
@@ -263,8 +269,18 @@ func checkPod(p *Problems, where string, spec corev1.PodSpec, e Expect, env map[
 }
 
 func checkPorts(p *Problems, where string, c corev1.Container, e Expect) {
-	if len(c.Ports) != 1 || c.Ports[0].Name != "persister-http" || int(c.Ports[0].ContainerPort) != e.HTTPPort {
+	probePort, probeNum := "persister-http", e.HTTPPort
+	if e.WebConfig != nil {
+		// The probes go to the plain listener (PERSISTER_PROBE_ADDR).
+		probePort, probeNum = "persister-probe", e.ProbePort
+		if len(c.Ports) != 2 || c.Ports[1].Name != probePort || int(c.Ports[1].ContainerPort) != e.ProbePort {
+			p.Addf("%s: ports %+v, want persister-http on %d and persister-probe on %d", where, c.Ports, e.HTTPPort, e.ProbePort)
+		}
+	} else if len(c.Ports) != 1 {
 		p.Addf("%s: ports %+v, want one named persister-http on %d", where, c.Ports, e.HTTPPort)
+	}
+	if len(c.Ports) == 0 || c.Ports[0].Name != "persister-http" || int(c.Ports[0].ContainerPort) != e.HTTPPort {
+		p.Addf("%s: ports %+v, want persister-http on %d first", where, c.Ports, e.HTTPPort)
 	}
 	probes := []struct {
 		name  string
@@ -280,8 +296,10 @@ func checkPorts(p *Problems, where string, c corev1.Container, e Expect) {
 			p.Addf("%s: no HTTP %s", where, pr.name)
 		case pr.probe.HTTPGet.Path != pr.path:
 			p.Addf("%s: %s path %q, want %q", where, pr.name, pr.probe.HTTPGet.Path, pr.path)
-		case pr.probe.HTTPGet.Port.String() != "persister-http" && pr.probe.HTTPGet.Port.IntValue() != e.HTTPPort:
-			p.Addf("%s: %s port %s, want persister-http", where, pr.name, pr.probe.HTTPGet.Port.String())
+		case pr.probe.HTTPGet.Port.String() != probePort && pr.probe.HTTPGet.Port.IntValue() != probeNum:
+			p.Addf("%s: %s port %s, want %s", where, pr.name, pr.probe.HTTPGet.Port.String(), probePort)
+		case pr.probe.HTTPGet.Scheme != "" && pr.probe.HTTPGet.Scheme != corev1.URISchemeHTTP:
+			p.Addf("%s: %s scheme %s, want HTTP (the probe listener is plain)", where, pr.name, pr.probe.HTTPGet.Scheme)
 		case pr.probe.TimeoutSeconds < 1 || pr.probe.PeriodSeconds < pr.probe.TimeoutSeconds:
 			p.Addf("%s: %s timeout %ds period %ds", where, pr.name, pr.probe.TimeoutSeconds, pr.probe.PeriodSeconds)
 		}
@@ -417,7 +435,7 @@ func checkMounts(p *Problems, where string, spec corev1.PodSpec, c corev1.Contai
 	files := []struct {
 		env  string
 		want *FileRef
-	}{{"CHRONOS_CONFIG", e.Chronos}, {"REDIS_CA_CERT", e.RedisCA}}
+	}{{"CHRONOS_CONFIG", e.Chronos}, {"REDIS_CA_CERT", e.RedisCA}, {"REDIS_TLS_CERT", e.RedisClientCert}, {"REDIS_TLS_KEY", e.RedisClientKey}, {"PERSISTER_WEB_CONFIG_FILE", e.WebConfig}}
 	for _, f := range files {
 		v, set := vars[f.env]
 		if f.want == nil {
@@ -462,15 +480,18 @@ func checkMounts(p *Problems, where string, spec corev1.PodSpec, c corev1.Contai
 	}
 }
 
-func checkServiceMonitor(p *Problems, o Object, svcLabels map[string]string, svcPort string) {
+func checkServiceMonitor(p *Problems, o Object, svcLabels map[string]string, svcPort string, e Expect) {
 	var sm struct {
 		Spec struct {
 			Selector struct {
 				MatchLabels map[string]string `json:"matchLabels"`
 			} `json:"selector"`
 			Endpoints []struct {
-				Port string `json:"port"`
-				Path string `json:"path"`
+				Port      string         `json:"port"`
+				Path      string         `json:"path"`
+				Scheme    string         `json:"scheme"`
+				TLSConfig map[string]any `json:"tlsConfig"`
+				BasicAuth map[string]any `json:"basicAuth"`
 			} `json:"endpoints"`
 		} `json:"spec"`
 	}
@@ -483,7 +504,33 @@ func checkServiceMonitor(p *Problems, o Object, svcLabels map[string]string, svc
 	}
 	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svcPort || sm.Spec.Endpoints[0].Path != "/metrics" {
 		p.Addf("ServiceMonitor %s: endpoints %+v, want port %s path /metrics", o.Name, sm.Spec.Endpoints, svcPort)
+		return
 	}
+	ep := sm.Spec.Endpoints[0]
+	if ep.Scheme != e.SMScheme {
+		p.Addf("ServiceMonitor %s: scheme %q, want %q (serviceMonitor.scheme)", o.Name, ep.Scheme, e.SMScheme)
+	}
+	if !sameYAML(ep.TLSConfig, e.SMTLS) {
+		p.Addf("ServiceMonitor %s: tlsConfig %v, want serviceMonitor.tlsConfig %v", o.Name, ep.TLSConfig, e.SMTLS)
+	}
+	if !sameYAML(ep.BasicAuth, e.SMBasicAuth) {
+		p.Addf("ServiceMonitor %s: basicAuth %v, want serviceMonitor.basicAuth %v", o.Name, ep.BasicAuth, e.SMBasicAuth)
+	}
+	if e.WebConfig != nil && e.SMScheme == "http" && len(ep.BasicAuth) == 0 {
+		p.Addf("ServiceMonitor %s: web.secretName protects /metrics, but the scrape has neither https nor basicAuth", o.Name)
+	}
+}
+
+// sameYAML compares two values as YAML documents (an empty map equals nil).
+func sameYAML(a, b any) bool {
+	norm := func(v any) string {
+		if m, ok := v.(map[string]any); ok && len(m) == 0 {
+			v = nil
+		}
+		out, _ := yaml.Marshal(v)
+		return string(out)
+	}
+	return norm(a) == norm(b)
 }
 
 func checkDashboard(p *Problems, cm corev1.ConfigMap, e Expect, file []byte) {

@@ -33,6 +33,18 @@ type Expect struct {
 	Chronos        *FileRef   // nil: CHRONOS_CONFIG must not be set
 	ChronosCreated bool
 	RedisCA        *FileRef // nil: REDIS_CA_CERT must not be set
+	// RedisClientCert and RedisClientKey: nil means REDIS_TLS_CERT and
+	// REDIS_TLS_KEY must not be set.
+	RedisClientCert *FileRef
+	RedisClientKey  *FileRef
+	// WebConfig: nil means PERSISTER_WEB_CONFIG_FILE must not be set; with
+	// it, ProbePort is the plain-HTTP port the probes use.
+	WebConfig *FileRef
+	ProbePort int
+	// The ServiceMonitor endpoint's scheme, tlsConfig and basicAuth.
+	SMScheme       string
+	SMTLS          any
+	SMBasicAuth    any
 	PodSelector    map[string]string
 	Service        bool
 	PDB            bool
@@ -94,6 +106,18 @@ func ExpectFrom(c *chart.Chart, vals map[string]any, allEnv bool) (Expect, error
 		}
 		e.Chronos = &FileRef{Kind: g.str("chronos.kind"), Name: name, Key: g.str("chronos.key"), MountPath: g.str("chronos.mountPath")}
 	}
+	if n := g.str("redis.tls.clientCert.secretName"); n != "" {
+		const dir = "/etc/persister/redis-client"
+		e.RedisClientCert = &FileRef{Kind: "Secret", Name: n, Key: g.str("redis.tls.clientCert.certKey"), MountPath: dir}
+		e.RedisClientKey = &FileRef{Kind: "Secret", Name: n, Key: g.str("redis.tls.clientCert.keyKey"), MountPath: dir}
+	}
+	if n := g.str("web.secretName"); n != "" {
+		e.WebConfig = &FileRef{Kind: "Secret", Name: n, Key: g.str("web.configKey"), MountPath: "/etc/persister/web"}
+		e.ProbePort = g.int("web.probePort")
+	}
+	e.SMScheme = g.str("serviceMonitor.scheme")
+	e.SMTLS = g.get("serviceMonitor.tlsConfig")
+	e.SMBasicAuth = g.get("serviceMonitor.basicAuth")
 	if n := g.str("redis.tls.caSecretName"); n != "" {
 		e.RedisCA = &FileRef{Kind: "Secret", Name: n, Key: g.str("redis.tls.caSecretKey"), MountPath: "/etc/persister/redis-ca"}
 	}

@@ -57,6 +57,10 @@ var Refusals = []Refusal{
 	{"no termination margin", nil, "terminationGraceMarginSeconds: 0", "terminationGraceMarginSeconds"},
 	{"migrate with chart-made chronos", nil, "{migrate: {enabled: true}, chronos: {enabled: true, create: true, config: {}}}", "migrate.enabled"},
 	{"inline redis credentials", nil, "redis: {url: 'redis://:secret@redis:6379/0'}", "redis/url"},
+	{"probes on the protected port", nil, "web: {secretName: persister-web, probePort: 9464}", "web.probePort must differ from httpPort"},
+	{"scrape user without password", nil, "serviceMonitor: {basicAuth: {username: {name: s, key: u}}}", "password"},
+	{"unknown scrape scheme", nil, "serviceMonitor: {scheme: tcp}", "/serviceMonitor/scheme"},
+	{"client certificate without key name", nil, "redis: {tls: {clientCert: {secretName: c, keyKey: ''}}}", "keyKey"},
 }
 
 // Checker checks one chart directory.

@@ -146,6 +146,23 @@ Argument: dict "ctx" root "sidecar" bool.
 - name: REDIS_CA_CERT
   value: {{ printf "/etc/persister/redis-ca/%s" $v.redis.tls.caSecretKey | quote }}
 {{- end }}
+{{- with $v.redis.tls.clientCert }}
+{{- if .secretName }}
+- name: REDIS_TLS_CERT
+  value: {{ printf "/etc/persister/redis-client/%s" .certKey | quote }}
+- name: REDIS_TLS_KEY
+  value: {{ printf "/etc/persister/redis-client/%s" .keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if $v.web.secretName }}
+{{- if eq (int $v.web.probePort) (int $v.httpPort) }}
+{{- fail "web.probePort must differ from httpPort: the probes need a port without the web config's TLS and credentials" }}
+{{- end }}
+- name: PERSISTER_WEB_CONFIG_FILE
+  value: {{ printf "/etc/persister/web/%s" $v.web.configKey | quote }}
+- name: PERSISTER_PROBE_ADDR
+  value: {{ printf ":%s" (include "persister.scalar" $v.web.probePort) | quote }}
+{{- end }}
 {{- if $v.mongo.uri.secretName }}
 - name: MONGO_URI
   valueFrom:
@@ -188,6 +205,16 @@ persister.volumeMounts and persister.volumes: chronos config, Redis CA, extras.
   mountPath: /etc/persister/redis-ca
   readOnly: true
 {{- end }}
+{{- if .Values.redis.tls.clientCert.secretName }}
+- name: redis-client-cert
+  mountPath: /etc/persister/redis-client
+  readOnly: true
+{{- end }}
+{{- if .Values.web.secretName }}
+- name: web-config
+  mountPath: /etc/persister/web
+  readOnly: true
+{{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
@@ -220,6 +247,24 @@ persister.volumeMounts and persister.volumes: chronos config, Redis CA, extras.
       - key: {{ .Values.redis.tls.caSecretKey | quote }}
         path: {{ .Values.redis.tls.caSecretKey | quote }}
 {{- end }}
+{{- with .Values.redis.tls.clientCert }}
+{{- if .secretName }}
+- name: redis-client-cert
+  secret:
+    secretName: {{ .secretName | quote }}
+    items:
+      - key: {{ .certKey | quote }}
+        path: {{ .certKey | quote }}
+      - key: {{ .keyKey | quote }}
+        path: {{ .keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.web.secretName }}
+# The whole Secret: the web config names its certificate files.
+- name: web-config
+  secret:
+    secretName: {{ .Values.web.secretName | quote }}
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -231,7 +276,7 @@ persister.probe renders one HTTP probe. Argument: dict "probe" values "path" str
 {{- define "persister.probe" -}}
 httpGet:
   path: {{ .path }}
-  port: persister-http
+  port: {{ .port }}
 initialDelaySeconds: {{ .probe.initialDelaySeconds }}
 periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
@@ -249,11 +294,21 @@ Argument: dict "ctx" root "sidecar" bool "args" list "resources" map "serve" boo
   imagePullPolicy: {{ $v.image.pullPolicy }}
   args:
     {{- toYaml .args | nindent 4 }}
+  {{- $probePort := "persister-http" }}
+  {{- if $v.web.secretName }}
+  {{- $probePort = "persister-probe" }}
+  {{- end }}
   {{- if .serve }}
   ports:
     - name: persister-http
       containerPort: {{ include "persister.scalar" $v.httpPort }}
       protocol: TCP
+    {{- if $v.web.secretName }}
+    # Plain HTTP, /healthz and /readyz only (PERSISTER_PROBE_ADDR).
+    - name: persister-probe
+      containerPort: {{ include "persister.scalar" $v.web.probePort }}
+      protocol: TCP
+    {{- end }}
   {{- end }}
   env:
     {{- include "persister.env" . | nindent 4 }}
@@ -264,7 +319,7 @@ Argument: dict "ctx" root "sidecar" bool "args" list "resources" map "serve" boo
   {{- if .serve }}
   {{- if $v.livenessProbe.enabled }}
   livenessProbe:
-    {{- include "persister.probe" (dict "probe" $v.livenessProbe "path" "/healthz") | nindent 4 }}
+    {{- include "persister.probe" (dict "probe" $v.livenessProbe "path" "/healthz" "port" $probePort) | nindent 4 }}
   {{- end }}
   {{- if $v.readinessProbe.enabled }}
   readinessProbe:
@@ -272,7 +327,7 @@ Argument: dict "ctx" root "sidecar" bool "args" list "resources" map "serve" boo
     {{- if and .sidecar (not $v.sidecar.gateRedisReadiness) }}
     {{- $path = "/healthz" }}
     {{- end }}
-    {{- include "persister.probe" (dict "probe" $v.readinessProbe "path" $path) | nindent 4 }}
+    {{- include "persister.probe" (dict "probe" $v.readinessProbe "path" $path "port" $probePort) | nindent 4 }}
   {{- end }}
   {{- end }}
   {{- with .resources }}
