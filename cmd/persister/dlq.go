@@ -4,11 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/chronow/persister/internal/redisconn"
 	"io"
 	"time"
 
 	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/daemon"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/requeue"
 	"github.com/chronow/persister/internal/sink"
@@ -92,7 +92,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := checkTenant(cfg, *tenant); err != nil {
 		return err
 	}
-	rdb, err := daemon.NewRedis(cfg.Redis, 2)
+	rdb, err := redisconn.New(cfg.Redis, 2)
 	if err != nil {
 		return err
 	}

@@ -11,10 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/daemon"
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
@@ -86,7 +86,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return usagef("--kind %s: this build does not store %s streams", k, k)
 		}
 	}
-	rdb, err := daemon.NewRedis(cfg.Redis, 4)
+	rdb, err := redisconn.New(cfg.Redis, 4)
 	if err != nil {
 		return err
 	}

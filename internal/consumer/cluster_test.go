@@ -468,7 +468,7 @@ func TestClusterReaderIdleBackoff(t *testing.T) {
 // and once it resumes, its streams too, each entry exactly once.
 func TestClusterReaderMasterHung(t *testing.T) {
 	c := testenv.StartCluster(t, 3)
-	// The daemon's client options (internal/daemon/redis.go).
+	// The daemon's client options (internal/redisconn).
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{
 		Addrs: c.Addrs(), ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ContextTimeoutEnabled: true,
 	})

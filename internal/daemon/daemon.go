@@ -26,6 +26,7 @@ import (
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/lag"
+	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sharedmem"
 	"github.com/chronow/persister/internal/sink"
@@ -70,7 +71,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	m := metrics.New(reg, version)
 	p := cfg.Persister
 	tenants := cfg.Chronos.Tenants()
-	rdb, err := NewRedis(cfg.Redis, len(tenants)*p.Workers+16)
+	rdb, err := redisconn.New(cfg.Redis, len(tenants)*p.Workers+16)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,6 @@
-package daemon
+// Package redisconn builds the Redis client from Chronow's settings, for the
+// daemon and the command-line tools alike.
+package redisconn
 
 import (
 	"crypto/tls"
@@ -13,10 +15,10 @@ import (
 	"github.com/chronow/persister/internal/config"
 )
 
-// NewRedis builds the Redis client from Chronow's settings: a cluster client
+// New builds the Redis client from Chronow's settings: a cluster client
 // when REDIS_CLUSTER_NODES is set, else a client for REDIS_URL. poolSize
 // must cover every blocking reader plus room for acks and claims.
-func NewRedis(c config.Redis, poolSize int) (redis.UniversalClient, error) {
+func New(c config.Redis, poolSize int) (redis.UniversalClient, error) {
 	var tlsCfg *tls.Config
 	if c.TLS || c.CACert != "" || c.TLSCert != "" {
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
