@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sink"
@@ -37,9 +37,10 @@ type Item struct {
 	Time time.Time
 	// Attempts counts rescue attempts, to stop a rescue loop.
 	Attempts int
-	// Charge is the item's share of the memory budget (Config.Budget),
-	// released when it is acknowledged or given up.
-	Charge int64
+	// Hold is the entry's hold on its memory budget, in-flight count and
+	// in-hand record, let go when the entry leaves the batcher (finish).
+	// The zero Hold holds nothing (replay).
+	Hold hold.Hold
 }
 
 // Sink writes documents; see sink.Writer.
@@ -82,9 +83,6 @@ type Config struct {
 	WriteTimeout time.Duration
 	// HaltedRetry is the wait between attempts while the tenant is halted.
 	HaltedRetry time.Duration
-	// Budget is the memory budget the items' Charge is released to; nil
-	// when there is none.
-	Budget *budget.Budget
 }
 
 // State is a tenant's write health, for readiness and logs.
@@ -104,9 +102,6 @@ type Batcher struct {
 	log     *slog.Logger
 
 	in chan Item
-	// inflight is the tenant's persister_inflight_entries gauge, looked up
-	// once instead of for every entry.
-	inflight prometheus.Gauge
 
 	mu    sync.Mutex
 	state State
@@ -131,8 +126,7 @@ func New(cfg Config, s Sink, a Acker, r Rescuer, m *metrics.Metrics, log *slog.L
 	}
 	return &Batcher{
 		cfg: cfg, sink: s, acker: a, rescuer: r, m: m, log: log.With("tenant", cfg.Tenant),
-		in:       make(chan Item, min(cfg.MaxItems, addQueue)),
-		inflight: m.InflightEntries.WithLabelValues(cfg.Tenant),
+		in: make(chan Item, min(cfg.MaxItems, addQueue)),
 	}
 }
 
@@ -140,7 +134,6 @@ func New(cfg Config, s Sink, a Acker, r Rescuer, m *metrics.Metrics, log *slog.L
 func (b *Batcher) Add(ctx context.Context, it Item) error {
 	select {
 	case b.in <- it:
-		b.inflight.Inc()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -263,7 +256,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		case <-cancelled:
 			// Stopped before the batch could be written: it stays
 			// pending in Redis.
-			b.abandon(cur)
+			_ = b.finish(ctx, cur, false)
 			timer.Stop()
 			cur, bytes = nil, 0
 			if slot != nil {
@@ -334,16 +327,23 @@ func (a *slotAsker) stop() {
 	a.wg.Wait()
 }
 
-// abandon gives up items without acking them: they stay pending in Redis.
-// ack calls it too: either way the items leave the batcher and their
-// budget is released.
-func (b *Batcher) abandon(items []Item) {
-	b.inflight.Sub(float64(len(items)))
-	var charge int64
-	for _, it := range items {
-		charge += it.Charge
+// finish is the one way an entry leaves the batcher, and so the pipeline,
+// whatever happened to it (stored, already there, rescued, refused, or the
+// process stopping). With acked, the entries are acknowledged first: one
+// XACK round trip for all their streams, retried while Redis is
+// unreachable, until ctx ends. Then every entry's hold is let go: its
+// memory budget, its in-flight count, and (once acknowledged) its in-hand
+// record. Entries not acknowledged stay pending in Redis and are read again
+// later (the own pending drain at start, or a claim): never lost.
+func (b *Batcher) finish(ctx context.Context, items []Item, acked bool) error {
+	var err error
+	if acked {
+		err = b.ack(ctx, items)
 	}
-	b.cfg.Budget.Release(charge)
+	for _, it := range items {
+		it.Hold.Done(acked && err == nil)
+	}
+	return err
 }
 
 // flush writes items until each is stored and acked, rescued, or ctx ends.
@@ -365,23 +365,22 @@ func (b *Batcher) flush(ctx context.Context, items []Item, slot func()) {
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
-				b.abandon(pending)
+				_ = b.finish(ctx, pending, false)
 				return
 			}
 		}
 		var stored []Item
 		stored, pending = b.writeOnce(ctx, pending, &slot)
 		if len(stored) > 0 {
-			if err := b.ack(ctx, stored); err != nil {
+			if err := b.finish(ctx, stored, true); err != nil {
 				// Not acked: stays pending in Redis and is stored again
 				// (as a duplicate) when re-read.
-				b.abandon(stored)
-				b.abandon(pending)
+				_ = b.finish(ctx, pending, false)
 				return
 			}
 		}
 		if ctx.Err() != nil {
-			b.abandon(pending)
+			_ = b.finish(ctx, pending, false)
 			return
 		}
 	}
@@ -425,7 +424,7 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (st
 		b.m.FlushDuration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 		b.setErr(nil, false)
 		var s []Item
-		s, retry = b.apply(group, out, retry)
+		s, retry = b.apply(ctx, group, out, retry)
 		stored = append(stored, s...)
 		b.countStored(coll, out)
 	}
@@ -435,7 +434,7 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (st
 // apply sorts a group by the rule's decisions: stored items are returned,
 // items to write again (and replacements) appended to retry, refused ones
 // given up (left pending in Redis).
-func (b *Batcher) apply(group []Item, out Outcome, retry []Item) (stored, _ []Item) {
+func (b *Batcher) apply(ctx context.Context, group []Item, out Outcome, retry []Item) (stored, _ []Item) {
 	for i, d := range out.Decisions {
 		it := group[i]
 		switch d {
@@ -447,7 +446,7 @@ func (b *Batcher) apply(group []Item, out Outcome, retry []Item) (stored, _ []It
 		case Refused:
 			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, metrics.ClassPermanent).Inc()
 			b.log.Error("entry refused by MongoDB and not rescued; left pending", "stream", it.Stream, "id", it.ID, "err", out.Errs[i])
-			b.abandon([]Item{it})
+			_ = b.finish(ctx, []Item{it}, false)
 		case Halt:
 			b.m.WriteErrors.WithLabelValues(b.cfg.Tenant, metrics.ClassFatal).Inc()
 			b.setErr(out.Errs[i], true)
@@ -503,7 +502,8 @@ func groupByCollection(items []Item) (map[string][]Item, []string) {
 	return byColl, order
 }
 
-// ack acknowledges stored items, retrying while Redis is unreachable.
+// ack acknowledges stored items, retrying while Redis is unreachable, and
+// counts them; finish calls it.
 func (b *Batcher) ack(ctx context.Context, items []Item) error {
 	ids := map[string][]string{}
 	for _, it := range items {
@@ -543,7 +543,6 @@ func (b *Batcher) ack(ctx context.Context, items []Item) error {
 	if n > 0 {
 		b.m.Acked.WithLabelValues(b.cfg.Tenant, kind).Add(float64(n))
 	}
-	b.abandon(items) // no longer in flight
 	return nil
 }
 

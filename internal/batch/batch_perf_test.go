@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
 )
@@ -84,6 +85,7 @@ func TestAckMetricsPerKind(t *testing.T) {
 	a := &recordAcker{ids: map[string][]string{}}
 	b := New(Config{Tenant: "t", MaxItems: 7, MaxBytes: 1 << 20, Linger: 5 * time.Millisecond, Inflight: 2, WriteTimeout: time.Second},
 		s, a, nil, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	holds := hold.NewSet(nil, m.InflightEntries.WithLabelValues("t"), time.Minute)
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
@@ -94,7 +96,9 @@ func TestAckMetricsPerKind(t *testing.T) {
 			kind, coll = "dlq", "dead_letters"
 		}
 		want[kind]++
-		it := Item{Stream: "s" + strconv.Itoa(i%4), ID: strconv.Itoa(i), Kind: kind, Collection: coll, Doc: []byte{5, 0, 0, 0, 0}, Time: time.Now()}
+		stream, id := "s"+strconv.Itoa(i%4), strconv.Itoa(i)
+		it := Item{Stream: stream, ID: id, Kind: kind, Collection: coll, Doc: []byte{5, 0, 0, 0, 0}, Time: time.Now(),
+			Hold: holds.Take(stream, id, 0, time.Now())}
 		if err := b.Add(ctx, it); err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
 )
@@ -64,9 +65,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func testItem(i int, charge int64) Item {
-	return Item{Stream: "s", ID: strconv.Itoa(i) + "-0", Kind: "topic", Collection: "messages",
-		Doc: []byte{5, 0, 0, 0, 0}, Time: time.Now(), Charge: charge}
+// testItem is entry i of stream "s", held in holds with charge bytes of
+// the budget (already acquired).
+func testItem(holds *hold.Set, i int, charge int64) Item {
+	id := strconv.Itoa(i) + "-0"
+	return Item{Stream: "s", ID: id, Kind: "topic", Collection: "messages",
+		Doc: []byte{5, 0, 0, 0, 0}, Time: time.Now(), Hold: holds.Take("s", id, charge, time.Now())}
+}
+
+// newHolds returns a hold set on bud with its own in-flight gauge.
+func newHolds(bud *budget.Budget) (*hold.Set, prometheus.Gauge) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "inflight"})
+	return hold.NewSet(bud, g, time.Minute), g
 }
 
 // TestGroupCommit: while the connection's only write slot is busy, the next
@@ -77,8 +87,9 @@ func TestGroupCommit(t *testing.T) {
 	s := newGatedSink()
 	a := &recordAcker{ids: map[string][]string{}}
 	bud := budget.New(1 << 20)
+	holds, _ := newHolds(bud)
 	b := New(Config{Tenant: "t", MaxItems: 1000, MaxBytes: 1 << 20, Linger: 2 * time.Millisecond, Inflight: 2,
-		WriteTimeout: time.Minute, Budget: bud}, s, a, nil, metrics.New(prometheus.NewRegistry(), "test"),
+		WriteTimeout: time.Minute}, s, a, nil, metrics.New(prometheus.NewRegistry(), "test"),
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
 	done := make(chan error, 1)
@@ -88,7 +99,7 @@ func TestGroupCommit(t *testing.T) {
 		if err := bud.Acquire(ctx, 10); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Add(ctx, testItem(i, 10)); err != nil {
+		if err := b.Add(ctx, testItem(holds, i, 10)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -132,8 +143,9 @@ func TestAbandonReleasesBudget(t *testing.T) {
 	close(s.gate)
 	a := &recordAcker{ids: map[string][]string{}}
 	bud := budget.New(1 << 20)
+	holds, inflight := newHolds(bud)
 	b := New(Config{Tenant: "t", MaxItems: 10, MaxBytes: 1 << 20, Linger: time.Millisecond, Inflight: 2,
-		WriteTimeout: time.Minute, MaxBackoff: 20 * time.Millisecond, Budget: bud}, s, a, nil,
+		WriteTimeout: time.Minute, MaxBackoff: 20 * time.Millisecond}, s, a, nil,
 		metrics.New(prometheus.NewRegistry(), "test"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -142,7 +154,7 @@ func TestAbandonReleasesBudget(t *testing.T) {
 		if err := bud.Acquire(ctx, 100); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Add(ctx, testItem(i, 100)); err != nil {
+		if err := b.Add(ctx, testItem(holds, i, 100)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -157,5 +169,13 @@ func TestAbandonReleasesBudget(t *testing.T) {
 	}
 	if u := bud.Used(); u != 0 {
 		t.Fatalf("budget holds %d bytes after the stop, want 0", u)
+	}
+	if g := value(inflight); g != 0 {
+		t.Fatalf("in-flight gauge %v after the stop, want 0", g)
+	}
+	// Given up without an ack: the in-hand records stay until their ttl,
+	// so the claim sweeper does not take the entries up again at once.
+	if n := holds.Len(); n != 35 {
+		t.Fatalf("%d in-hand records after the stop, want 35", n)
 	}
 }

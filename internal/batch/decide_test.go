@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/budget"
+	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
@@ -121,8 +122,9 @@ func TestDeliveryDecisions(t *testing.T) {
 			a := &recordAcker{ids: map[string][]string{}}
 			bud := budget.New(1 << 20)
 			m := metrics.New(prometheus.NewRegistry(), "test")
+			holds := hold.NewSet(bud, m.InflightEntries.WithLabelValues("t"), time.Minute)
 			b := New(Config{Tenant: "t", MaxItems: 10, MaxBytes: 1 << 20, Linger: time.Millisecond, Inflight: 1,
-				WriteTimeout: time.Minute, MaxBackoff: 5 * time.Millisecond, HaltedRetry: 50 * time.Millisecond, Budget: bud},
+				WriteTimeout: time.Minute, MaxBackoff: 5 * time.Millisecond, HaltedRetry: 50 * time.Millisecond},
 				s, a, tt.rescuer, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			ctx := context.Background()
 			done := make(chan error, 1)
@@ -131,7 +133,7 @@ func TestDeliveryDecisions(t *testing.T) {
 				t.Fatal(err)
 			}
 			it := Item{Stream: "s", ID: "1-0", Kind: "topic", Collection: "messages", Doc: []byte("d"),
-				Time: time.Now(), Charge: 100, Attempts: tt.attempts}
+				Time: time.Now(), Hold: holds.Take("s", "1-0", 100, time.Now()), Attempts: tt.attempts}
 			if err := b.Add(ctx, it); err != nil {
 				t.Fatal(err)
 			}
@@ -170,6 +172,9 @@ func TestDeliveryDecisions(t *testing.T) {
 			}
 			if g := value(m.InflightEntries.WithLabelValues("t")); g != 0 {
 				t.Errorf("persister_inflight_entries = %v, want 0", g)
+			}
+			if n := holds.Len(); (n == 0) != tt.acked {
+				t.Errorf("%d in-hand records, want the record gone exactly when acked (%v)", n, tt.acked)
 			}
 			for outcome, want := range tt.stored {
 				if got := value(m.EntriesStored.WithLabelValues("t", "messages", outcome)); got != want {

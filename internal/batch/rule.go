@@ -40,7 +40,7 @@ type Outcome struct {
 	// Decisions has one decision per item, in order.
 	Decisions []Decision
 	// Replacements holds, at the index of each Rescued item, its
-	// replacement (same entry: stream, id, kind, time, budget charge).
+	// replacement (same entry: stream, id, kind, time, hold).
 	Replacements []Item
 	// Errs holds the server's error of each item that has one.
 	Errs []error
@@ -101,7 +101,7 @@ func Insert(ctx context.Context, s Sink, tenant, coll string, items []Item, resc
 }
 
 // rescue asks the rescuer for a replacement of a refused item; the
-// replacement carries the entry's identity and budget charge.
+// replacement carries the entry's identity and hold.
 func rescue(ctx context.Context, r Rescuer, it Item, cause error) (Item, bool) {
 	if r == nil || it.Attempts >= MaxRescues {
 		return Item{}, false
@@ -110,7 +110,7 @@ func rescue(ctx context.Context, r Rescuer, it Item, cause error) (Item, bool) {
 	if !ok {
 		return Item{}, false
 	}
-	rep.Stream, rep.ID, rep.Kind, rep.Charge = it.Stream, it.ID, it.Kind, it.Charge
+	rep.Stream, rep.ID, rep.Kind, rep.Hold = it.Stream, it.ID, it.Kind, it.Hold
 	if rep.Time.IsZero() {
 		rep.Time = it.Time
 	}

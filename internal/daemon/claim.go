@@ -43,15 +43,16 @@ func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
 }
 
 // handleClaimed drops the claimed entries this process still holds in hand
-// (see inHand), counts the others, lets screen dead-letter the poison
+// (hold.Set: claiming them again would write each twice just when writes
+// are slow, and count a delivery toward poison), counts the others, lets screen dead-letter the poison
 // among them (delivered more than PERSISTER_MAX_DELIVERIES times; each
 // claim counts one delivery) and hands the rest to handle. Entries with nil
 // Values were trimmed while pending; handle acks and counts them as lost.
 func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage,
 	screen func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage) error {
 	now := time.Now()
-	tp.held.prune(now)
-	if msgs = tp.held.filter(stream, msgs, now); len(msgs) == 0 {
+	tp.holds.Prune(now)
+	if msgs = tp.holds.Filter(stream, msgs, now); len(msgs) == 0 {
 		return nil
 	}
 	n := 0

@@ -15,6 +15,7 @@ import (
 	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/consumer"
 	"github.com/chronow/persister/internal/entry"
+	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/metrics"
@@ -31,7 +32,7 @@ type tenantPipeline struct {
 	rdb      redis.UniversalClient
 	readers  []*consumer.Reader
 	claimer  *consumer.Claimer
-	held     *inHand // entries handed to the batcher, not yet acked (claim.go)
+	holds    *hold.Set // entries handed to the batcher, not yet let go
 	budget   *budget.Budget
 	m        *metrics.Metrics
 	log      *slog.Logger
@@ -49,14 +50,13 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 		rdb:      d.rdb,
 		m:        d.m,
 		log:      log,
-		held:     newInHand(3 * p.ClaimMinIdle),
+		holds:    hold.NewSet(d.budget, d.m.InflightEntries.WithLabelValues(tenant), 3*p.ClaimMinIdle),
 		budget:   d.budget,
 	}
 	tp.batcher = batch.New(batch.Config{
 		Tenant: tenant, MaxItems: p.BatchSize, MaxBytes: p.BatchBytes, Linger: p.BatchLinger,
 		Inflight: p.InflightBatches, MaxBackoff: p.RetryMaxBackoff, WriteTimeout: p.WriteTimeout,
-		Budget: d.budget,
-	}, d.sink, trackingAcker{Acker: d.acker, held: tp.held}, d.rescuer, d.m, d.log)
+	}, d.sink, d.acker, d.rescuer, d.m, d.log)
 	for i := range p.Workers {
 		var filter func(string) bool
 		if p.Workers > 1 {
@@ -93,7 +93,8 @@ func (tp *tenantPipeline) run(readCtx, drainCtx context.Context) error {
 
 // handle decodes entries of one stream and hands them to the batcher. The
 // entries come charged to the memory budget (consumer.Handler): each item
-// carries its entry's charge to the batcher, the rest is released here.
+// handed on takes a hold on its entry's charge (hold.Set.Take), which the
+// batcher lets go when the entry leaves it; the rest is released here.
 func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
 	var keep int64 // charge handed on with items
 	defer func() { tp.budget.Release(consumer.MessagesBytes(msgs) - keep) }()
@@ -114,29 +115,21 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 			trimmed = append(trimmed, msg.ID)
 			continue
 		}
-		it, defects, err := dec.Decode(key, msg, now)
-		for _, d := range defects {
-			tp.m.Malformed.WithLabelValues(tp.tenant, string(d)).Inc()
-		}
-		if err != nil {
-			if tp.rescueUndecodable(ctx, key, msg, err) {
-				keep += consumer.EntryBytes(msg)
-				continue
-			}
-			tp.log.Error("entry cannot be stored; left pending", "stream", stream, "id", msg.ID, "err", err)
+		it, ok := tp.decode(ctx, key, dec, msg, now)
+		if !ok {
 			continue
 		}
 		it.Stream, it.ID, it.Kind = stream, msg.ID, kind
-		it.Charge = consumer.EntryBytes(msg)
+		charge := consumer.EntryBytes(msg)
 		// Entries read are in hand: a stop does not drop them. Add waits
 		// for the batcher, which consumes until Close (after the grace
-		// period it abandons, leaving them pending).
-		tp.held.add(stream, msg.ID, now)
+		// period it lets them go unacknowledged, leaving them pending).
+		it.Hold = tp.holds.Take(stream, msg.ID, charge, now)
+		keep += charge
 		if err := tp.batcher.Add(context.WithoutCancel(ctx), it); err != nil {
-			tp.held.done(map[string][]string{stream: {msg.ID}})
+			it.Hold.Done(true)
 			return err
 		}
-		keep += it.Charge
 	}
 	if len(trimmed) > 0 {
 		tp.ackTrimmed(ctx, stream, kind, trimmed)
@@ -144,23 +137,27 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 	return nil
 }
 
-// rescueUndecodable hands an entry no document can be built for (e.g. one
-// over the BSON limit) to the rescuer, when there is one.
-func (tp *tenantPipeline) rescueUndecodable(ctx context.Context, key keyspace.Key, msg redis.XMessage, cause error) bool {
-	r := tp.batcher.Rescuer()
-	if r == nil {
-		return false
+// decode builds the item of one entry, counting its defects. An entry no
+// document can be built for (e.g. one over the BSON limit) goes to the
+// rescuer; if even that fails it stays pending, with an error log line.
+func (tp *tenantPipeline) decode(ctx context.Context, key keyspace.Key, dec entry.Decoder, msg redis.XMessage, now time.Time) (batch.Item, bool) {
+	it, defects, err := dec.Decode(key, msg, now)
+	for _, d := range defects {
+		tp.m.Malformed.WithLabelValues(tp.tenant, string(d)).Inc()
 	}
-	it, ok := r.RescueEntry(ctx, key, msg, cause)
-	if !ok {
-		return false
+	if err == nil {
+		return it, true
 	}
-	it.Stream, it.ID, it.Kind = key.String(), msg.ID, string(key.Kind)
-	it.Charge = consumer.EntryBytes(msg)
-	if it.Time.IsZero() {
-		it.Time, _ = message.IDTime(msg.ID)
+	if r := tp.batcher.Rescuer(); r != nil {
+		if it, ok := r.RescueEntry(ctx, key, msg, err); ok {
+			if it.Time.IsZero() {
+				it.Time, _ = message.IDTime(msg.ID)
+			}
+			return it, true
+		}
 	}
-	return tp.batcher.Add(context.WithoutCancel(ctx), it) == nil
+	tp.log.Error("entry cannot be stored; left pending", "stream", key.String(), "id", msg.ID, "err", err)
+	return batch.Item{}, false
 }
 
 // ackTrimmed acknowledges pending entries whose body was trimmed away: they
