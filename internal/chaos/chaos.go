@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +145,11 @@ type world struct {
 	replicas []*replica
 	rdb      *redis.Client
 	mcA, mcB *mongo.Client
+	releases []func() // reserved ports
+	hist     *history
+
+	mu    sync.Mutex
+	exits []string // replica exits the nemesis did not cause
 }
 
 func (w *world) server(name string) *server {
@@ -197,6 +201,9 @@ func (w *world) close() {
 	if w.px != nil {
 		w.px.close()
 	}
+	for _, r := range w.releases {
+		r()
+	}
 	for _, sv := range []*server{w.redis, w.mongoA, w.mongoB} {
 		if sv != nil {
 			sv.close()
@@ -244,7 +251,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		}
 	}
 
-	w := &world{cfg: cfg, px: newProxies(), pxByName: map[string]*toxiproxy.Proxy{}}
+	w := &world{cfg: cfg, px: newProxies(), pxByName: map[string]*toxiproxy.Proxy{}, hist: hist}
 	defer w.close()
 	if err := w.setup(ctx); err != nil {
 		return nil, err
@@ -321,6 +328,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		rp.refresh()
 	}
 	c.check(ctx, res)
+	w.mu.Lock()
+	res.Failures = append(res.Failures, w.exits...)
+	w.mu.Unlock()
 	if cfg.selfTest {
 		st, err := c.breakAndCheck(ctx)
 		if err != nil {
@@ -368,7 +378,12 @@ func (w *world) setup(ctx context.Context) error {
 		name string
 		sv   *server
 	}{{"redis", w.redis}, {"mongo-a", w.mongoA}, {"mongo-b", w.mongoB}, {"redis-clean", w.redis}, {"mongo-a-clean", w.mongoA}, {"mongo-b-clean", w.mongoB}} {
-		px, err := w.px.add(p.name, p.sv)
+		port, release, err := reservePort()
+		if err != nil {
+			return err
+		}
+		w.releases = append(w.releases, release)
+		px, err := w.px.add(p.name, "127.0.0.1:"+strconv.Itoa(port), p.sv)
 		if err != nil {
 			return err
 		}
@@ -390,10 +405,11 @@ func (w *world) setup(ctx context.Context) error {
 		return err
 	}
 	for i := range w.cfg.Replicas {
-		port, err := freePort()
+		port, release, err := reservePort()
 		if err != nil {
 			return err
 		}
+		w.releases = append(w.releases, release)
 		name := fmt.Sprintf("replica-%d", i)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		env := map[string]string{
@@ -414,6 +430,13 @@ func (w *world) setup(ctx context.Context) error {
 			"PERSISTER_SM_FLUSH_INTERVAL":     "200ms",
 		}
 		rp := newReplica(name, w.cfg.Bin, addr, filepath.Join(dir, name+".log"), env)
+		rp.onExit = func(name string, inc int, state string) {
+			msg := fmt.Sprintf("%s incarnation %d exited by itself (%s); see %s", name, inc, state, rp.logPath)
+			w.hist.logf("%s", msg)
+			w.mu.Lock()
+			w.exits = append(w.exits, msg)
+			w.mu.Unlock()
+		}
 		if err := rp.start(); err != nil {
 			return err
 		}
@@ -449,16 +472,6 @@ func writeChronos(dir, uriA, uriB string) (string, error) {
 	}
 	p := filepath.Join(dir, "chronos.json")
 	return p, os.WriteFile(p, data, 0o600)
-}
-
-// freePort returns a port free now on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // history is the run's history file: one timestamped line per event.

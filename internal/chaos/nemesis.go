@@ -150,6 +150,12 @@ type trimRecord struct {
 	Pending []string `json:"pending"`
 }
 
+func (n *nemesis) count(kind string) {
+	n.mu.Lock()
+	n.counts[kind]++
+	n.mu.Unlock()
+}
+
 func (n *nemesis) fail(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	n.hist.logf("nemesis error: %s", msg)
@@ -194,9 +200,6 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 	l := n.locks[f.lock()]
 	l.Lock()
 	defer l.Unlock()
-	n.mu.Lock()
-	n.counts[f.Kind]++
-	n.mu.Unlock()
 	n.hist.logf("fault start %s", f)
 	w := n.w
 	switch f.Kind {
@@ -206,6 +209,7 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 			n.hist.logf("fault %s: %s already down", f.Kind, f.Target)
 			return
 		}
+		n.count(f.Kind)
 		sig, timeout := syscall.SIGKILL, time.Duration(0)
 		if f.Kind == FaultSIGTERM {
 			sig, timeout = syscall.SIGTERM, w.cfg.grace()+20*time.Second
@@ -213,6 +217,8 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 		code, err := rp.stop(sig, timeout)
 		if err != nil {
 			n.fail("%s %s: %v", f.Kind, f.Target, err)
+		} else if f.Kind == FaultSIGTERM && code != 0 {
+			n.fail("%s %s: exit code %d, want 0 (SIGTERM: store what is in hand, or leave it pending when the grace period ends, and exit 0)", f.Kind, f.Target, code)
 		}
 		n.hist.logf("fault %s: %s exited (code %d)", f.Kind, f.Target, code)
 		sleepCtx(ctx, f.For)
@@ -220,6 +226,7 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 			n.fail("restart %s: %v", f.Target, err)
 		}
 	case FaultPause:
+		n.count(f.Kind)
 		sv := w.server(f.Target)
 		if err := sv.pause(); err != nil {
 			n.fail("pause %s: %v", f.Target, err)
@@ -230,6 +237,7 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 			n.fail("resume %s: %v", f.Target, err)
 		}
 	case FaultRedisRestart, FaultTenantDBDown:
+		n.count(f.Kind)
 		sv := w.server(f.Target)
 		if err := sv.kill(); err != nil {
 			n.fail("kill %s: %v", f.Target, err)
@@ -241,6 +249,7 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 	case FaultTrim:
 		n.trim(ctx, f.Target)
 	case FaultLatency, FaultStall, FaultCut:
+		n.count(f.Kind)
 		p := w.proxy(f.Target)
 		name := fmt.Sprintf("%s-%d", f.Kind, f.At.Milliseconds())
 		var err error
@@ -300,12 +309,14 @@ func (n *nemesis) trim(ctx context.Context, stream string) {
 		// Redis may be paused or down: the trim may still happen later;
 		// the checker reads what happened from trimsKey.
 		n.hist.logf("trim %s: no answer: %v (the checker reads %s)", stream, err, trimsKey)
+		n.count(FaultTrim + " (no answer)")
 		return
 	}
 	if len(res) == 0 {
 		n.hist.logf("trim %s: nothing delivered yet", stream)
 		return
 	}
+	n.count(FaultTrim)
 	n.hist.logf("trim done %s below %v: %v removed, %d of them pending", stream, res[0], res[1], len(res[2].([]any)))
 }
 

@@ -48,6 +48,10 @@ type replica struct {
 	base, last  counters
 	// ended counts incarnations that ended.
 	ended int
+	// stopping is set while stop ends the incarnation; an exit without
+	// it is one the nemesis did not cause, reported by onExit.
+	stopping bool
+	onExit   func(name string, incarnation int, state string)
 }
 
 func newReplica(name, bin, addr, logPath string, env map[string]string) *replica {
@@ -81,8 +85,18 @@ func (rp *replica) start() error {
 		return fmt.Errorf("start %s: %w", rp.name, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	rp.cmd, rp.done = cmd, done
+	inc := rp.incarnation
+	go func() {
+		_ = cmd.Wait()
+		rp.mu.Lock()
+		unexpected := !rp.stopping
+		rp.mu.Unlock()
+		if unexpected && rp.onExit != nil {
+			rp.onExit(rp.name, inc, cmd.ProcessState.String())
+		}
+		close(done)
+	}()
+	rp.cmd, rp.done, rp.stopping = cmd, done, false
 	return nil
 }
 
@@ -100,6 +114,7 @@ func (rp *replica) stop(sig syscall.Signal, timeout time.Duration) (exitCode int
 	rp.refresh()
 	rp.mu.Lock()
 	cmd, done := rp.cmd, rp.done
+	rp.stopping = true
 	rp.mu.Unlock()
 	if cmd == nil {
 		return 0, fmt.Errorf("%s is not running", rp.name)

@@ -117,8 +117,8 @@ func newProxies() *proxies {
 }
 
 // add starts a proxy named name in front of sv.
-func (ps *proxies) add(name string, sv *server) (*toxiproxy.Proxy, error) {
-	p := toxiproxy.NewProxy(ps.api, name, "127.0.0.1:0", sv.addr())
+func (ps *proxies) add(name, listen string, sv *server) (*toxiproxy.Proxy, error) {
+	p := toxiproxy.NewProxy(ps.api, name, listen, sv.addr())
 	if err := p.Start(); err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", name, err)
 	}
