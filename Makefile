@@ -6,6 +6,7 @@
 #   make redis     - make sure redis-server is installed
 #   make helmcheck - lint, render and check the Helm chart; check the Dockerfile
 #   make bench     - the performance benchmark (fresh redis-server + FerretDB; < 10 min; BENCH_ARGS=...)
+#   make chaos     - the randomized chaos soak (10 min of faults; SEED=, DURATION=, CHAOS_ARGS=...)
 
 SHELL := bash
 .DEFAULT_GOAL := build
@@ -62,3 +63,14 @@ run:
 .PHONY: bench
 bench: ferretdb redis
 	go run ./cmd/persister-bench --markdown bench-results.md $(BENCH_ARGS)
+
+# The randomized chaos soak of issue 18: 3 replicas of the real binary,
+# redis-server (AOF) and two FerretDB servers, a seeded nemesis overlapping
+# faults, a quiet period and a Jepsen-style checker. SEED=0 picks one from
+# the clock; the seed, the schedule and the history are written to the
+# output directory printed at the end (a failure prints the replay command).
+SEED ?= 0
+DURATION ?= 10m
+.PHONY: chaos
+chaos: ferretdb redis
+	PERSISTER_FERRETDB_BIN=$(CURDIR)/bin/ferretdb go run ./cmd/persister-chaos -seed $(SEED) -duration $(DURATION) $(CHAOS_ARGS)
