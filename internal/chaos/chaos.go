@@ -123,10 +123,10 @@ func (r *Result) Line() string {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(kinds)
-	return fmt.Sprintf("seed %d, %s, %d replicas: faults %s; published %d (%d dead letters), ok %d, duplicates absorbed %d, lost-to-trim %d (persister counted %d, logged %d; %d trimmed while pending of %d trimmed), lost %d, duplicated %d, unexpected %d, wrong fields %d; shared memory %d keys (%d sets), %d wrong; settled in %s",
+	return fmt.Sprintf("seed %d, %s, %d replicas: faults %s; published %d (%d dead letters), stored ok %d, duplicates absorbed %d, lost-to-trim %d (persister counted %d, logged %d; %d trimmed while pending, %d of them stored anyway, of %d trimmed), lost otherwise %d, duplicated %d, unexpected %d, wrong fields %d; shared memory %d keys (%d sets), %d wrong; %d replica incarnations; settled in %s",
 		r.Seed, r.Duration, r.Replicas, strings.Join(kinds, " "), s.Published, s.PublishedDLQ, s.OK, int(s.Metrics.Duplicate),
-		s.LostToTrim, int(s.Metrics.Lost), s.LostLogged, s.TrimmedPend, s.Trimmed, s.Lost, s.Duplicated, s.Unexpected, s.WrongFields,
-		s.SMKeys, s.SMSets, s.SMWrong, s.SettledIn)
+		s.LostToTrim, int(s.Metrics.Lost), s.LostLogged, s.TrimmedPend, s.TrimmedStored, s.Trimmed, s.Lost, s.Duplicated, s.Unexpected, s.WrongFields,
+		s.SMKeys, s.SMSets, s.SMWrong, s.Incarnations, s.SettledIn)
 }
 
 // Repro is the command that replays the schedule of a run.
