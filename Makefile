@@ -7,6 +7,7 @@
 #   make helmcheck - lint, render and check the Helm chart; check the Dockerfile
 #   make bench     - the performance benchmark (fresh redis-server + FerretDB; < 10 min; BENCH_ARGS=...)
 #   make chronow-interop - bin/chronow-interop.cjs (the real Chronow library as a producer, for internal/interop)
+#   make chaos     - the randomized chaos soak (10 min of faults; SEED=, DURATION=, CHAOS_ARGS=...)
 
 SHELL := bash
 .DEFAULT_GOAL := build
@@ -83,3 +84,13 @@ $(CHRONOW_INTEROP_DIR)/node_modules/.package-lock.json: $(CHRONOW_INTEROP_DIR)/p
 bin/chronow-interop.cjs: $(CHRONOW_INTEROP_INPUTS) $(CHRONOW_INTEROP_DIR)/node_modules/.package-lock.json
 	@mkdir -p bin
 	cd $(CHRONOW_INTEROP_DIR) && node build.mjs ../../bin/chronow-interop.cjs
+# The randomized chaos soak of issue 18: 3 replicas of the real binary,
+# redis-server (AOF) and two FerretDB servers, a seeded nemesis overlapping
+# faults, a quiet period and a Jepsen-style checker. SEED=0 picks one from
+# the clock; the seed, the schedule and the history are written to the
+# output directory printed at the end (a failure prints the replay command).
+SEED ?= 0
+DURATION ?= 10m
+.PHONY: chaos
+chaos: ferretdb redis
+	PERSISTER_FERRETDB_BIN=$(CURDIR)/bin/ferretdb go run ./cmd/persister-chaos -seed $(SEED) -duration $(DURATION) $(CHAOS_ARGS)

@@ -1,0 +1,254 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// counters are the persister metrics the checker reconciles, summed over
+// labels.
+type counters struct {
+	Inserted     float64 `json:"inserted"`      // persister_entries_stored_total{collection="messages",outcome="inserted"}
+	DLInserted   float64 `json:"dl_inserted"`   // persister_entries_stored_total{collection="dead_letters",outcome="inserted"}
+	Duplicate    float64 `json:"duplicate"`     // persister_entries_stored_total{outcome="duplicate"}
+	DeadLettered float64 `json:"dead_lettered"` // persister_entries_dead_lettered_total
+	Lost         float64 `json:"lost"`          // persister_entries_lost_total{cause="trimmed_before_stored"}
+	Claimed      float64 `json:"claimed"`
+	Unknown      float64 `json:"unknown_outcome"`
+}
+
+func (c counters) plus(o counters) counters {
+	return counters{c.Inserted + o.Inserted, c.DLInserted + o.DLInserted, c.Duplicate + o.Duplicate,
+		c.DeadLettered + o.DeadLettered, c.Lost + o.Lost, c.Claimed + o.Claimed, c.Unknown + o.Unknown}
+}
+
+// replica is one persister process; it can be killed and restarted. The
+// counters of ended incarnations are kept in base (from their last scrape).
+type replica struct {
+	name    string
+	bin     string
+	env     []string
+	addr    string // metrics/health address
+	logPath string
+
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	done        chan struct{}
+	incarnation int
+	base, last  counters
+	// ended counts incarnations that ended.
+	ended int
+	// stopping is set while stop ends the incarnation; an exit without
+	// it is one the nemesis did not cause, reported by onExit.
+	stopping bool
+	onExit   func(name string, incarnation int, state string)
+}
+
+func newReplica(name, bin, addr, logPath string, env map[string]string) *replica {
+	rp := &replica{name: name, bin: bin, addr: addr, logPath: logPath}
+	rp.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		rp.env = append(rp.env, k+"="+v)
+	}
+	return rp
+}
+
+// start launches a new incarnation.
+func (rp *replica) start() error {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.cmd != nil {
+		return fmt.Errorf("%s already running", rp.name)
+	}
+	f, err := os.OpenFile(rp.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rp.incarnation++
+	fmt.Fprintf(f, "=== chaos: %s incarnation %d at %s\n", rp.name, rp.incarnation, time.Now().UTC().Format(time.RFC3339Nano))
+	cmd := exec.Command(rp.bin, "run")
+	cmd.Env = rp.env
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", rp.name, err)
+	}
+	done := make(chan struct{})
+	inc := rp.incarnation
+	go func() {
+		_ = cmd.Wait()
+		rp.mu.Lock()
+		unexpected := !rp.stopping
+		rp.mu.Unlock()
+		if unexpected && rp.onExit != nil {
+			rp.onExit(rp.name, inc, cmd.ProcessState.String())
+		}
+		close(done)
+	}()
+	rp.cmd, rp.done, rp.stopping = cmd, done, false
+	return nil
+}
+
+// running reports whether an incarnation is up.
+func (rp *replica) running() bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.cmd != nil
+}
+
+// stop ends the incarnation with sig and waits up to timeout (then
+// SIGKILL); the last scrape is taken just before the signal, and the
+// incarnation's counters move to base.
+func (rp *replica) stop(sig syscall.Signal, timeout time.Duration) (exitCode int, err error) {
+	rp.refresh()
+	rp.mu.Lock()
+	cmd, done := rp.cmd, rp.done
+	rp.stopping = true
+	rp.mu.Unlock()
+	if cmd == nil {
+		return 0, fmt.Errorf("%s is not running", rp.name)
+	}
+	_ = cmd.Process.Signal(sig)
+	if sig == syscall.SIGTERM {
+		// Keep scraping while it drains: its last acks are counted.
+		tick := time.NewTicker(50 * time.Millisecond)
+		deadline := time.After(timeout)
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-tick.C:
+				rp.refresh()
+			case <-deadline:
+				_ = cmd.Process.Signal(syscall.SIGKILL)
+				<-done
+				err = fmt.Errorf("%s did not exit within %s of SIGTERM", rp.name, timeout)
+				break wait
+			}
+		}
+		tick.Stop()
+	} else {
+		<-done
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	exitCode = cmd.ProcessState.ExitCode()
+	rp.base = rp.base.plus(rp.last)
+	rp.last = counters{}
+	rp.ended++
+	rp.cmd, rp.done = nil, nil
+	return exitCode, err
+}
+
+// kill ends the incarnation at once (cleanup).
+func (rp *replica) kill() {
+	if rp.running() {
+		_, _ = rp.stop(syscall.SIGKILL, 0)
+	}
+}
+
+func (rp *replica) totals() counters {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.base.plus(rp.last)
+}
+
+var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+// refresh scrapes /metrics into last, if the current incarnation answers.
+func (rp *replica) refresh() {
+	rp.mu.Lock()
+	inc, up := rp.incarnation, rp.cmd != nil
+	rp.mu.Unlock()
+	if !up {
+		return
+	}
+	c, err := rp.scrape()
+	if err != nil {
+		return
+	}
+	rp.mu.Lock()
+	if rp.incarnation == inc && rp.cmd != nil {
+		rp.last = c
+	}
+	rp.mu.Unlock()
+}
+
+func (rp *replica) get(ctx context.Context, path string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+rp.addr+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func (rp *replica) scrape() (counters, error) {
+	code, body, err := rp.get(context.Background(), "/metrics")
+	if err != nil {
+		return counters{}, err
+	}
+	if code != http.StatusOK {
+		return counters{}, fmt.Errorf("metrics: status %d", code)
+	}
+	return parseCounters(body)
+}
+
+// parseCounters sums the metric families the checker needs.
+func parseCounters(body string) (counters, error) {
+	var c counters
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		name := line[:i]
+		switch {
+		case strings.HasPrefix(name, "persister_entries_stored_total{"):
+			switch {
+			case strings.Contains(name, `outcome="duplicate"`):
+				c.Duplicate += v
+			case strings.Contains(name, `collection="dead_letters"`):
+				c.DLInserted += v
+			case strings.Contains(name, `collection="messages"`):
+				c.Inserted += v
+			}
+		case strings.HasPrefix(name, "persister_entries_dead_lettered_total{"):
+			c.DeadLettered += v
+		case strings.HasPrefix(name, "persister_entries_lost_total{") && strings.Contains(name, `cause="trimmed_before_stored"`):
+			c.Lost += v
+		case strings.HasPrefix(name, "persister_entries_claimed_total{"):
+			c.Claimed += v
+		case strings.HasPrefix(name, "persister_write_errors_total{") && strings.Contains(name, `class="unknown_outcome"`):
+			c.Unknown += v
+		}
+	}
+	return c, sc.Err()
+}
