@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/bson"
+
 	"github.com/chronow/persister/internal/e2e"
+	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/testenv"
 )
@@ -388,5 +392,64 @@ func TestLostCountedWhenTrimmedBeforeStored(t *testing.T) {
 	}
 	if len(gs) != 1 || gs[0].Lag != 0 || gs[0].EntriesRead != 600 {
 		t.Errorf("XINFO GROUPS after = %+v, want lag 0 and entries-read 600 (corrected)", gs)
+	}
+}
+
+// TestTrimmedAfterStoredIsNotLost: entries a replica stored but did not
+// acknowledge (it died between the write and the XACK) and that are then
+// trimmed while pending are acknowledged without being counted as lost;
+// only those with no document are. (Found by the chaos soak: the lost
+// counter had counted both.)
+func TestTrimmedAfterStoredIsNotLost(t *testing.T) {
+	ctx := context.Background()
+	rs := testenv.StartRedis(t)
+	ms := testenv.StartMongo(t)
+	rdb := rs.Client(t)
+	mc := ms.Client(t)
+	tenants := []string{"obs-trim2"}
+	const stream = "cw:obs-trim2:default:topic:orders"
+	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}
+	ids, err := pub.PublishBatch(ctx, obsMessages(tenants, []string{"orders"}, 10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead replica's state: all 10 read and pending, 6 of them stored.
+	if err := rdb.XGroupCreate(ctx, stream, "persister", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "persister", Consumer: "replica-1", Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	coll := mc.Database(e2e.DBName("obs-trim2")).Collection("messages")
+	for _, id := range ids[:6] {
+		if _, err := coll.InsertOne(ctx, bson.M{"_id": message.Identity("default", "orders", id), "msgId": id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.XTrimMaxLen(ctx, stream, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	run := e2e.Start(t, e2e.Env(t, rs.URL, ms.URI, tenants, map[string]string{"PERSISTER_CONSUMER": "replica-1"}))
+	addr := waitAddr(t, run)
+	e2e.Eventually(t, 60*time.Second, "pending entries acknowledged, 4 counted lost", func() (bool, string) {
+		p, err := rdb.XPending(ctx, stream, "persister").Result()
+		if err != nil {
+			return false, err.Error()
+		}
+		s, err := scrapeMetrics(addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		lost := s.sum("persister_entries_lost_total", "tenant", "obs-trim2")
+		return p.Count == 0 && lost == 4, fmt.Sprintf("pending %d lost %v (want 0, 4)", p.Count, lost)
+	})
+	time.Sleep(500 * time.Millisecond)
+	s, err := scrapeMetrics(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lost := s.sum("persister_entries_lost_total", "tenant", "obs-trim2"); lost != 4 {
+		t.Errorf("lost %v after settling, want 4 (the 6 stored ones are not lost)", lost)
 	}
 }
