@@ -194,6 +194,13 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 	c.Nodes[1].Resume(t)
 	publishN(150)
 	stored("entries stored after a replica died and a master paused")
+	// What replica-b held stays pending on it even when its writes landed
+	// (it died before the XACK): replica-a's sweeper claims it. Waited for
+	// here, before replica-c joins and could claim it first.
+	e2e.Eventually(t, 60*time.Second, "replica-a claimed what replica-b held", func() (bool, string) {
+		claimed, err := metricSum(aAddr, "persister_entries_claimed_total")
+		return err == nil && claimed >= 1, fmt.Sprintf("claimed %v (err %v)", claimed, err)
+	})
 
 	// 1 → 2 → 1 gracefully: replica-c joins and leaves with SIGTERM.
 	cp, _ := replica("replica-c")
