@@ -26,6 +26,7 @@ import (
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/lag"
+	"github.com/chronow/persister/internal/pipeline"
 	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sharedmem"
@@ -48,7 +49,7 @@ type Daemon struct {
 	topics   *topics.Syncer
 	decoders map[keyspace.Kind]entry.Decoder
 	layout   keyspace.Layout // where Chronow's keys are
-	tenants  map[string]*tenantPipeline
+	tenants  map[string]*pipeline.Tenant
 	// budget bounds the bytes of entries in hand across tenants.
 	budget *budget.Budget
 
@@ -85,7 +86,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 		acker:        consumer.NewAcker(rdb, p.Group),
 		decoders:     entry.Decoders(),
 		layout:       cfg.Layout(),
-		tenants:      map[string]*tenantPipeline{},
+		tenants:      map[string]*pipeline.Tenant{},
 		unconfigured: map[string]bool{},
 		budget:       budget.New(int64(p.MaxInflightBytes)),
 	}
@@ -93,7 +94,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	metrics.RegisterBudget(reg, d.budget.Used, d.budget.Limit())
 	d.setupBadInput()
 	for _, t := range tenants {
-		d.tenants[t.TenantID] = newTenantPipeline(d, t.TenantID)
+		d.tenants[t.TenantID] = pipeline.New(pipeline.Deps{
+			Tenant: t.TenantID, Layout: d.layout, Settings: p, RDB: rdb, Store: w, Acker: d.acker,
+			Rescuer: d.rescuer, Decoders: d.decoders, Screen: d.screen, Budget: d.budget, Metrics: m, Log: log,
+		})
 	}
 	d.lag = d.newLagCollector()
 	if p.SMEnabled {
@@ -155,7 +159,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		pipelines.Add(1)
 		g.Go(func() error {
 			defer pipelines.Done()
-			return tp.run(gctx, drainCtx)
+			return tp.Run(gctx, drainCtx)
 		})
 	}
 	if d.sm != nil {
@@ -234,7 +238,7 @@ func (d *Daemon) discoverOnce(ctx context.Context, sc *discovery.Scanner) error 
 			keys = append(keys, k.String())
 			counts[string(k.Kind)]++
 		}
-		before, _ := tp.streams.Get()
+		before, _ := tp.Streams().Get()
 		known := make(map[string]bool, len(before))
 		for _, k := range before {
 			known[k] = true
@@ -244,7 +248,7 @@ func (d *Daemon) discoverOnce(ctx context.Context, sc *discovery.Scanner) error 
 				d.log.Info("stream discovered", "tenant", id, "stream", k)
 			}
 		}
-		tp.streams.Set(keys)
+		tp.Streams().Set(keys)
 	}
 	d.topics.Offer(res.ByTenant)
 	unconf := map[string]int{}

@@ -64,7 +64,7 @@ func (d *Daemon) Ready(ctx context.Context) Readiness {
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			st := tp.batcher.State()
+			st := tp.State()
 			status := "ok"
 			switch {
 			case st.Halted:

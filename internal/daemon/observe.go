@@ -27,7 +27,7 @@ func (d *Daemon) newLagCollector() *lag.Collector {
 func (d *Daemon) consumedStreams() map[string][]string {
 	out := make(map[string][]string, len(d.tenants))
 	for id, tp := range d.tenants {
-		keys, _ := tp.streams.Get()
+		keys, _ := tp.Streams().Get()
 		out[id] = keys
 	}
 	return out

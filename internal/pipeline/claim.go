@@ -1,4 +1,4 @@
-package daemon
+package pipeline
 
 import (
 	"context"
@@ -20,8 +20,8 @@ import (
 // still holds in hand (pending on itself, idle since the outage began),
 // writing each twice. Once writes have been healthy for min-idle, whatever
 // is still pending that long is really stranded.
-func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
-	p := d.cfg.Persister
+func newClaimer(d Deps, tp *Tenant) *consumer.Claimer {
+	p := d.Settings
 	count := min(p.BatchSize, 1000)
 	var badAt time.Time // only the claimer's goroutine calls Paused
 	paused := func() bool {
@@ -31,14 +31,14 @@ func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
 		}
 		return !badAt.IsZero() && time.Since(badAt) < p.ClaimMinIdle
 	}
-	return consumer.NewClaimer(d.rdb, consumer.ClaimerConfig{
+	return consumer.NewClaimer(d.RDB, consumer.ClaimerConfig{
 		Group: p.Group, Consumer: p.Consumer,
 		MinIdle: p.ClaimMinIdle, Interval: p.ClaimInterval, Count: count,
 		IdleDelete: p.ConsumerIdleDelete,
 		Paused:     paused,
-		OnError:    func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
+		OnError:    func(op string, _ error) { d.Metrics.RedisErrors.WithLabelValues(op).Inc() },
 	}, tp.streams, func(ctx context.Context, stream string, msgs []redis.XMessage) error {
-		return tp.handleClaimed(ctx, stream, msgs, d.screen)
+		return tp.handleClaimed(ctx, stream, msgs, d.Screen)
 	}, tp.log.With("part", "claimer"))
 }
 
@@ -48,7 +48,7 @@ func newClaimer(d *Daemon, tp *tenantPipeline) *consumer.Claimer {
 // among them (delivered more than PERSISTER_MAX_DELIVERIES times; each
 // claim counts one delivery) and hands the rest to handle. Entries with nil
 // Values were trimmed while pending; handle acks and counts them as lost.
-func (tp *tenantPipeline) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage,
+func (tp *Tenant) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage,
 	screen func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage) error {
 	now := time.Now()
 	tp.holds.Prune(now)

@@ -1,4 +1,6 @@
-package daemon
+// Package pipeline is one tenant's way from Redis to MongoDB: its readers
+// and claim sweeper, the decoding of entries, their holds, and its batcher.
+package pipeline
 
 import (
 	"context"
@@ -26,8 +28,31 @@ import (
 	"github.com/chronow/persister/metrics"
 )
 
-// tenantPipeline is one tenant's readers, decoder and batcher.
-type tenantPipeline struct {
+// Deps is what a tenant pipeline is built from: the daemon's shared parts
+// and settings.
+type Deps struct {
+	Tenant   string
+	Layout   keyspace.Layout
+	Settings config.Persister
+	RDB      redis.UniversalClient
+	// Store writes the documents (batch.Sink, with write slots) and is
+	// asked about trimmed entries (Database): sink.Writer.
+	Store interface {
+		batch.Sink
+		Database(tenant string) (*mongo.Database, error)
+	}
+	Acker    *consumer.Acker
+	Rescuer  batch.Rescuer
+	Decoders map[keyspace.Kind]entry.Decoder
+	// Screen dead-letters the poison among re-read entries (dlq.Poison).
+	Screen  func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage
+	Budget  *budget.Budget
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+}
+
+// Tenant is one tenant's readers, claim sweeper, decoder and batcher.
+type Tenant struct {
 	tenant   string
 	layout   keyspace.Layout
 	streams  *consumer.Streams
@@ -48,27 +73,28 @@ type tenantPipeline struct {
 	log          *slog.Logger
 }
 
-func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
-	p := d.cfg.Persister
-	log := d.log.With("tenant", tenant)
-	tp := &tenantPipeline{
-		tenant:       tenant,
-		layout:       d.layout,
+// New builds a tenant's pipeline; nothing runs until Run.
+func New(d Deps) *Tenant {
+	p := d.Settings
+	log := d.Log.With("tenant", d.Tenant)
+	tp := &Tenant{
+		tenant:       d.Tenant,
+		layout:       d.Layout,
 		streams:      consumer.NewStreams(),
-		acker:        d.acker,
-		decoders:     d.decoders,
-		rdb:          d.rdb,
-		m:            d.m,
+		acker:        d.Acker,
+		decoders:     d.Decoders,
+		rdb:          d.RDB,
+		m:            d.Metrics,
 		log:          log,
-		holds:        hold.NewSet(d.budget, d.m.InflightEntries.WithLabelValues(tenant), 3*p.ClaimMinIdle),
-		dbs:          d.sink,
+		holds:        hold.NewSet(d.Budget, d.Metrics.InflightEntries.WithLabelValues(d.Tenant), 3*p.ClaimMinIdle),
+		dbs:          d.Store,
 		writeTimeout: p.WriteTimeout,
-		budget:       d.budget,
+		budget:       d.Budget,
 	}
 	tp.batcher = batch.New(batch.Config{
-		Tenant: tenant, MaxItems: p.BatchSize, MaxBytes: p.BatchBytes, Linger: p.BatchLinger,
+		Tenant: d.Tenant, MaxItems: p.BatchSize, MaxBytes: p.BatchBytes, Linger: p.BatchLinger,
 		Inflight: p.InflightBatches, MaxBackoff: p.RetryMaxBackoff, WriteTimeout: p.WriteTimeout,
-	}, d.sink, d.acker, d.rescuer, d.m, d.log)
+	}, d.Store, d.Acker, d.Rescuer, d.Metrics, d.Log)
 	for i := range p.Workers {
 		var filter func(string) bool
 		if p.Workers > 1 {
@@ -78,19 +104,25 @@ func newTenantPipeline(d *Daemon, tenant string) *tenantPipeline {
 				return int(h.Sum32()%uint32(p.Workers)) == i
 			}
 		}
-		tp.readers = append(tp.readers, consumer.NewReader(d.rdb, consumer.ReaderConfig{
-			Group: p.Group, Consumer: p.Consumer, Count: p.BatchSize, Budget: d.budget, Block: p.ReadBlock, Filter: filter,
+		tp.readers = append(tp.readers, consumer.NewReader(d.RDB, consumer.ReaderConfig{
+			Group: p.Group, Consumer: p.Consumer, Count: p.BatchSize, Budget: d.Budget, Block: p.ReadBlock, Filter: filter,
 			Poll: p.ClusterPoll, IdlePoll: p.ClusterIdlePoll,
-			OnError: func(op string, _ error) { d.m.RedisErrors.WithLabelValues(op).Inc() },
-			Screen:  d.screen,
+			OnError: func(op string, _ error) { d.Metrics.RedisErrors.WithLabelValues(op).Inc() },
+			Screen:  d.Screen,
 		}, tp.streams, tp.handle, log))
 	}
 	tp.claimer = newClaimer(d, tp)
 	return tp
 }
 
-// run reads until readCtx ends, then flushes within drainCtx.
-func (tp *tenantPipeline) run(readCtx, drainCtx context.Context) error {
+// Streams is the set of streams the tenant's readers read (discovery sets it).
+func (tp *Tenant) Streams() *consumer.Streams { return tp.streams }
+
+// State is the tenant's write health (readiness).
+func (tp *Tenant) State() batch.State { return tp.batcher.State() }
+
+// Run reads until readCtx ends, then flushes within drainCtx.
+func (tp *Tenant) Run(readCtx, drainCtx context.Context) error {
 	var g errgroup.Group
 	g.Go(func() error { return tp.batcher.Run(drainCtx) })
 	var readers errgroup.Group
@@ -107,7 +139,7 @@ func (tp *tenantPipeline) run(readCtx, drainCtx context.Context) error {
 // entries come charged to the memory budget (consumer.Handler): each item
 // handed on takes a hold on its entry's charge (hold.Set.Take), which the
 // batcher lets go when the entry leaves it; the rest is released here.
-func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
+func (tp *Tenant) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
 	var keep int64 // charge handed on with items
 	defer func() { tp.budget.Release(consumer.MessagesBytes(msgs) - keep) }()
 	key, err := tp.layout.Parse(stream)
@@ -152,7 +184,7 @@ func (tp *tenantPipeline) handle(ctx context.Context, stream string, msgs []redi
 // decode builds the item of one entry, counting its defects. An entry no
 // document can be built for (e.g. one over the BSON limit) goes to the
 // rescuer; if even that fails it stays pending, with an error log line.
-func (tp *tenantPipeline) decode(ctx context.Context, key keyspace.Key, dec entry.Decoder, msg redis.XMessage, now time.Time) (batch.Item, bool) {
+func (tp *Tenant) decode(ctx context.Context, key keyspace.Key, dec entry.Decoder, msg redis.XMessage, now time.Time) (batch.Item, bool) {
 	it, defects, err := dec.Decode(key, msg, now)
 	for _, d := range defects {
 		tp.m.Malformed.WithLabelValues(tp.tenant, string(d)).Inc()
@@ -177,7 +209,7 @@ func (tp *tenantPipeline) decode(ctx context.Context, key keyspace.Key, dec entr
 // same (a write that landed before a crash, or whose answer was lost) are
 // not lost; the others are counted as lost, with a warning naming them.
 // When MongoDB cannot be asked, all are counted (an upper bound, said so).
-func (tp *tenantPipeline) ackTrimmed(ctx context.Context, key keyspace.Key, ids []string) {
+func (tp *Tenant) ackTrimmed(ctx context.Context, key keyspace.Key, ids []string) {
 	stream := key.String()
 	if err := tp.acker.Ack(ctx, map[string][]string{stream: ids}); err != nil {
 		tp.log.Warn("ack of trimmed entries failed; will retry when re-read", "stream", stream, "err", err)
@@ -199,7 +231,7 @@ func (tp *tenantPipeline) ackTrimmed(ctx context.Context, key keyspace.Key, ids 
 
 // notStored returns the ids of entries of key with no document: neither
 // their usual one, nor a dead letter the persister made of them.
-func (tp *tenantPipeline) notStored(ctx context.Context, key keyspace.Key, ids []string) ([]string, error) {
+func (tp *Tenant) notStored(ctx context.Context, key keyspace.Key, ids []string) ([]string, error) {
 	db, err := tp.dbs.Database(tp.tenant)
 	if err != nil {
 		return nil, err
