@@ -18,6 +18,23 @@ const (
 
 	CauseTrimmed = "trimmed_before_stored"
 
+	// Results of persister_flush_duration_seconds.
+	ResultOK    = "ok"
+	ResultError = "error"
+
+	// Operations of persister_redis_errors_total.
+	OpScan           = "scan"
+	OpXReadGroup     = "xreadgroup"
+	OpXGroupCreate   = "xgroup_create"
+	OpXAutoClaim     = "xautoclaim"
+	OpXInfoConsumers = "xinfo_consumers"
+	OpLag            = "lag"
+	OpSMSubscribe    = "sm_subscribe"
+	OpSMGet          = "sm_get"
+	OpSMReconcile    = "sm_reconcile"
+	OpSMLookup       = "sm_lookup"
+	OpSMConfig       = "sm_config"
+
 	// Classes of persister_write_errors_total.
 	ClassRetryable      = "retryable"
 	ClassPermanent      = "permanent"

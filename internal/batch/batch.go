@@ -411,7 +411,7 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (st
 		out := Insert(ctx, b.sink, b.cfg.Tenant, coll, group, b.rescuer, b.cfg.WriteTimeout)
 		release()
 		if out.Err != nil {
-			b.m.FlushDuration.WithLabelValues("error").Observe(time.Since(start).Seconds())
+			b.m.FlushDuration.WithLabelValues(metrics.ResultError).Observe(time.Since(start).Seconds())
 			label := metrics.ClassUnknownOutcome
 			if out.Decisions[0] == Halt {
 				label = metrics.ClassFatal
@@ -421,7 +421,7 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (st
 			retry = append(retry, group...)
 			continue
 		}
-		b.m.FlushDuration.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+		b.m.FlushDuration.WithLabelValues(metrics.ResultOK).Observe(time.Since(start).Seconds())
 		b.setErr(nil, false)
 		var s []Item
 		s, retry = b.apply(ctx, group, out, retry)

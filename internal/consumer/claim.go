@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/retry"
+
+	"github.com/chronow/persister/metrics"
 )
 
 // ClaimerConfig tunes a Claimer.
@@ -148,7 +150,7 @@ func (c *Claimer) claimStream(ctx context.Context, stream string, st *SweepStats
 				// the group when the stream is back.
 				return nil
 			}
-			c.report("xautoclaim", err)
+			c.report(metrics.OpXAutoClaim, err)
 			return fmt.Errorf("xautoclaim %s: %w", stream, err)
 		}
 		// Entries trimmed while pending: Redis 7 lists their ids apart (and
@@ -214,7 +216,7 @@ func (c *Claimer) deleteIdle(ctx context.Context, stream string) (int, error) {
 		if gone(err) {
 			return 0, nil
 		}
-		c.report("xinfo_consumers", err)
+		c.report(metrics.OpXInfoConsumers, err)
 		return 0, fmt.Errorf("xinfo consumers %s: %w", stream, err)
 	}
 	deleted := 0

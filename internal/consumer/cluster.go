@@ -10,6 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/retry"
+
+	"github.com/chronow/persister/metrics"
 )
 
 // Defaults of the cluster poll intervals (ReaderConfig.Poll, IdlePoll).
@@ -199,7 +201,7 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 	}
 	st.failures++
 	if r.cfg.OnError != nil {
-		r.cfg.OnError("xreadgroup", firstErr)
+		r.cfg.OnError(metrics.OpXReadGroup, firstErr)
 	}
 	if retry.Log(st.failures) {
 		r.log.Warn("cluster read failed on some slots; the others are read as usual",

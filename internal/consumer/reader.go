@@ -14,6 +14,8 @@ import (
 	"github.com/chronow/persister/internal/acl"
 	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/retry"
+
+	"github.com/chronow/persister/metrics"
 )
 
 // Streams is a set of stream keys that discovery updates and readers follow.
@@ -138,7 +140,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			continue
 		}
 		if err := r.sync(ctx, keys); err != nil {
-			r.fail(ctx, "xgroup_create", err, &failures)
+			r.fail(ctx, metrics.OpXGroupCreate, err, &failures)
 			continue
 		}
 		var err error
@@ -162,7 +164,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			r.log.Warn("group missing on a stream; recreating at 0", "err", err)
 			r.cursor = map[string]string{}
 		default:
-			r.fail(ctx, "xreadgroup", err, &failures)
+			r.fail(ctx, metrics.OpXReadGroup, err, &failures)
 		}
 	}
 	return nil

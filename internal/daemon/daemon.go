@@ -211,7 +211,7 @@ func (d *Daemon) discoverLoop(ctx context.Context) error {
 	for {
 		if err := d.discoverOnce(ctx, sc); err != nil && ctx.Err() == nil {
 			failures++
-			d.m.RedisErrors.WithLabelValues("scan").Inc()
+			d.m.RedisErrors.WithLabelValues(metrics.OpScan).Inc()
 			if retry.Log(failures) {
 				d.log.Warn("stream discovery failed; will retry", "attempt", failures, "err", err)
 			}

@@ -50,13 +50,10 @@ func (d *Daemon) initSeries() {
 		}
 		d.m.TenantHalted.WithLabelValues(id).Set(0)
 	}
-	for _, op := range redisOps {
+	for _, op := range []string{metrics.OpScan, metrics.OpXReadGroup, metrics.OpXGroupCreate, metrics.OpLag} {
 		d.m.RedisErrors.WithLabelValues(op)
 	}
 }
-
-// redisOps are the op labels of persister_redis_errors_total set at start.
-var redisOps = []string{"scan", "xreadgroup", "xgroup_create", "lag"}
 
 // HTTPAddr returns the address the HTTP server listens on, or "" until Run
 // has bound it (tests set PERSISTER_HTTP_ADDR=127.0.0.1:0).

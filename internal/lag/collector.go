@@ -213,7 +213,7 @@ func (c *Collector) Collect(ctx context.Context) error {
 		c.shown[s] = true
 	}
 	if nerr > 0 {
-		c.m.RedisErrors.WithLabelValues("lag").Add(float64(nerr))
+		c.m.RedisErrors.WithLabelValues(metrics.OpLag).Add(float64(nerr))
 		return fmt.Errorf("%d of %d streams not measured: %w", nerr, len(keys), firstErr)
 	}
 	c.collected.SetToCurrentTime()

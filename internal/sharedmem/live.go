@@ -15,6 +15,8 @@ import (
 
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/retry"
+
+	"github.com/chronow/persister/metrics"
 )
 
 // Notification event classes (label values of persister_sm_notifications_total).
@@ -109,7 +111,7 @@ func (c *Carrier) supervise(ctx context.Context, notes chan<- note) error {
 			return nil
 		}
 		failures++
-		c.m.RedisErrors.WithLabelValues("sm_subscribe").Inc()
+		c.m.RedisErrors.WithLabelValues(metrics.OpSMSubscribe).Inc()
 		if retry.Log(failures) {
 			c.log.Warn("shared memory: keyspace subscription failed; values arrive through reconcile until it is back",
 				"attempt", failures, "reconcile_interval", c.cfg.ReconcileInterval.String(), "err", err)
@@ -277,7 +279,7 @@ func (c *Carrier) consume(ctx context.Context, notes <-chan note) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.m.RedisErrors.WithLabelValues("sm_get").Inc()
+			c.m.RedisErrors.WithLabelValues(metrics.OpSMGet).Inc()
 			c.log.Warn("shared memory: reading notified values failed; reconcile will find them", "keys", len(keys), "err", err)
 			c.kickReconcile()
 			continue

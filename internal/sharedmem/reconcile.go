@@ -12,6 +12,8 @@ import (
 	"github.com/chronow/persister/internal/discovery"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/retry"
+
+	"github.com/chronow/persister/metrics"
 )
 
 // verifyEvery makes every verifyEvery-th reconcile pass compare every key
@@ -59,7 +61,7 @@ func (c *Carrier) reconcileLoop(ctx context.Context) error {
 		}
 		if err != nil {
 			failures++
-			c.m.RedisErrors.WithLabelValues("sm_reconcile").Inc()
+			c.m.RedisErrors.WithLabelValues(metrics.OpSMReconcile).Inc()
 			if retry.Log(failures) {
 				c.log.Warn("shared memory: reconcile pass failed; will retry", "attempt", failures, "err", err)
 			}
@@ -136,7 +138,7 @@ func (c *Carrier) reconcileChunk(ctx context.Context, keys []keyspace.Key, verif
 	if err := c.lookupStored(ctx, unknown); err != nil {
 		// Not fatal: without the stored hash, values are read and the
 		// writer's conditional upsert sorts it out.
-		c.m.RedisErrors.WithLabelValues("sm_lookup").Inc()
+		c.m.RedisErrors.WithLabelValues(metrics.OpSMLookup).Inc()
 		c.log.Debug("shared memory: reading stored hashes failed", "err", err)
 	}
 	known := make([]string, len(keys))

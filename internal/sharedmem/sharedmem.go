@@ -265,7 +265,7 @@ func (c *Carrier) ensureNotify(ctx context.Context) {
 	required := requiredFlags(c.cfg.Tombstone)
 	nodes, err := c.masters(ctx)
 	if err != nil {
-		c.m.RedisErrors.WithLabelValues("sm_config").Inc()
+		c.m.RedisErrors.WithLabelValues(metrics.OpSMConfig).Inc()
 		c.reportNotify("", "error", func() {
 			c.log.Warn("shared memory: cannot check notify-keyspace-events", "err", err)
 		})
@@ -277,7 +277,7 @@ func (c *Carrier) ensureNotify(ctx context.Context) {
 		ok = ok && st.ok()
 		switch {
 		case st.readErr != nil:
-			c.m.RedisErrors.WithLabelValues("sm_config").Inc()
+			c.m.RedisErrors.WithLabelValues(metrics.OpSMConfig).Inc()
 			c.reportNotify(st.addr, "unreadable", func() {
 				c.log.Warn("shared memory: cannot read the Redis setting notify-keyspace-events; subscribing anyway. "+
 					"If the server does not publish the needed events, values arrive only through reconcile",

@@ -223,9 +223,9 @@ func (w *writer) flush(ctx context.Context) {
 			defer wg.Done()
 			start := time.Now()
 			b.out, b.err = w.store.write(ctx, tenant, b.ops)
-			result := "ok"
+			result := metrics.ResultOK
 			if b.err != nil {
-				result = "error"
+				result = metrics.ResultError
 			}
 			w.m.FlushDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
 		}()
