@@ -173,29 +173,18 @@ func (e entry) docID() string { return message.Identity(e.ns, e.topic, e.id) }
 
 func topicValues(payload string, change func(m map[string]string, order *[]string)) []any {
 	msg := publisher.Message{Payload: payload, Headers: map[string]string{"h": "1"}, PublishedAt: time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)}
-	vs := msg.Values()
-	m := map[string]string{}
-	var order []string
-	for i := 0; i < len(vs); i += 2 {
-		m[vs[i].(string)] = vs[i+1].(string)
-		order = append(order, vs[i].(string))
-	}
-	if change != nil {
-		change(m, &order)
-	}
-	var out []any
-	for _, k := range order {
-		if v, ok := m[k]; ok {
-			out = append(out, k, v)
-		}
-	}
-	return out
+	return changeValues(msg.Values(), change)
 }
 
 func dlqValues(change func(m map[string]string, order *[]string)) []any {
 	d := publisher.DeadLetter{OriginalMsgID: "1732561200000-3", Payload: `{"a":1}`, Reason: "boom", Deliveries: 3,
 		FailedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	vs := d.Values()
+	return changeValues(d.Values(), change)
+}
+
+// changeValues applies change to the field/value list vs (as a map and the
+// fields' order) and returns the list again.
+func changeValues(vs []any, change func(m map[string]string, order *[]string)) []any {
 	m := map[string]string{}
 	var order []string
 	for i := 0; i < len(vs); i += 2 {

@@ -352,16 +352,7 @@ func refusedStub(doc bsoncore.Document, ref BlobRef, errText string, now time.Ti
 	}
 	dst = appendEmptyDoc(dst, "headers")
 	dst = bsoncore.AppendNullElement(dst, "payload")
-	sidx, dst := bsoncore.AppendDocumentElementStart(dst, "_system")
-	dst = bsoncore.AppendDateTimeElement(dst, "createdAt", now.UnixMilli())
-	aidx, d := bsoncore.AppendArrayElementStart(dst, "defects")
-	d = bsoncore.AppendStringElement(d, "0", string(DefectRefused))
-	dst, _ = bsoncore.AppendArrayEnd(d, aidx)
-	dst = bsoncore.AppendStringElement(dst, "error", safeString(errText))
-	oidx, d := bsoncore.AppendDocumentElementStart(dst, "offloaded")
-	d = appendRef(d, "document", ref)
-	dst, _ = bsoncore.AppendDocumentEnd(d, oidx)
-	dst, _ = bsoncore.AppendDocumentEnd(dst, sidx)
+	dst = appendRefusedSystem(dst, errText, ref, now, nil)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	return dst
 }
@@ -375,22 +366,35 @@ func refusedDeadLetter(key keyspace.Key, entryID string, ref BlobRef, errText st
 	dst = bsoncore.AppendStringElement(dst, "tenantId", key.Tenant)
 	dst = bsoncore.AppendStringElement(dst, "reason", "persister: refused by the server: "+safeString(errText))
 	dst = bsoncore.AppendDateTimeElement(dst, "failedAt", now.UnixMilli())
+	dst = appendRefusedSystem(dst, errText, ref, now, func(d []byte) []byte {
+		cidx, d := bsoncore.AppendDocumentElementStart(d, "source")
+		d = bsoncore.AppendStringElement(d, "stream", safeString(key.String()))
+		d = bsoncore.AppendStringElement(d, "kind", string(key.Kind))
+		d = bsoncore.AppendStringElement(d, "id", entryID)
+		d, _ = bsoncore.AppendDocumentEnd(d, cidx)
+		return d
+	})
+	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
+	return dst
+}
+
+// appendRefusedSystem appends the _system of a document made for a refused
+// one: createdAt, the refused defect, the error, what source appends (when
+// not nil) and the reference to the refused document in the bucket.
+func appendRefusedSystem(dst []byte, errText string, ref BlobRef, now time.Time, source func(dst []byte) []byte) []byte {
 	sidx, dst := bsoncore.AppendDocumentElementStart(dst, "_system")
 	dst = bsoncore.AppendDateTimeElement(dst, "createdAt", now.UnixMilli())
 	aidx, d := bsoncore.AppendArrayElementStart(dst, "defects")
 	d = bsoncore.AppendStringElement(d, "0", string(DefectRefused))
 	dst, _ = bsoncore.AppendArrayEnd(d, aidx)
 	dst = bsoncore.AppendStringElement(dst, "error", safeString(errText))
-	cidx, d := bsoncore.AppendDocumentElementStart(dst, "source")
-	d = bsoncore.AppendStringElement(d, "stream", safeString(key.String()))
-	d = bsoncore.AppendStringElement(d, "kind", string(key.Kind))
-	d = bsoncore.AppendStringElement(d, "id", entryID)
-	dst, _ = bsoncore.AppendDocumentEnd(d, cidx)
+	if source != nil {
+		dst = source(dst)
+	}
 	oidx, d := bsoncore.AppendDocumentElementStart(dst, "offloaded")
 	d = appendRef(d, "document", ref)
 	dst, _ = bsoncore.AppendDocumentEnd(d, oidx)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, sidx)
-	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	return dst
 }
 
