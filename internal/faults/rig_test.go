@@ -1,7 +1,6 @@
 package faults_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/e2e"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/testenv"
 )
@@ -425,22 +425,7 @@ func (rp *replica) scrape() (counters, error) {
 		return counters{}, fmt.Errorf("metrics: status %d", code)
 	}
 	var c counters
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		name := line[:i]
+	err = promtext.Each(body, func(name string, v float64) {
 		switch {
 		case strings.HasPrefix(name, "persister_entries_stored_total{") && strings.Contains(name, `outcome="duplicate"`):
 			c.duplicate += v
@@ -457,8 +442,8 @@ func (rp *replica) scrape() (counters, error) {
 		case strings.HasPrefix(name, "persister_write_errors_total{") && strings.Contains(name, `class="fatal"`):
 			c.fatal += v
 		}
-	}
-	return c, sc.Err()
+	})
+	return c, err
 }
 
 // metricValue returns the sum of the samples of one metric family.
@@ -467,17 +452,7 @@ func (rp *replica) metricValue(family string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	sum, found := 0.0, false
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, family+" ") && !strings.HasPrefix(line, family+"{") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			sum, found = sum+v, true
-		}
-	}
+	sum, found := promtext.Sum(body, family)
 	if !found {
 		return 0, fmt.Errorf("metric %s not found", family)
 	}
