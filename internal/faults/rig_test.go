@@ -20,7 +20,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/promtext"
@@ -727,59 +726,11 @@ func verifyDB(ctx context.Context, t *testing.T, mc *mongo.Client, l *e2e.Ledger
 	var err error
 	for attempt := range 5 {
 		var rep e2e.Report
-		if rep, err = verifyOnce(ctx, mc, l, tenants); err == nil {
+		if rep, err = e2e.VerifyOnce(ctx, mc, l, tenants); err == nil {
 			return rep
 		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}
 	t.Fatalf("verify: %v", err)
 	return e2e.Report{}
-}
-
-func verifyOnce(ctx context.Context, mc *mongo.Client, l *e2e.Ledger, tenants []string) (e2e.Report, error) {
-	want := map[string]map[string]bool{}
-	var rep e2e.Report
-	for _, rec := range l.Records() {
-		if want[rec.Msg.Tenant] == nil {
-			want[rec.Msg.Tenant] = map[string]bool{}
-		}
-		if !want[rec.Msg.Tenant][rec.DocID()] {
-			rep.Expected++
-		}
-		want[rec.Msg.Tenant][rec.DocID()] = true
-	}
-	for _, tenant := range tenants {
-		cur, err := mc.Database(e2e.DBName(tenant)).Collection("messages").Find(ctx, bson.D{},
-			options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "tenantId", Value: 1}}).SetBatchSize(100000))
-		if err != nil {
-			return rep, fmt.Errorf("find in %s: %w", e2e.DBName(tenant), err)
-		}
-		var docs []struct {
-			ID       string `bson:"_id"`
-			TenantID string `bson:"tenantId"`
-		}
-		if err := cur.All(ctx, &docs); err != nil {
-			return rep, fmt.Errorf("read %s: %w", e2e.DBName(tenant), err)
-		}
-		seen := map[string]bool{}
-		for _, d := range docs {
-			if d.TenantID != tenant {
-				rep.CrossTenant = append(rep.CrossTenant, tenant+"/"+d.ID)
-			}
-			if want[tenant][d.ID] {
-				rep.Stored++
-				seen[d.ID] = true
-			} else {
-				rep.Unexpected = append(rep.Unexpected, tenant+"/"+d.ID)
-			}
-		}
-		for id := range want[tenant] {
-			if !seen[id] {
-				rep.Missing = append(rep.Missing, tenant+"/"+id)
-			}
-		}
-	}
-	sort.Strings(rep.Missing)
-	sort.Strings(rep.Unexpected)
-	return rep, nil
 }
