@@ -51,10 +51,7 @@ func publish(t *testing.T, p *publisher.Publisher, l *e2e.Ledger, ms []publisher
 
 func TestEndToEndExactlyOnceAcrossTenants(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}
 	var ledger e2e.Ledger
 
