@@ -314,5 +314,5 @@ func (l *limiter) wait(ctx context.Context, n int) error {
 	}
 	due := l.start.Add(time.Duration(float64(l.n) / l.rate * float64(time.Second)))
 	l.n += int64(n)
-	return sleep(ctx, due.Sub(now))
+	return retry.Sleep(ctx, due.Sub(now))
 }
