@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/chronow/persister/internal/publisher"
-	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/requeue"
 )
 
@@ -51,16 +50,11 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return usagef("--tenant is required: %d tenants are configured", len(ts))
 		}
 	}
-	rdb, err := redisconn.New(cfg.Redis, 2)
+	rdb, w, closeStores, err := openStores(ctx, cfg, 2, "chronow-persister-requeue")
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	w, closeSink, err := openSink(ctx, cfg, "chronow-persister-requeue")
-	if err != nil {
-		return err
-	}
-	defer closeSink()
+	defer closeStores()
 	db, err := w.Database(o.tenant)
 	if err != nil {
 		return err

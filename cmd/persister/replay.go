@@ -13,7 +13,6 @@ import (
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
-	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
@@ -56,16 +55,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	rdb, err := redisconn.New(cfg.Redis, 4)
+	rdb, w, closeStores, err := openStores(ctx, cfg, 4, "chronow-persister-replay")
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	w, closeSink, err := openSink(ctx, cfg, "chronow-persister-replay")
-	if err != nil {
-		return err
-	}
-	defer closeSink()
+	defer closeStores()
 	r := replay.New(rdb, w, replayConfig(cfg, o, decoders, rdb, w, stderr))
 	if o.verify {
 		return verifyReport(ctx, r, o, stdout)

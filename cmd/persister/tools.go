@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/sink"
 )
 
@@ -53,6 +56,24 @@ func openSink(ctx context.Context, cfg *config.Config, appName string) (*sink.Wr
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		w.Close(cctx)
+	}, nil
+}
+
+// openStores connects to Redis (with poolSize connections) and to the
+// tenants' MongoDB deployments as appName; the returned func closes both.
+func openStores(ctx context.Context, cfg *config.Config, poolSize int, appName string) (redis.UniversalClient, *sink.Writer, func(), error) {
+	rdb, err := redisconn.New(cfg.Redis, poolSize)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	w, closeSink, err := openSink(ctx, cfg, appName)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, nil, err
+	}
+	return rdb, w, func() {
+		closeSink()
+		_ = rdb.Close()
 	}, nil
 }
 
