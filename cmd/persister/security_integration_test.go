@@ -200,11 +200,9 @@ func TestSecurityEndToEnd(t *testing.T) {
 	for i := range 20 {
 		doubled = append(doubled, publisher.Message{Tenant: "globex", Namespace: "app", Topic: "doubled", Payload: fmt.Sprintf(`{"d":%d}`, i)})
 	}
-	dids, err := (&publisher.Publisher{RDB: admin, Prefix: "cw:cw:"}).PublishBatch(ctx, doubled)
-	if err != nil {
+	if err := ledger.Publish(ctx, &publisher.Publisher{RDB: admin, Prefix: "cw:cw:"}, doubled); err != nil {
 		t.Fatal(err)
 	}
-	ledger.Add(doubled, dids)
 	// Entries left pending by a persister pod that is gone: claimed.
 	orders := msgs[0].Key("cw:")
 	if err := admin.XGroupCreate(ctx, orders, "persister", "0").Err(); err != nil {
@@ -228,9 +226,8 @@ func TestSecurityEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs e2e.LogBuffer
-	logs.T = t
-	d, done, stop := startDaemon(t, &logs)
+	logs := &e2e.LogBuffer{T: t}
+	d, done, stop := startDaemon(t, logs)
 	addr := httpAddr(t, d)
 	if err := admin.Set(ctx, "cw:globex:app:sm:live", `"live"`, 0).Err(); err != nil {
 		t.Fatal(err)
@@ -332,9 +329,8 @@ func TestSecurityEndToEnd(t *testing.T) {
 	other := testenv.NewPKI(t)
 	t.Setenv("REDIS_CA_CERT", other.CACert)
 	t.Setenv("PERSISTER_CONSUMER", "secure-2")
-	var badLogs e2e.LogBuffer
-	badLogs.T = t
-	d2, done2, stop2 := startDaemon(t, &badLogs)
+	badLogs := &e2e.LogBuffer{T: t}
+	d2, done2, stop2 := startDaemon(t, badLogs)
 	addr2 := httpAddr(t, d2)
 	e2e.Eventually(t, 30*time.Second, "not ready, saying the certificate does not verify", func() (bool, string) {
 		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr2+"/readyz", "", "")
@@ -401,17 +397,14 @@ func TestSecurityClusterTLSACL(t *testing.T) {
 	for i := range 120 {
 		msgs = append(msgs, publisher.Message{Tenant: tenants[i%2], Namespace: []string{"a", "b", "c"}[i%3], Topic: "orders", Payload: fmt.Sprintf(`{"i":%d}`, i)})
 	}
-	ids, err := pub.PublishBatch(ctx, msgs)
-	if err != nil {
+	if err := ledger.Publish(ctx, pub, msgs); err != nil {
 		t.Fatal(err)
 	}
-	ledger.Add(msgs, ids)
 	if err := cc.Set(ctx, "cw:cw:acme:a:sm:k", `1`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	var logs e2e.LogBuffer
-	logs.T = t
-	d, _, stop := startDaemon(t, &logs)
+	logs := &e2e.LogBuffer{T: t}
+	d, _, stop := startDaemon(t, logs)
 	addr := httpAddr(t, d)
 	e2e.Eventually(t, 90*time.Second, "every entry stored once", func() (bool, string) {
 		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
@@ -458,9 +451,8 @@ func TestNoPermIsReportedByName(t *testing.T) {
 	if _, err := pub.Publish(ctx, publisher.Message{Tenant: "acme", Namespace: "app", Topic: "orders", Payload: `1`}); err != nil {
 		t.Fatal(err)
 	}
-	var logs e2e.LogBuffer
-	logs.T = t
-	d, done, stop := startDaemon(t, &logs)
+	logs := &e2e.LogBuffer{T: t}
+	d, done, stop := startDaemon(t, logs)
 	addr := httpAddr(t, d)
 	e2e.Eventually(t, 30*time.Second, "/readyz names the refused command", func() (bool, string) {
 		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/readyz", "", "")

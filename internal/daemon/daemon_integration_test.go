@@ -42,11 +42,9 @@ func messages(n, offset int) []publisher.Message {
 
 func publish(t *testing.T, p *publisher.Publisher, l *e2e.Ledger, ms []publisher.Message) {
 	t.Helper()
-	ids, err := p.PublishBatch(context.Background(), ms)
-	if err != nil {
+	if err := l.Publish(context.Background(), p, ms); err != nil {
 		t.Fatal(err)
 	}
-	l.Add(ms, ids)
 }
 
 func TestEndToEndExactlyOnceAcrossTenants(t *testing.T) {

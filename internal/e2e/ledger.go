@@ -40,6 +40,17 @@ func (l *Ledger) Add(ms []publisher.Message, ids []string) {
 	}
 }
 
+// Publish publishes ms in one batch through p and records what Redis
+// accepted.
+func (l *Ledger) Publish(ctx context.Context, p *publisher.Publisher, ms []publisher.Message) error {
+	ids, err := p.PublishBatch(ctx, ms)
+	if err != nil {
+		return err
+	}
+	l.Add(ms, ids)
+	return nil
+}
+
 // Records returns a copy of the records.
 func (l *Ledger) Records() []Record {
 	l.mu.Lock()

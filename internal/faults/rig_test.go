@@ -230,12 +230,7 @@ func (r *rig) publish(n, payloadBytes int) error {
 	for i := range ms {
 		ms[i] = r.message(start+i, payloadBytes)
 	}
-	ids, err := r.pub.PublishBatch(context.Background(), ms)
-	if err != nil {
-		return err
-	}
-	r.ledger.Add(ms, ids)
-	return nil
+	return r.ledger.Publish(context.Background(), r.pub, ms)
 }
 
 func (r *rig) mustPublish(n, payloadBytes int) {
