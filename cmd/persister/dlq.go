@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"github.com/chronow/persister/internal/redisconn"
 	"io"
 	"time"
 
-	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/requeue"
-	"github.com/chronow/persister/internal/sink"
 )
 
 const dlqUsage = `usage: persister dlq requeue [flags]
@@ -26,94 +22,47 @@ environment as the daemon.
 flags:
 `
 
+// requeueOptions are the dlq requeue command's flags, checked.
+type requeueOptions struct {
+	filter requeue.Filter
+	tenant string
+	maxLen int64
+	dryRun bool
+	format string
+}
+
 func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "requeue" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprint(stderr, dlqUsage)
-			return nil
-		}
-		fmt.Fprint(stderr, dlqUsage)
-		if len(args) == 0 {
-			return usagef("missing subcommand (want: dlq requeue)")
-		}
-		return usagef("unknown subcommand %q (want: dlq requeue)", args[0])
+		return dlqSubcommand(args, stderr)
 	}
-	fs := flag.NewFlagSet("dlq requeue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, dlqUsage)
-		fs.PrintDefaults()
-	}
-	var (
-		tenant    = fs.String("tenant", "", "the tenant (required when more than one is configured)")
-		namespace = fs.String("namespace", "", "only dead letters of this namespace")
-		topic     = fs.String("topic", "", "only dead letters of this topic")
-		reason    = fs.String("reason", "", "only dead letters whose reason contains this text")
-		since     = fs.String("since", "", "only dead letters with failedAt at or after this RFC 3339 time")
-		until     = fs.String("until", "", "only dead letters with failedAt before this RFC 3339 time")
-		limit     = fs.Int("limit", 0, "requeue at most this many (0: all)")
-		maxLen    = fs.Int64("maxlen", publisher.DefaultMaxLen, "trim the topic stream like Chronow: MAXLEN ~ this (Chronow's REDIS_MAX_STREAM_LEN; 0: no trimming)")
-		dryRun    = fs.Bool("dry-run", false, "only list what would be requeued")
-		format    = fs.String("format", "text", "report format: text or json")
-	)
-	if err := parseToolFlags(fs, args[1:]); err != nil {
-		return err
-	}
-	f := requeue.Filter{Namespace: *namespace, Topic: *topic, Reason: *reason, Limit: *limit}
-	var err error
-	if f.Since, err = parseTimeFlag("--since", *since); err != nil {
-		return err
-	}
-	if f.Until, err = parseTimeFlag("--until", *until); err != nil {
-		return err
-	}
-	switch {
-	case !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until):
-		return usagef("--since %s is not before --until %s", *since, *until)
-	case *limit < 0:
-		return usagef("--limit %d: must be >= 0", *limit)
-	case *maxLen < 0:
-		return usagef("--maxlen %d: must be >= 0", *maxLen)
-	}
-	if err := checkFormat(*format); err != nil {
-		return err
-	}
-	cfg, err := config.Load(ctx)
+	o, err := parseRequeueFlags(args[1:], stderr)
 	if err != nil {
 		return err
 	}
-	if *tenant == "" {
+	cfg, err := loadToolConfig(ctx, o.tenant)
+	if err != nil {
+		return err
+	}
+	if o.tenant == "" {
 		if ts := cfg.Chronos.Tenants(); len(ts) == 1 {
-			*tenant = ts[0].TenantID
+			o.tenant = ts[0].TenantID
 		} else {
 			return usagef("--tenant is required: %d tenants are configured", len(ts))
 		}
 	}
-	if err := checkTenant(cfg, *tenant); err != nil {
-		return err
-	}
-	rdb, err := redisconn.New(cfg.Redis, 2)
+	rdb, w, closeStores, err := openStores(ctx, cfg, 2, "chronow-persister-requeue")
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister-requeue"})
+	defer closeStores()
+	db, err := w.Database(o.tenant)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		w.Close(cctx)
-	}()
-	db, err := w.Database(*tenant)
-	if err != nil {
-		return err
-	}
-	q := requeue.New(rdb, db, requeue.Config{Layout: cfg.Layout(), Tenant: *tenant, MaxLen: *maxLen})
-	rep, err := q.Run(ctx, f, *dryRun)
+	q := requeue.New(rdb, db, requeue.Config{Layout: cfg.Layout(), Tenant: o.tenant, MaxLen: o.maxLen})
+	rep, err := q.Run(ctx, o.filter, o.dryRun)
 	var werr error
-	if *format == "json" {
+	if o.format == "json" {
 		werr = writeJSON(stdout, rep)
 	} else {
 		werr = rep.WriteText(stdout)
@@ -128,6 +77,57 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("dlq requeue: %d dead letters skipped (see the report)", rep.Skipped)
 	}
 	return nil
+}
+
+// dlqSubcommand answers a dlq command line without the requeue subcommand:
+// usage for help, a usage error otherwise.
+func dlqSubcommand(args []string, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stderr, dlqUsage)
+		return nil
+	}
+	fmt.Fprint(stderr, dlqUsage)
+	if len(args) == 0 {
+		return usagef("missing subcommand (want: dlq requeue)")
+	}
+	return usagef("unknown subcommand %q (want: dlq requeue)", args[0])
+}
+
+// parseRequeueFlags parses and checks the dlq requeue command's flags.
+func parseRequeueFlags(args []string, stderr io.Writer) (requeueOptions, error) {
+	fs := newToolFlags("dlq requeue", dlqUsage, stderr)
+	var (
+		o     requeueOptions
+		since = fs.String("since", "", "only dead letters with failedAt at or after this RFC 3339 time")
+		until = fs.String("until", "", "only dead letters with failedAt before this RFC 3339 time")
+	)
+	fs.StringVar(&o.tenant, "tenant", "", "the tenant (required when more than one is configured)")
+	fs.StringVar(&o.filter.Namespace, "namespace", "", "only dead letters of this namespace")
+	fs.StringVar(&o.filter.Topic, "topic", "", "only dead letters of this topic")
+	fs.StringVar(&o.filter.Reason, "reason", "", "only dead letters whose reason contains this text")
+	fs.IntVar(&o.filter.Limit, "limit", 0, "requeue at most this many (0: all)")
+	fs.Int64Var(&o.maxLen, "maxlen", publisher.DefaultMaxLen, "trim the topic stream like Chronow: MAXLEN ~ this (Chronow's REDIS_MAX_STREAM_LEN; 0: no trimming)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "only list what would be requeued")
+	fs.StringVar(&o.format, "format", "text", "report format: text or json")
+	if err := parseToolFlags(fs, args); err != nil {
+		return o, err
+	}
+	var err error
+	if o.filter.Since, err = parseTimeFlag("--since", *since); err != nil {
+		return o, err
+	}
+	if o.filter.Until, err = parseTimeFlag("--until", *until); err != nil {
+		return o, err
+	}
+	switch {
+	case !o.filter.Since.IsZero() && !o.filter.Until.IsZero() && !o.filter.Since.Before(o.filter.Until):
+		return o, usagef("--since %s is not before --until %s", *since, *until)
+	case o.filter.Limit < 0:
+		return o, usagef("--limit %d: must be >= 0", o.filter.Limit)
+	case o.maxLen < 0:
+		return o, usagef("--maxlen %d: must be >= 0", o.maxLen)
+	}
+	return o, checkFormat(o.format)
 }
 
 // parseTimeFlag parses an optional RFC 3339 time flag.

@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"time"
 
-	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/migrate"
-	"github.com/chronow/persister/internal/sink"
 )
 
 const migrateUsage = `usage: persister migrate [flags]
@@ -27,12 +23,7 @@ flags:
 `
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, migrateUsage)
-		fs.PrintDefaults()
-	}
+	fs := newToolFlags("migrate", migrateUsage, stderr)
 	var (
 		tenant        = fs.String("tenant", "", "only this tenant (default: every configured tenant)")
 		dryRun        = fs.Bool("dry-run", false, "only report what would be created; write nothing")
@@ -46,22 +37,15 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
-	cfg, err := config.Load(ctx)
+	cfg, err := loadToolConfig(ctx, *tenant)
 	if err != nil {
 		return err
 	}
-	if err := checkTenant(cfg, *tenant); err != nil {
-		return err
-	}
-	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister-migrate"})
+	w, closeSink, err := openSink(ctx, cfg, "chronow-persister-migrate")
 	if err != nil {
 		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		w.Close(cctx)
-	}()
+	defer closeSink()
 
 	var (
 		reps []migrate.TenantReport

@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
-	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
@@ -33,87 +31,108 @@ Configuration (Redis, tenants) comes from the same environment as the daemon.
 flags:
 `
 
+// replayOptions are the replay command's flags, checked.
+type replayOptions struct {
+	filter replay.Filter
+	rate   float64
+	page   int
+	verify bool
+	format string
+	limit  int
+	quiet  bool
+}
+
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, replayUsage)
-		fs.PrintDefaults()
+	o, err := parseReplayFlags(args, stderr)
+	if err != nil {
+		return err
 	}
+	cfg, err := loadToolConfig(ctx, o.filter.Tenant)
+	if err != nil {
+		return err
+	}
+	decoders, err := replayDecoders(o.filter.Kinds)
+	if err != nil {
+		return err
+	}
+	rdb, w, closeStores, err := openStores(ctx, cfg, 4, "chronow-persister-replay")
+	if err != nil {
+		return err
+	}
+	defer closeStores()
+	r := replay.New(rdb, w, replayConfig(cfg, o, decoders, rdb, w, stderr))
+	if o.verify {
+		return verifyReport(ctx, r, o, stdout)
+	}
+	return replayReport(ctx, r, o, stdout)
+}
+
+// parseReplayFlags parses and checks the replay command's flags.
+func parseReplayFlags(args []string, stderr io.Writer) (replayOptions, error) {
+	fs := newToolFlags("replay", replayUsage, stderr)
 	var (
+		o         replayOptions
 		tenant    = fs.String("tenant", "", "only this tenant (default: every configured tenant)")
 		namespace = fs.String("namespace", "", "only this namespace")
 		topic     = fs.String("topic", "", "only this topic (the stream name after the kind)")
 		kinds     = fs.String("kind", "", "stream kinds, comma-separated: topic, dlq (default: every kind this build stores)")
 		from      = fs.String("from", "", "first entry: a stream id (ms-seq or ms) or an RFC 3339 time (default: the oldest)")
 		to        = fs.String("to", "", "last entry, inclusive: a stream id or an RFC 3339 time (default: the newest)")
-		rate      = fs.Float64("rate", 0, "at most this many entries per second (0: no limit)")
-		page      = fs.Int("page", 500, "entries per XRANGE page")
-		verify    = fs.Bool("verify", false, "compare Redis and MongoDB for the range; write nothing")
-		format    = fs.String("format", "text", "report format: text or json")
-		limit     = fs.Int("limit", 20, "ids listed per stream in the text report (0: all)")
-		quiet     = fs.Bool("quiet", false, "no progress on stderr")
 	)
+	fs.Float64Var(&o.rate, "rate", 0, "at most this many entries per second (0: no limit)")
+	fs.IntVar(&o.page, "page", 500, "entries per XRANGE page")
+	fs.BoolVar(&o.verify, "verify", false, "compare Redis and MongoDB for the range; write nothing")
+	fs.StringVar(&o.format, "format", "text", "report format: text or json")
+	fs.IntVar(&o.limit, "limit", 20, "ids listed per stream in the text report (0: all)")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
 	if err := parseToolFlags(fs, args); err != nil {
-		return err
+		return o, err
 	}
-	f, err := replayFilter(*tenant, *namespace, *topic, *kinds, *from, *to)
+	var err error
+	o.filter, err = replayFilter(*tenant, *namespace, *topic, *kinds, *from, *to)
 	if err != nil {
-		return err
+		return o, err
 	}
 	switch {
-	case *rate < 0:
-		return usagef("--rate %v: must be >= 0", *rate)
-	case *page <= 0 || *page > 100000:
-		return usagef("--page %d: must be between 1 and 100000", *page)
-	case *limit < 0:
-		return usagef("--limit %d: must be >= 0", *limit)
+	case o.rate < 0:
+		return o, usagef("--rate %v: must be >= 0", o.rate)
+	case o.page <= 0 || o.page > 100000:
+		return o, usagef("--page %d: must be between 1 and 100000", o.page)
+	case o.limit < 0:
+		return o, usagef("--limit %d: must be >= 0", o.limit)
 	}
-	if err := checkFormat(*format); err != nil {
-		return err
-	}
+	return o, checkFormat(o.format)
+}
 
-	cfg, err := config.Load(ctx)
-	if err != nil {
-		return err
-	}
-	if err := checkTenant(cfg, f.Tenant); err != nil {
-		return err
-	}
+// replayDecoders returns this build's decoders, refusing a selected kind it
+// does not store.
+func replayDecoders(kinds []keyspace.Kind) (map[keyspace.Kind]entry.Decoder, error) {
 	decoders := entry.Decoders()
-	for _, k := range f.Kinds {
+	for _, k := range kinds {
 		if _, ok := decoders[k]; !ok {
-			return usagef("--kind %s: this build does not store %s streams", k, k)
+			return nil, usagef("--kind %s: this build does not store %s streams", k, k)
 		}
 	}
-	rdb, err := redisconn.New(cfg.Redis, 4)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister-replay"})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		w.Close(cctx)
-	}()
+	return decoders, nil
+}
+
+// replayConfig builds the replayer's configuration; a replay that writes
+// gets the daemon's own parts for what the usual path cannot store, and the
+// topics documents: the rebuild matches what the daemon would write.
+func replayConfig(cfg *config.Config, o replayOptions, decoders map[keyspace.Kind]entry.Decoder,
+	rdb redis.UniversalClient, w *sink.Writer, stderr io.Writer) replay.Config {
 	tenants := make([]string, 0, len(cfg.Chronos.Tenants()))
 	for _, t := range cfg.Chronos.Tenants() {
 		tenants = append(tenants, t.TenantID)
 	}
 	rc := replay.Config{
 		Layout: cfg.Layout(), Tenants: tenants, Decoders: decoders,
-		PageSize: *page, Rate: *rate, WriteTimeout: cfg.Persister.WriteTimeout,
+		PageSize: o.page, Rate: o.rate, WriteTimeout: cfg.Persister.WriteTimeout,
 	}
-	if !*quiet {
+	if !o.quiet {
 		rc.Progress, rc.TTY = stderr, isTerminal(stderr)
 	}
-	if !*verify {
-		// The daemon's own parts for what the usual path cannot store, and
-		// the topics documents: the rebuild matches what it would write.
+	if !o.verify {
 		log := newLogger(stderr, cfg.Persister)
 		m := metrics.New(prometheus.NewRegistry(), version)
 		rc.Rescuer = dlq.NewRescuer(dlq.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
@@ -121,23 +140,29 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rc.Topics = topics.New(topics.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
 			rdb, w, log.With("part", "topics"))
 	}
-	r := replay.New(rdb, w, rc)
+	return rc
+}
 
-	if *verify {
-		rep, err := r.Verify(ctx, f)
-		if werr := writeReport(stdout, *format, *limit, rep); werr != nil && err == nil {
-			err = werr
-		}
-		if err != nil {
-			return err
-		}
-		if !rep.Complete() {
-			return fmt.Errorf("verify: %d entries Redis holds have no document in MongoDB", rep.Totals.MissingInMongo)
-		}
-		return nil
+// verifyReport compares Redis with MongoDB, writes the report and fails when
+// an entry Redis holds has no document.
+func verifyReport(ctx context.Context, r *replay.Replayer, o replayOptions, stdout io.Writer) error {
+	rep, err := r.Verify(ctx, o.filter)
+	if werr := writeReport(stdout, o.format, o.limit, rep); werr != nil && err == nil {
+		err = werr
 	}
-	rep, err := r.Replay(ctx, f)
-	if werr := writeReport(stdout, *format, *limit, rep); werr != nil && err == nil {
+	if err != nil {
+		return err
+	}
+	if !rep.Complete() {
+		return fmt.Errorf("verify: %d entries Redis holds have no document in MongoDB", rep.Totals.MissingInMongo)
+	}
+	return nil
+}
+
+// replayReport replays, writes the report and fails when an entry was refused.
+func replayReport(ctx context.Context, r *replay.Replayer, o replayOptions, stdout io.Writer) error {
+	rep, err := r.Replay(ctx, o.filter)
+	if werr := writeReport(stdout, o.format, o.limit, rep); werr != nil && err == nil {
 		err = werr
 	}
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -17,12 +16,7 @@ import (
 )
 
 func runDaemon(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	cfg, err := config.Load(ctx)
+	cfg, err := loadWithoutFlags(ctx, "run", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -44,19 +38,22 @@ func runDaemon(ctx context.Context, args []string, _, stderr io.Writer) error {
 }
 
 func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	cfg, err := config.Load(ctx)
+	cfg, err := loadWithoutFlags(ctx, "config", args, stderr)
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(cfg.Summary())
+	return writeJSON(stdout, cfg.Summary())
+}
+
+// loadWithoutFlags parses the arguments of a command that takes no flags
+// (-h only) and loads the configuration from the environment.
+func loadWithoutFlags(ctx context.Context, name string, args []string, stderr io.Writer) (*config.Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return config.Load(ctx)
 }
 
 func newLogger(w io.Writer, p config.Persister) *slog.Logger {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,33 +24,11 @@ import (
 	"github.com/chronow/persister/internal/daemon"
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/requeue"
 	"github.com/chronow/persister/internal/testenv"
 )
-
-// lockedBuf is a log sink shared by the daemon's goroutines.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-	t  testing.TB
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	func() {
-		defer func() { _ = recover() }() // logging after the test ended
-		l.t.Log(strings.TrimRight(string(p), "\n"))
-	}()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // secret returns a random secret for one test.
 func secret(t *testing.T, label string) string {
@@ -91,20 +67,6 @@ func aclDenials(ctx context.Context, t *testing.T, admin *redis.Client, user str
 		}
 	}
 	return out
-}
-
-// keyMaterial returns the first base64 line of a PEM private key.
-func keyMaterial(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	if len(lines) < 2 || len(lines[1]) < 40 {
-		t.Fatalf("%s: not a PEM key", path)
-	}
-	return lines[1]
 }
 
 // startDaemon runs a daemon in-process with the configuration of the
@@ -151,28 +113,9 @@ func httpAddr(t *testing.T, d *daemon.Daemon) string {
 	return addr
 }
 
-func get(c *http.Client, u string) (int, string, error) {
-	resp, err := c.Get(u)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
 // sumMetric adds the samples of a metric family in a text exposition.
 func sumMetric(body, name string) float64 {
-	var sum float64
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
-			sum += v
-		}
-	}
+	sum, _ := promtext.Sum(body, name)
 	return sum
 }
 
@@ -257,11 +200,9 @@ func TestSecurityEndToEnd(t *testing.T) {
 	for i := range 20 {
 		doubled = append(doubled, publisher.Message{Tenant: "globex", Namespace: "app", Topic: "doubled", Payload: fmt.Sprintf(`{"d":%d}`, i)})
 	}
-	dids, err := (&publisher.Publisher{RDB: admin, Prefix: "cw:cw:"}).PublishBatch(ctx, doubled)
-	if err != nil {
+	if err := ledger.Publish(ctx, &publisher.Publisher{RDB: admin, Prefix: "cw:cw:"}, doubled); err != nil {
 		t.Fatal(err)
 	}
-	ledger.Add(doubled, dids)
 	// Entries left pending by a persister pod that is gone: claimed.
 	orders := msgs[0].Key("cw:")
 	if err := admin.XGroupCreate(ctx, orders, "persister", "0").Err(); err != nil {
@@ -285,9 +226,8 @@ func TestSecurityEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs lockedBuf
-	logs.t = t
-	d, done, stop := startDaemon(t, &logs)
+	logs := &e2e.LogBuffer{T: t}
+	d, done, stop := startDaemon(t, logs)
 	addr := httpAddr(t, d)
 	if err := admin.Set(ctx, "cw:globex:app:sm:live", `"live"`, 0).Err(); err != nil {
 		t.Fatal(err)
@@ -315,7 +255,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 	})
 	var metrics string
 	e2e.Eventually(t, 30*time.Second, "lag measured and the gone pod's entries claimed", func() (bool, string) {
-		_, body, err := get(http.DefaultClient, "http://"+addr+"/metrics")
+		_, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/metrics", "", "")
 		metrics = body
 		return err == nil && strings.Contains(body, "persister_stream_lag_entries{") &&
 				sumMetric(body, "persister_entries_claimed_total") >= 5,
@@ -330,7 +270,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 		}
 		return err == nil, fmt.Sprint(err)
 	})
-	code, ready, err := get(http.DefaultClient, "http://"+addr+"/readyz")
+	code, ready, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/readyz", "", "")
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("/readyz: %d %v %s", code, err, ready)
 	}
@@ -373,7 +313,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 		t.Errorf("NOPERM in the log")
 	}
 	for what, text := range map[string]string{"log": all, "tools": toolOut.String(), "config": cfgOut, "metrics": metrics, "readyz": ready} {
-		if err := e2e.Redacted(text, redisPW, mongoPW, mongoURI, keyMaterial(t, pki.ClientKey), keyMaterial(t, pki.ServerKey)); err != nil {
+		if err := e2e.Redacted(text, redisPW, mongoPW, mongoURI, e2e.KeyMaterial(t, pki.ClientKey), e2e.KeyMaterial(t, pki.ServerKey)); err != nil {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
@@ -389,12 +329,11 @@ func TestSecurityEndToEnd(t *testing.T) {
 	other := testenv.NewPKI(t)
 	t.Setenv("REDIS_CA_CERT", other.CACert)
 	t.Setenv("PERSISTER_CONSUMER", "secure-2")
-	var badLogs lockedBuf
-	badLogs.t = t
-	d2, done2, stop2 := startDaemon(t, &badLogs)
+	badLogs := &e2e.LogBuffer{T: t}
+	d2, done2, stop2 := startDaemon(t, badLogs)
 	addr2 := httpAddr(t, d2)
 	e2e.Eventually(t, 30*time.Second, "not ready, saying the certificate does not verify", func() (bool, string) {
-		code, body, err := get(http.DefaultClient, "http://"+addr2+"/readyz")
+		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr2+"/readyz", "", "")
 		ready = body
 		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "certificate signed by unknown authority"), fmt.Sprintf("%d %s %v", code, body, err)
 	})
@@ -458,24 +397,21 @@ func TestSecurityClusterTLSACL(t *testing.T) {
 	for i := range 120 {
 		msgs = append(msgs, publisher.Message{Tenant: tenants[i%2], Namespace: []string{"a", "b", "c"}[i%3], Topic: "orders", Payload: fmt.Sprintf(`{"i":%d}`, i)})
 	}
-	ids, err := pub.PublishBatch(ctx, msgs)
-	if err != nil {
+	if err := ledger.Publish(ctx, pub, msgs); err != nil {
 		t.Fatal(err)
 	}
-	ledger.Add(msgs, ids)
 	if err := cc.Set(ctx, "cw:cw:acme:a:sm:k", `1`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuf
-	logs.t = t
-	d, _, stop := startDaemon(t, &logs)
+	logs := &e2e.LogBuffer{T: t}
+	d, _, stop := startDaemon(t, logs)
 	addr := httpAddr(t, d)
 	e2e.Eventually(t, 90*time.Second, "every entry stored once", func() (bool, string) {
 		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
 		return rep.OK(), rep.String()
 	})
 	e2e.Eventually(t, 30*time.Second, "lag measured, shared memory carried", func() (bool, string) {
-		_, body, err := get(http.DefaultClient, "http://"+addr+"/metrics")
+		_, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/metrics", "", "")
 		n, _ := mc.Database(e2e.DBName("acme")).Collection(config.CollSharedMemory).CountDocuments(ctx, bson.D{})
 		return err == nil && strings.Contains(body, "persister_stream_lag_entries{") && n == 1, fmt.Sprintf("sm docs %d, err %v", n, err)
 	})
@@ -515,12 +451,11 @@ func TestNoPermIsReportedByName(t *testing.T) {
 	if _, err := pub.Publish(ctx, publisher.Message{Tenant: "acme", Namespace: "app", Topic: "orders", Payload: `1`}); err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuf
-	logs.t = t
-	d, done, stop := startDaemon(t, &logs)
+	logs := &e2e.LogBuffer{T: t}
+	d, done, stop := startDaemon(t, logs)
 	addr := httpAddr(t, d)
 	e2e.Eventually(t, 30*time.Second, "/readyz names the refused command", func() (bool, string) {
-		code, body, err := get(http.DefaultClient, "http://"+addr+"/readyz")
+		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/readyz", "", "")
 		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "xautoclaim") && strings.Contains(body, "refused by the Redis ACL"), body
 	})
 	time.Sleep(time.Second)
@@ -536,7 +471,7 @@ func TestNoPermIsReportedByName(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2e.Eventually(t, 30*time.Second, "ready once granted", func() (bool, string) {
-		code, body, err := get(http.DefaultClient, "http://"+addr+"/readyz")
+		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/readyz", "", "")
 		return err == nil && code == http.StatusOK, body
 	})
 	select {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -8,11 +9,73 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/redisconn"
+	"github.com/chronow/persister/internal/sink"
 )
 
 // Helpers shared by the tool commands (migrate, replay, dlq).
+
+// newToolFlags returns a flag set for a tool command whose -h prints usage
+// and then the flags' defaults on stderr.
+func newToolFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// loadToolConfig loads the daemon's configuration from the environment and
+// refuses a --tenant value that is not configured.
+func loadToolConfig(ctx context.Context, tenant string) (*config.Config, error) {
+	cfg, err := config.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTenant(cfg, tenant); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// openSink connects to the tenants' MongoDB deployments as appName; the
+// returned func closes the connections (within 5s, even after ctx ends).
+func openSink(ctx context.Context, cfg *config.Config, appName string) (*sink.Writer, func(), error) {
+	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: appName})
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		w.Close(cctx)
+	}, nil
+}
+
+// openStores connects to Redis (with poolSize connections) and to the
+// tenants' MongoDB deployments as appName; the returned func closes both.
+func openStores(ctx context.Context, cfg *config.Config, poolSize int, appName string) (redis.UniversalClient, *sink.Writer, func(), error) {
+	rdb, err := redisconn.New(cfg.Redis, poolSize)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	w, closeSink, err := openSink(ctx, cfg, appName)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, nil, err
+	}
+	return rdb, w, func() {
+		closeSink()
+		_ = rdb.Close()
+	}, nil
+}
 
 // usagef returns a bad-flag error (exit code 2).
 func usagef(format string, a ...any) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chronow/persister/internal/hold"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
 )
@@ -146,30 +147,19 @@ func TestAckMetricsPerKind(t *testing.T) {
 // of the series of family name whose labels include kind ("" = any).
 func gathered(t *testing.T, reg *prometheus.Registry, name, kind string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var labels []string
+	if kind != "" {
+		labels = []string{"kind", kind}
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, mm := range mf.GetMetric() {
-			match := kind == ""
-			for _, l := range mm.GetLabel() {
-				match = match || (l.GetName() == "kind" && l.GetValue() == kind)
-			}
-			if !match {
-				continue
-			}
-			switch {
-			case mm.GetHistogram() != nil:
-				return float64(mm.GetHistogram().GetSampleCount())
-			case mm.GetCounter() != nil:
-				return mm.GetCounter().GetValue()
-			case mm.GetGauge() != nil:
-				return mm.GetGauge().GetValue()
-			}
+	ms, _ := promtext.Series(t, reg, name, labels...)
+	for _, mm := range ms {
+		switch {
+		case mm.GetHistogram() != nil:
+			return float64(mm.GetHistogram().GetSampleCount())
+		case mm.GetCounter() != nil:
+			return mm.GetCounter().GetValue()
+		case mm.GetGauge() != nil:
+			return mm.GetGauge().GetValue()
 		}
 	}
 	t.Fatalf("no series of %s with kind %q", name, kind)

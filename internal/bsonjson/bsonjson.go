@@ -152,87 +152,76 @@ func (e *encoder) literal(word string, emit func()) error {
 	return nil
 }
 
-func (e *encoder) object(depth int) error {
-	if depth > MaxDepth {
-		return fmt.Errorf("%w (more than %d levels at byte %d)", ErrTooDeep, MaxDepth, e.pos)
-	}
-	e.pos++ // {
-	lenAt := len(e.dst)
-	e.dst = append(e.dst, 0, 0, 0, 0)
-	e.skipWS()
-	if e.pos < len(e.src) && e.src[e.pos] == '}' {
-		e.pos++
-		return e.closeDoc(lenAt)
-	}
-	for {
-		e.skipWS()
-		if e.pos >= len(e.src) || e.src[e.pos] != '"' {
-			return e.errorf("want a string key")
-		}
-		k, err := e.decodeString(e.scratch[:0])
-		if err != nil {
-			return err
-		}
-		k = e.escapeKey(k)
-		e.scratch = k
-		e.skipWS()
-		if e.pos >= len(e.src) || e.src[e.pos] != ':' {
-			return e.errorf("want ':' after a key")
-		}
-		e.pos++
-		e.skipWS()
-		// The key lives in scratch, which nested values reuse: copy it.
-		if err := e.value(string(k), depth); err != nil {
-			return err
-		}
-		e.skipWS()
-		if e.pos >= len(e.src) {
-			return e.errorf("unexpected end of input in an object")
-		}
-		switch e.src[e.pos] {
-		case ',':
-			e.pos++
-		case '}':
-			e.pos++
-			return e.closeDoc(lenAt)
-		default:
-			return e.errorf("want ',' or '}' in an object, got %q", e.src[e.pos])
-		}
-	}
-}
+func (e *encoder) object(depth int) error { return e.container(depth, true) }
 
-func (e *encoder) array(depth int) error {
+func (e *encoder) array(depth int) error { return e.container(depth, false) }
+
+// container encodes the object or array that starts at e.pos as an embedded
+// document: its members, separated by ',', up to the closing '}' or ']'.
+// An array's members get the keys "0", "1", ...
+func (e *encoder) container(depth int, object bool) error {
 	if depth > MaxDepth {
 		return fmt.Errorf("%w (more than %d levels at byte %d)", ErrTooDeep, MaxDepth, e.pos)
 	}
-	e.pos++ // [
+	closing, what := byte(']'), "array"
+	if object {
+		closing, what = '}', "object"
+	}
+	e.pos++ // { or [
 	lenAt := len(e.dst)
 	e.dst = append(e.dst, 0, 0, 0, 0)
 	e.skipWS()
-	if e.pos < len(e.src) && e.src[e.pos] == ']' {
+	if e.pos < len(e.src) && e.src[e.pos] == closing {
 		e.pos++
 		return e.closeDoc(lenAt)
 	}
 	var idx [20]byte
 	for i := 0; ; i++ {
 		e.skipWS()
-		if err := e.value(string(strconv.AppendInt(idx[:0], int64(i), 10)), depth); err != nil {
+		var err error
+		if object {
+			err = e.member(depth)
+		} else {
+			err = e.value(string(strconv.AppendInt(idx[:0], int64(i), 10)), depth)
+		}
+		if err != nil {
 			return err
 		}
 		e.skipWS()
 		if e.pos >= len(e.src) {
-			return e.errorf("unexpected end of input in an array")
+			return e.errorf("unexpected end of input in an %s", what)
 		}
 		switch e.src[e.pos] {
 		case ',':
 			e.pos++
-		case ']':
+		case closing:
 			e.pos++
 			return e.closeDoc(lenAt)
 		default:
-			return e.errorf("want ',' or ']' in an array, got %q", e.src[e.pos])
+			return e.errorf("want ',' or '%c' in an %s, got %q", closing, what, e.src[e.pos])
 		}
 	}
+}
+
+// member encodes one "key": value of an object.
+func (e *encoder) member(depth int) error {
+	if e.pos >= len(e.src) || e.src[e.pos] != '"' {
+		return e.errorf("want a string key")
+	}
+	k, err := e.decodeString(e.scratch[:0])
+	if err != nil {
+		return err
+	}
+	k = e.escapeKey(k)
+	e.scratch = k
+	e.skipWS()
+	if e.pos >= len(e.src) || e.src[e.pos] != ':' {
+		return e.errorf("want ':' after a key")
+	}
+	e.pos++
+	e.skipWS()
+	// The key lives in scratch, which nested values reuse: copy it.
+	return e.value(string(k), depth)
 }
 
 func (e *encoder) closeDoc(lenAt int) error {

@@ -228,26 +228,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	defer hist.close()
 	res := &Result{Seed: cfg.Seed, Duration: cfg.Duration.String(), Replicas: cfg.Replicas, Faults: map[string]int{}, Dir: cfg.Dir}
 	faults := Schedule(cfg.Seed, cfg.Duration, cfg.Replicas)
-	hist.logf("seed %d duration %s replicas %d rate %d/s; repro: %s", cfg.Seed, cfg.Duration, cfg.Replicas, cfg.Rate, res.Repro())
-	hist.logf("schedule (%d faults):", len(faults))
-	for _, f := range faults {
-		hist.logf("  %s", f)
-	}
-	if sj, err := json.MarshalIndent(faults, "", " "); err == nil {
-		_ = os.WriteFile(filepath.Join(cfg.Dir, "schedule.json"), sj, 0o644)
-	}
-
+	logSchedule(cfg, hist, res, faults)
 	if cfg.Bin == "" {
-		root, err := testenv.Root()
-		if err != nil {
+		if cfg.Bin, err = buildPersister(ctx, cfg.Dir, log); err != nil {
 			return nil, err
-		}
-		cfg.Bin = filepath.Join(cfg.Dir, "persister")
-		log.Info("building the persister binary")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", cfg.Bin, "./cmd/persister")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build ./cmd/persister: %w\n%s", err, out)
 		}
 	}
 
@@ -257,9 +241,69 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		return nil, err
 	}
 	log.Info("servers and replicas up", "dir", cfg.Dir, "redis", w.redis.addr(), "mongo-a", w.mongoA.addr(), "mongo-b", w.mongoB.addr())
+	stopScrape := w.scrape()
+	defer stopScrape()
 
-	// Scrapes keep each replica's counters fresh (the last one before a
-	// kill is what that incarnation counts for).
+	led := newLedger()
+	prod := &producer{rdb: w.rdb, rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x70726f64)), ledger: led, hist: hist, //nolint:gosec // test data
+		rate: cfg.Rate, lastID: map[string][2]int64{}}
+	if err := w.faultPeriod(ctx, prod, faults, res, log); err != nil {
+		return nil, err
+	}
+
+	c := &checker{w: w, led: led, hist: hist}
+	if err := c.quietPeriod(ctx, res); err != nil {
+		return nil, err
+	}
+	res.Summary.ProducerRetry = prod.retries
+	for _, rp := range w.replicas {
+		rp.mu.Lock()
+		res.Summary.Incarnations += rp.incarnation
+		rp.mu.Unlock()
+	}
+	hist.logf("result: %s", res.Line())
+	for _, f := range res.Failures {
+		hist.logf("FAILURE: %s", f)
+	}
+	if b, err := json.MarshalIndent(res, "", "  "); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "summary.json"), b, 0o644)
+	}
+	return res, nil
+}
+
+// logSchedule writes the run's parameters and fault schedule to the
+// history and the schedule to schedule.json.
+func logSchedule(cfg Config, hist *history, res *Result, faults []Fault) {
+	hist.logf("seed %d duration %s replicas %d rate %d/s; repro: %s", cfg.Seed, cfg.Duration, cfg.Replicas, cfg.Rate, res.Repro())
+	hist.logf("schedule (%d faults):", len(faults))
+	for _, f := range faults {
+		hist.logf("  %s", f)
+	}
+	if sj, err := json.MarshalIndent(faults, "", " "); err == nil {
+		_ = os.WriteFile(filepath.Join(cfg.Dir, "schedule.json"), sj, 0o644)
+	}
+}
+
+// buildPersister builds ./cmd/persister into dir and returns the binary's
+// path.
+func buildPersister(ctx context.Context, dir string, log *slog.Logger) (string, error) {
+	root, err := testenv.Root()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "persister")
+	log.Info("building the persister binary")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/persister")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// scrape keeps each replica's counters fresh (the last scrape before a kill
+// is what that incarnation counts for) until the returned func is called.
+func (w *world) scrape() (stop func()) {
 	scrapeCtx, stopScrape := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Add(1)
@@ -278,24 +322,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 			}
 		}
 	}()
-	defer func() { stopScrape(); bg.Wait() }()
+	return func() { stopScrape(); bg.Wait() }
+}
 
-	led := newLedger()
-	prod := &producer{rdb: w.rdb, rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x70726f64)), ledger: led, hist: hist, //nolint:gosec // test data
-		rate: cfg.Rate, lastID: map[string][2]int64{}}
+// faultPeriod runs the producer while the nemesis plays faults, then heals
+// everything and stops the producer.
+func (w *world) faultPeriod(ctx context.Context, prod *producer, faults []Fault, res *Result, log *slog.Logger) error {
 	prodStop := make(chan struct{})
 	prodDone := make(chan bool, 1)
 	go func() { prodDone <- prod.run(prodStop, 3*time.Minute) }()
 
-	nem := &nemesis{w: w, hist: hist, counts: map[string]int{}}
+	nem := &nemesis{w: w, hist: w.hist, counts: map[string]int{}}
 	start := time.Now()
-	hist.logf("fault period begins")
-	log.Info("fault period", "duration", cfg.Duration, "faults", len(faults))
+	w.hist.logf("fault period begins")
+	log.Info("fault period", "duration", w.cfg.Duration, "faults", len(faults))
 	nem.run(ctx, start, faults)
 	if err := ctx.Err(); err != nil {
 		close(prodStop)
 		<-prodDone
-		return nil, err
+		return err
 	}
 	// Heal: every fault has ended by now; make sure of it.
 	for _, p := range w.px.all {
@@ -304,7 +349,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	for _, rp := range w.replicas {
 		if !rp.running() {
 			if err := rp.start(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
@@ -312,17 +357,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if ok := <-prodDone; !ok {
 		res.Failures = append(res.Failures, "producer: writes not confirmed within 3 minutes of the fault period's end")
 	}
-	hist.logf("fault period over; producer stopped after %d entries; quiet period", len(led.records()))
-	log.Info("quiet period", "published", len(led.records()))
+	w.hist.logf("fault period over; producer stopped after %d entries; quiet period", len(prod.ledger.records()))
+	log.Info("quiet period", "published", len(prod.ledger.records()))
 	res.Faults = nem.counts
 	res.Failures = append(res.Failures, nem.errs...)
+	return nil
+}
 
+// quietPeriod waits for the replicas to settle, then checks the run (and,
+// in the self test, that the checker catches broken data).
+func (c *checker) quietPeriod(ctx context.Context, res *Result) error {
+	w := c.w
 	quiet := time.Now()
-	c := &checker{w: w, led: led, hist: hist}
-	settled := c.waitSettled(ctx, cfg.Settle)
+	settled := c.waitSettled(ctx, w.cfg.Settle)
 	res.Summary.SettledIn = time.Since(quiet).Round(100 * time.Millisecond).String()
 	if !settled {
-		res.Failures = append(res.Failures, fmt.Sprintf("not settled within %s of the quiet period: %s", cfg.Settle, c.lastState))
+		res.Failures = append(res.Failures, fmt.Sprintf("not settled within %s of the quiet period: %s", w.cfg.Settle, c.lastState))
 	}
 	for _, rp := range w.replicas {
 		rp.refresh()
@@ -331,27 +381,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	w.mu.Lock()
 	res.Failures = append(res.Failures, w.exits...)
 	w.mu.Unlock()
-	if cfg.selfTest {
+	if w.cfg.selfTest {
 		st, err := c.breakAndCheck(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("self test: %w", err)
+			return fmt.Errorf("self test: %w", err)
 		}
 		res.selfTest = st
 	}
-	res.Summary.ProducerRetry = prod.retries
-	for _, rp := range w.replicas {
-		rp.mu.Lock()
-		res.Summary.Incarnations += rp.incarnation
-		rp.mu.Unlock()
-	}
-	hist.logf("result: %s", res.Line())
-	for _, f := range res.Failures {
-		hist.logf("FAILURE: %s", f)
-	}
-	if b, err := json.MarshalIndent(res, "", "  "); err == nil {
-		_ = os.WriteFile(filepath.Join(cfg.Dir, "summary.json"), b, 0o644)
-	}
-	return res, nil
+	return nil
 }
 
 func (w *world) setup(ctx context.Context) error {

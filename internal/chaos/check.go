@@ -173,10 +173,29 @@ func findAll[T any](ctx context.Context, coll *mongo.Collection, out *[]T) error
 	return fmt.Errorf("read %s.%s: %w", coll.Database().Name(), coll.Name(), err)
 }
 
+// failf records one finding of the checker.
+type failf func(format string, args ...any)
+
+// place is a tenant's collection.
+type place struct{ tenant, coll string }
+
+// check compares what the ledger says was published with what MongoDB, the
+// group, shared memory and the metrics say, and records every mismatch in
+// res.Failures.
 func (c *checker) check(ctx context.Context, res *Result) {
 	s := &res.Summary
 	fail := func(format string, args ...any) { res.Failures = append(res.Failures, fmt.Sprintf(format, args...)) }
 	recs := c.led.records()
+	c.countPublished(s, recs)
+	trimmedPending := c.countTrims(ctx, s, fail)
+	docs := c.readDocs(ctx, fail)
+	storedMsgs, storedDL := compareDocs(s, recs, docs, trimmedPending, fail)
+	c.checkPendingAndSM(ctx, s, fail)
+	c.checkMetrics(s, storedMsgs, storedDL, fail)
+}
+
+// countPublished counts what the producer published.
+func (c *checker) countPublished(s *Summary, recs []*record) {
 	s.Published = len(recs)
 	for _, r := range recs {
 		if r.Kind == string(keyspace.KindDLQ) {
@@ -188,8 +207,11 @@ func (c *checker) check(ctx context.Context, res *Result) {
 	c.led.mu.Lock()
 	s.SMSets = c.led.smSets
 	c.led.mu.Unlock()
+}
 
-	// What was trimmed, and which of it was pending then.
+// countTrims counts what was trimmed, and returns which of it was pending
+// then (as "stream/id").
+func (c *checker) countTrims(ctx context.Context, s *Summary, fail failf) map[string]bool {
 	trims, err := readTrims(ctx, c.w.rdb)
 	if err != nil {
 		fail("%v", err)
@@ -207,9 +229,11 @@ func (c *checker) check(ctx context.Context, res *Result) {
 			}
 		}
 	}
+	return trimmedPending
+}
 
-	// Every document of every tenant.
-	type place struct{ tenant, coll string }
+// readDocs reads every document of every tenant, by _id.
+func (c *checker) readDocs(ctx context.Context, fail failf) map[place]map[string]storedDoc {
 	docs := map[place]map[string]storedDoc{}
 	for _, tn := range tenants {
 		for _, coll := range []string{"messages", "dead_letters"} {
@@ -225,9 +249,15 @@ func (c *checker) check(ctx context.Context, res *Result) {
 			docs[place{tn, coll}] = m
 		}
 	}
+	return docs
+}
+
+// compareDocs finds each ledger entry's document (lost, wrong or ok) and
+// the documents of no entry; it returns how many ledger messages and dead
+// letters are stored.
+func compareDocs(s *Summary, recs []*record, docs map[place]map[string]storedDoc, trimmedPending map[string]bool, fail failf) (storedMsgs, storedDL int) {
 	seen := map[place]map[string]bool{}
 	var lost, wrong []string
-	storedMsgs, storedDL := 0, 0
 	for _, r := range recs {
 		pl := place{r.Tenant, r.coll()}
 		d, ok := docs[pl][r.DocID()]
@@ -259,6 +289,22 @@ func (c *checker) check(ctx context.Context, res *Result) {
 		}
 		s.OK++
 	}
+	unexpected := unexpectedDocs(s, docs, seen)
+	if s.Lost > 0 {
+		fail("%d entries lost (not stored, not trimmed while pending), e.g. %s", s.Lost, clip(lost))
+	}
+	if s.WrongFields > 0 {
+		fail("%d entries stored with wrong fields, e.g. %s", s.WrongFields, clip(wrong))
+	}
+	if len(unexpected) > 0 {
+		sort.Strings(unexpected)
+		fail("%d documents without a ledger entry (%d in another tenant's database), e.g. %s", len(unexpected), s.Duplicated, clip(unexpected))
+	}
+	return storedMsgs, storedDL
+}
+
+// unexpectedDocs lists (and counts) the documents no ledger entry has seen.
+func unexpectedDocs(s *Summary, docs map[place]map[string]storedDoc, seen map[place]map[string]bool) []string {
 	var unexpected []string
 	for pl, m := range docs {
 		for id, d := range m {
@@ -275,36 +321,30 @@ func (c *checker) check(ctx context.Context, res *Result) {
 			unexpected = append(unexpected, fmt.Sprintf("%s.%s %s (tenantId %s)", dbName(pl.tenant), pl.coll, id, d.TenantID))
 		}
 	}
-	if s.Lost > 0 {
-		fail("%d entries lost (not stored, not trimmed while pending), e.g. %s", s.Lost, clip(lost))
-	}
-	if s.WrongFields > 0 {
-		fail("%d entries stored with wrong fields, e.g. %s", s.WrongFields, clip(wrong))
-	}
-	if len(unexpected) > 0 {
-		sort.Strings(unexpected)
-		fail("%d documents without a ledger entry (%d in another tenant's database), e.g. %s", len(unexpected), s.Duplicated, clip(unexpected))
-	}
+	return unexpected
+}
 
-	// The group's pending list.
+// checkPendingAndSM checks the group's pending list and shared memory.
+func (c *checker) checkPendingAndSM(ctx context.Context, s *Summary, fail failf) {
 	_, state, pending := c.caughtUp(ctx)
 	s.Pending = pending
 	if pending != 0 {
 		fail("the group has %d entries pending after the quiet period (%s)", pending, state)
 	}
-
-	// Shared memory.
 	if w, err := c.smWrong(ctx); err != nil {
 		fail("shared memory: %v", err)
 	} else if len(w) > 0 {
 		s.SMWrong = len(w)
 		fail("%d shared-memory keys whose warm copy is not the last value set, e.g. %s", len(w), clip(w))
 	}
+}
 
-	// Metrics. A counter of an incarnation killed with -9 is known up to
-	// its last scrape (every 200ms, and just before the signal), so the
-	// sums can only fall short of the truth: the checks are those that
-	// hold exactly, and the gaps are reported.
+// checkMetrics checks the replicas' counters against what is stored. A
+// counter of an incarnation killed with -9 is known up to its last scrape
+// (every 200ms, and just before the signal), so the sums can only fall
+// short of the truth: the checks are those that hold exactly, and the gaps
+// are reported.
+func (c *checker) checkMetrics(s *Summary, storedMsgs, storedDL int, fail failf) {
 	var m counters
 	for _, rp := range c.w.replicas {
 		m = m.plus(rp.totals())

@@ -1,18 +1,18 @@
 package chaos
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/chronow/persister/internal/promtext"
 )
 
 // counters are the persister metrics the checker reconciles, summed over
@@ -214,22 +214,7 @@ func (rp *replica) scrape() (counters, error) {
 // parseCounters sums the metric families the checker needs.
 func parseCounters(body string) (counters, error) {
 	var c counters
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		name := line[:i]
+	err := promtext.Each(body, func(name string, v float64) {
 		switch {
 		case strings.HasPrefix(name, "persister_entries_stored_total{"):
 			switch {
@@ -249,6 +234,6 @@ func parseCounters(body string) (counters, error) {
 		case strings.HasPrefix(name, "persister_write_errors_total{") && strings.Contains(name, `class="unknown_outcome"`):
 			c.Unknown += v
 		}
-	}
-	return c, sc.Err()
+	})
+	return c, err
 }

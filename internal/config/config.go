@@ -186,39 +186,71 @@ func LoadFrom(ctx context.Context, l envconfig.Lookuper) (*Config, error) {
 // Validate checks every field and returns all problems at once, each naming
 // the setting and the reason.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
-	}
-	if c.Redis.ClusterNodes == "" {
-		if err := validateRedisURL(c.Redis.URL); err != nil {
-			bad("REDIS_URL", "%v", err)
-		}
-	} else if _, err := c.Redis.Nodes(); err != nil {
-		bad("REDIS_CLUSTER_NODES", "%v", err)
-	}
-	if c.Redis.DB < -1 {
-		bad("REDIS_DB", "must be >= 0, got %d", c.Redis.DB)
-	}
-	if c.Redis.CACert != "" {
-		if _, err := os.Stat(c.Redis.CACert); err != nil {
-			bad("REDIS_CA_CERT", "cannot read %q: %v", c.Redis.CACert, errors.Unwrap(err))
-		}
-	}
-	if strings.ContainsAny(c.Redis.KeyPrefix, "*?[]") {
-		// Escaped in patterns anyway; refused to keep keys unambiguous.
-		bad("REDIS_KEY_PREFIX", "must not contain glob characters *?[], got %q", c.Redis.KeyPrefix)
-	}
-	if _, err := keyspace.ParseForm(c.Redis.KeyPrefixForm); err != nil {
-		bad("PERSISTER_KEY_PREFIX_FORM", "%v", err)
-	}
+	var ps problems
+	c.Redis.validate(&ps)
 	p := c.Persister
+	p.validateNames(&ps)
+	p.validateNumbers(&ps)
+	p.validateDurations(&ps)
+	p.validateModes(&ps)
+	errs := ps.errs
+	if err := c.Chronos.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.validateSecurity()...) // security.go
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+// problems collects what Validate finds wrong, each naming the setting.
+type problems struct {
+	errs []error
+}
+
+func (ps *problems) bad(field, format string, a ...any) {
+	ps.errs = append(ps.errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+}
+
+// validate checks the REDIS_* settings.
+func (r Redis) validate(ps *problems) {
+	if r.ClusterNodes == "" {
+		if err := validateRedisURL(r.URL); err != nil {
+			ps.bad("REDIS_URL", "%v", err)
+		}
+	} else if _, err := r.Nodes(); err != nil {
+		ps.bad("REDIS_CLUSTER_NODES", "%v", err)
+	}
+	if r.DB < -1 {
+		ps.bad("REDIS_DB", "must be >= 0, got %d", r.DB)
+	}
+	if r.CACert != "" {
+		if _, err := os.Stat(r.CACert); err != nil {
+			ps.bad("REDIS_CA_CERT", "cannot read %q: %v", r.CACert, errors.Unwrap(err))
+		}
+	}
+	if strings.ContainsAny(r.KeyPrefix, "*?[]") {
+		// Escaped in patterns anyway; refused to keep keys unambiguous.
+		ps.bad("REDIS_KEY_PREFIX", "must not contain glob characters *?[], got %q", r.KeyPrefix)
+	}
+	if _, err := keyspace.ParseForm(r.KeyPrefixForm); err != nil {
+		ps.bad("PERSISTER_KEY_PREFIX_FORM", "%v", err)
+	}
+}
+
+// validateNames checks the consumer group and consumer names.
+func (p Persister) validateNames(ps *problems) {
 	if p.Group == "" || strings.HasPrefix(p.Group, "sub:") || p.Group == "_init" {
-		bad("PERSISTER_GROUP", "must be non-empty and not a Chronow group name (sub:*, _init), got %q", p.Group)
+		ps.bad("PERSISTER_GROUP", "must be non-empty and not a Chronow group name (sub:*, _init), got %q", p.Group)
 	}
 	if strings.ContainsAny(p.Consumer, " \t\n") {
-		bad("PERSISTER_CONSUMER", "must not contain white space, got %q", p.Consumer)
+		ps.bad("PERSISTER_CONSUMER", "must not contain white space, got %q", p.Consumer)
 	}
+}
+
+// validateNumbers checks the sizes, counts and limits.
+func (p Persister) validateNumbers(ps *problems) {
 	positive := []struct {
 		name string
 		v    int
@@ -235,18 +267,22 @@ func (c *Config) Validate() error {
 	}
 	for _, f := range positive {
 		if f.v <= 0 {
-			bad(f.name, "must be > 0, got %d", f.v)
+			ps.bad(f.name, "must be > 0, got %d", f.v)
 		}
 	}
 	if floor := int64(p.MaxInflightBytes) + 16<<20; p.MemoryLimit < -1 || (p.MemoryLimit > 0 && p.MemoryLimit < floor) {
-		bad("PERSISTER_MEMORY_LIMIT", "must be 0 (auto), -1 (off) or at least PERSISTER_MAX_INFLIGHT_BYTES + 16 MiB (%d), got %d", floor, p.MemoryLimit)
+		ps.bad("PERSISTER_MEMORY_LIMIT", "must be 0 (auto), -1 (off) or at least PERSISTER_MAX_INFLIGHT_BYTES + 16 MiB (%d), got %d", floor, p.MemoryLimit)
 	}
 	if p.MetricsTopStreams < 0 || p.MetricsTopStreams > 1000 {
-		bad("PERSISTER_METRICS_TOP_STREAMS", "must be between 0 (off) and 1000, got %d", p.MetricsTopStreams)
+		ps.bad("PERSISTER_METRICS_TOP_STREAMS", "must be between 0 (off) and 1000, got %d", p.MetricsTopStreams)
 	}
 	if p.BatchSize > 100000 {
-		bad("PERSISTER_BATCH_SIZE", "must be <= 100000 (MongoDB's maxWriteBatchSize), got %d", p.BatchSize)
+		ps.bad("PERSISTER_BATCH_SIZE", "must be <= 100000 (MongoDB's maxWriteBatchSize), got %d", p.BatchSize)
 	}
+}
+
+// validateDurations checks that every interval and timeout is positive.
+func (p Persister) validateDurations(ps *problems) {
 	durations := []struct {
 		name string
 		v    time.Duration
@@ -268,33 +304,29 @@ func (c *Config) Validate() error {
 	}
 	for _, d := range durations {
 		if d.v <= 0 {
-			bad(d.name, "must be a positive duration, got %s", d.v)
+			ps.bad(d.name, "must be a positive duration, got %s", d.v)
 		}
 	}
+}
+
+// validateModes checks the settings that take one of a few words.
+func (p Persister) validateModes(ps *problems) {
 	switch strings.ToLower(p.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("PERSISTER_LOG_LEVEL", "must be debug, info, warn or error, got %q", p.LogLevel)
+		ps.bad("PERSISTER_LOG_LEVEL", "must be debug, info, warn or error, got %q", p.LogLevel)
 	}
 	if p.SMNotify != SMNotifyAuto && p.SMNotify != SMNotifyOff {
-		bad("PERSISTER_SM_NOTIFY", "must be auto or off, got %q", p.SMNotify)
+		ps.bad("PERSISTER_SM_NOTIFY", "must be auto or off, got %q", p.SMNotify)
 	}
 	if p.SMDeleteMode != SMDeleteKeep && p.SMDeleteMode != SMDeleteTombstone {
-		bad("PERSISTER_SM_DELETE_MODE", "must be keep or tombstone, got %q", p.SMDeleteMode)
+		ps.bad("PERSISTER_SM_DELETE_MODE", "must be keep or tombstone, got %q", p.SMDeleteMode)
 	}
 	switch p.LogFormat {
 	case "json", "text":
 	default:
-		bad("PERSISTER_LOG_FORMAT", "must be json or text, got %q", p.LogFormat)
+		ps.bad("PERSISTER_LOG_FORMAT", "must be json or text, got %q", p.LogFormat)
 	}
-	if err := c.Chronos.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	errs = append(errs, c.validateSecurity()...) // security.go
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 }
 
 // Nodes parses REDIS_CLUSTER_NODES (a JSON array of host:port).

@@ -103,13 +103,43 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		return r.readNew(ctx, keys)
 	}
 
-	// A pass starts when a group is due (or urgent) and also reads the
-	// groups due within one Poll: fewer, fuller passes.
 	poll, idle := r.pollIntervals()
-	now := time.Now()
-	var due [][]string
-	nkeys := 0
-	var next time.Time // the earliest time a group is due, when none is now
+	due, nkeys, next := st.dueGroups(groups, urgent, poll, time.Now())
+	if len(due) == 0 {
+		select {
+		case <-time.After(time.Until(next)):
+		case <-changed:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+
+	cmds, per, err := r.readGroups(ctx, due, nkeys)
+	if err != nil {
+		return err
+	}
+	failed, firstErr, err := r.handleGroups(ctx, due, cmds, per, poll, idle)
+	if err != nil {
+		return err
+	}
+	if failed == 0 {
+		st.failures = 0
+		return nil
+	}
+	if failed == len(due) && len(due) == len(groups) {
+		// Nothing answered: the caller backs off (and recreates groups on
+		// NOGROUP).
+		return firstErr
+	}
+	r.someSlotsFailed(failed, len(due), firstErr)
+	return nil
+}
+
+// dueGroups picks the groups a pass reads now. A pass starts when a group
+// is due (or urgent) and also reads the groups due within one Poll: fewer,
+// fuller passes. When none is to be read, next is the earliest time one is
+// due.
+func (st *slotReader) dueGroups(groups [][]string, urgent func(string) bool, poll time.Duration, now time.Time) (due [][]string, nkeys int, next time.Time) {
 	start := false
 	for _, g := range groups {
 		s := st.state(Slot(g[0]))
@@ -130,22 +160,20 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		for _, g := range due {
 			next = earliest(next, st.state(Slot(g[0])).next)
 		}
-		due = nil
+		return nil, nkeys, next
 	}
-	if len(due) == 0 {
-		select {
-		case <-time.After(time.Until(next)):
-		case <-changed:
-		case <-ctx.Done():
-		}
-		return nil
-	}
+	return due, nkeys, next
+}
 
+// readGroups reserves memory for the pass (which sizes it) and reads every
+// due group (nkeys streams in all), at most per entries a stream, one
+// non-blocking XREADGROUP per group; cmds[i] holds the reply for due[i].
+func (r *Reader) readGroups(ctx context.Context, due [][]string, nkeys int) (cmds []*redis.XStreamSliceCmd, per int64, err error) {
 	reserved, err := r.reserve(ctx)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	per := r.perStream(nkeys)
+	per = r.perStream(nkeys)
 	reads := make([]*redis.XReadGroupArgs, len(due))
 	for i, g := range due {
 		args := make([]string, 0, 2*len(g))
@@ -155,7 +183,7 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		}
 		reads[i] = &redis.XReadGroupArgs{Group: r.cfg.Group, Consumer: r.cfg.Consumer, Streams: args, Count: per, Block: -1}
 	}
-	cmds := r.pipelineByMaster(ctx, reads)
+	cmds = r.pipelineByMaster(ctx, reads)
 	var all []redis.XStream
 	for _, c := range cmds {
 		if res, err := c.Result(); err == nil {
@@ -163,12 +191,16 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		}
 	}
 	r.settle(reserved, all)
+	return cmds, per, nil
+}
 
-	now = time.Now()
-	var firstErr error
-	failed := 0
+// handleGroups hands each group's reply on and schedules its next read: a
+// quarter of its quiet time, at least poll and at most idle; a failed group
+// backs off. It returns how many groups failed and the first failure.
+func (r *Reader) handleGroups(ctx context.Context, due [][]string, cmds []*redis.XStreamSliceCmd, per int64, poll, idle time.Duration) (failed int, firstErr, err error) {
+	now := time.Now()
 	for i, g := range due {
-		s := st.state(Slot(g[0]))
+		s := r.slots.state(Slot(g[0]))
 		res, err := cmds[i].Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			failed++
@@ -179,7 +211,7 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		s.failures = 0
 		n, err := r.handleSlot(ctx, g, res, per)
 		if err != nil {
-			return err
+			return failed, firstErr, err
 		}
 		if n > 0 {
 			s.lastEntry = now
@@ -190,24 +222,21 @@ func (r *Reader) readSlots(ctx context.Context, keys []string, changed <-chan st
 		}
 		s.next = now.Add(wait)
 	}
-	if failed == 0 {
-		st.failures = 0
-		return nil
-	}
-	if failed == len(due) && len(due) == len(groups) {
-		// Nothing answered: the caller backs off (and recreates groups on
-		// NOGROUP).
-		return firstErr
-	}
+	return failed, firstErr, nil
+}
+
+// someSlotsFailed reports a pass in which some groups failed and the others
+// were read: OnError, and a throttled warning.
+func (r *Reader) someSlotsFailed(failed, due int, firstErr error) {
+	st := r.slots
 	st.failures++
 	if r.cfg.OnError != nil {
 		r.cfg.OnError(metrics.OpXReadGroup, firstErr)
 	}
 	if retry.Log(st.failures) {
 		r.log.Warn("cluster read failed on some slots; the others are read as usual",
-			"failed_groups", failed, "groups", len(due), "attempt", st.failures, "err", firstErr)
+			"failed_groups", failed, "groups", due, "attempt", st.failures, "err", firstErr)
 	}
-	return nil
 }
 
 // pipelineByMaster sends cmds (cmds[i] reads group due[i]) in one

@@ -45,6 +45,29 @@ func (c *clusterRec) count() int {
 
 // clusterStreams returns n Chronow-like topic keys spread over tenants and
 // checks that they land on every master.
+// startClusterStreams starts a cluster of three masters and returns a
+// client and n stream names spread over its masters (see clusterStreams).
+func startClusterStreams(t *testing.T, n int) (*testenv.Cluster, *redis.ClusterClient, []string) {
+	t.Helper()
+	c := testenv.StartCluster(t, 3)
+	return c, c.Client(t), clusterStreams(t, c, n)
+}
+
+// newClusterRec returns a recorder that acks what it handles in the group
+// "persister", and the reader's streams set to keys.
+func newClusterRec(rdb redis.UniversalClient, keys []string) (*clusterRec, *Streams) {
+	streams := NewStreams()
+	streams.Set(keys)
+	return &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}, streams
+}
+
+// runReader runs r until ctx ends; the channel receives Run's error.
+func runReader(ctx context.Context, r *Reader) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return done
+}
+
 func clusterStreams(t *testing.T, c *testenv.Cluster, n int) []string {
 	t.Helper()
 	var keys []string
@@ -128,12 +151,9 @@ func TestSlotMatchesCluster(t *testing.T) {
 // first this consumer's own pending entries, then new ones, each exactly
 // once, through the slot-grouped pipelined reads; and acks them.
 func TestClusterReader(t *testing.T) {
-	c := testenv.StartCluster(t, 3)
-	rdb := c.Client(t)
+	_, rdb, keys := startClusterStreams(t, 40)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-
-	keys := clusterStreams(t, c, 40)
 	want := xaddAll(t, rdb, keys, 30)
 	// Leave 5 entries of every stream pending on this consumer, as after a
 	// crash: they must be read again first.
@@ -148,11 +168,9 @@ func TestClusterReader(t *testing.T) {
 		}
 	}
 
-	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
+	rec, streams := newClusterRec(rdb, keys)
 	screened := map[string]int{}
 	var smu sync.Mutex
-	streams := NewStreams()
-	streams.Set(keys)
 	r := NewReader(rdb, ReaderConfig{
 		Group: "persister", Consumer: "c1", Count: 100, Block: 200 * time.Millisecond, Poll: 20 * time.Millisecond,
 		Screen: func(_ context.Context, stream string, msgs []redis.XMessage) []redis.XMessage {
@@ -165,8 +183,7 @@ func TestClusterReader(t *testing.T) {
 	if r.slots == nil {
 		t.Fatal("reader of a cluster client does not use the slot reader")
 	}
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	done := runReader(ctx, r)
 
 	total := len(keys) * 30
 	waitFor(t, 30*time.Second, "every entry handled", func() (bool, string) {
@@ -215,24 +232,19 @@ func head(s []string) []string {
 // are still read; after a restart (empty, no persistence) the reader
 // recreates the groups on its streams and reads what is added there.
 func TestClusterReaderNodeDown(t *testing.T) {
-	c := testenv.StartCluster(t, 3)
-	rdb := c.Client(t)
+	c, rdb, keys := startClusterStreams(t, 30)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	keys := clusterStreams(t, c, 30)
 	xaddAll(t, rdb, keys, 1)
 
-	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
-	streams := NewStreams()
-	streams.Set(keys)
+	rec, streams := newClusterRec(rdb, keys)
 	var emu sync.Mutex
 	errs := 0
 	r := NewReader(rdb, ReaderConfig{
 		Group: "persister", Consumer: "c1", Count: 100, Block: 200 * time.Millisecond, Poll: 20 * time.Millisecond,
 		OnError: func(string, error) { emu.Lock(); errs++; emu.Unlock() },
 	}, streams, rec.handle, quiet())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	done := runReader(ctx, r)
 	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
 		return rec.count() == len(keys), fmt.Sprint(rec.count())
 	})
@@ -368,9 +380,7 @@ func TestClusterAckAndClaim(t *testing.T) {
 
 	// Two more per stream left pending by "dead".
 	read("dead", 2)
-	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
-	streams := NewStreams()
-	streams.Set(keys)
+	rec, streams := newClusterRec(rdb, keys)
 	cl := NewClaimer(rdb, ClaimerConfig{
 		Group: "persister", Consumer: "alive", MinIdle: time.Millisecond, Interval: time.Hour, Count: 1,
 		IdleDelete: time.Millisecond,
@@ -423,21 +433,16 @@ func xreadgroupCalls(t *testing.T, c *testenv.Cluster) int64 {
 // once per IdlePoll once their wait has grown, not once per Poll, and that
 // an entry added to a quiet stream is still read.
 func TestClusterReaderIdleBackoff(t *testing.T) {
-	c := testenv.StartCluster(t, 3)
-	rdb := c.Client(t)
+	c, rdb, keys := startClusterStreams(t, 30)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	keys := clusterStreams(t, c, 30)
 	xaddAll(t, rdb, keys, 1)
-	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
-	streams := NewStreams()
-	streams.Set(keys)
+	rec, streams := newClusterRec(rdb, keys)
 	r := NewReader(rdb, ReaderConfig{
 		Group: "persister", Consumer: "c1", Count: 100, Block: time.Second,
 		Poll: 10 * time.Millisecond, IdlePoll: 200 * time.Millisecond,
 	}, streams, rec.handle, quiet())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	done := runReader(ctx, r)
 	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
 		return rec.count() == len(keys), fmt.Sprint(rec.count())
 	})
@@ -477,15 +482,12 @@ func TestClusterReaderMasterHung(t *testing.T) {
 	defer cancel()
 	keys := clusterStreams(t, c, 30)
 	want := xaddAll(t, rdb, keys, 1)
-	rec := &clusterRec{acker: NewAcker(rdb, "persister"), got: map[string][]string{}}
-	streams := NewStreams()
-	streams.Set(keys)
+	rec, streams := newClusterRec(rdb, keys)
 	r := NewReader(rdb, ReaderConfig{
 		Group: "persister", Consumer: "c1", Count: 100, Block: 200 * time.Millisecond,
 		Poll: 10 * time.Millisecond, IdlePoll: 50 * time.Millisecond,
 	}, streams, rec.handle, quiet())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	done := runReader(ctx, r)
 	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
 		return rec.count() == len(keys), fmt.Sprint(rec.count())
 	})

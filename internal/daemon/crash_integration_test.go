@@ -9,7 +9,6 @@ import (
 
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/publisher"
-	"github.com/chronow/persister/internal/testenv"
 )
 
 // TestSIGKILLMidStreamRestart kills the real binary with SIGKILL while a
@@ -17,10 +16,7 @@ import (
 func TestSIGKILLMidStreamRestart(t *testing.T) {
 	ctx := context.Background()
 	bin := e2e.BuildBinary(t)
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}
 	var ledger e2e.Ledger
 

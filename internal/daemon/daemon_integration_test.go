@@ -42,19 +42,14 @@ func messages(n, offset int) []publisher.Message {
 
 func publish(t *testing.T, p *publisher.Publisher, l *e2e.Ledger, ms []publisher.Message) {
 	t.Helper()
-	ids, err := p.PublishBatch(context.Background(), ms)
-	if err != nil {
+	if err := l.Publish(context.Background(), p, ms); err != nil {
 		t.Fatal(err)
 	}
-	l.Add(ms, ids)
 }
 
 func TestEndToEndExactlyOnceAcrossTenants(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}
 	var ledger e2e.Ledger
 

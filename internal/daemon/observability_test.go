@@ -402,10 +402,7 @@ func TestLostCountedWhenTrimmedBeforeStored(t *testing.T) {
 // counter had counted both.)
 func TestTrimmedAfterStoredIsNotLost(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	tenants := []string{"obs-trim2"}
 	const stream = "cw:obs-trim2:default:topic:orders"
 	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}

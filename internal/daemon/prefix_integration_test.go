@@ -11,7 +11,6 @@ import (
 
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/publisher"
-	"github.com/chronow/persister/internal/testenv"
 )
 
 // TestChronowKeyFormsOutOfTheBox: with the default settings (REDIS_KEY_PREFIX
@@ -22,10 +21,7 @@ import (
 // logged once with what to set.
 func TestChronowKeyFormsOutOfTheBox(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	single := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}
 	doubled := &publisher.Publisher{RDB: rdb, Prefix: "cw:", Doubled: true}
 	var ledger e2e.Ledger

@@ -1,18 +1,15 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,23 +19,6 @@ import (
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/testenv"
 )
-
-func httpGet(c *http.Client, u, user, pass string) (int, string, error) {
-	req, err := http.NewRequest(http.MethodGet, u, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	if user != "" {
-		req.SetBasicAuth(user, pass)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
 
 // TestWebConfigProtectsEndpoints serves the endpoints with an
 // exporter-toolkit web config (TLS, basic auth with a bcrypt hash): without
@@ -71,7 +51,7 @@ func TestWebConfigProtectsEndpoints(t *testing.T) {
 		"PERSISTER_WEB_CONFIG_FILE": webCfg,
 		"PERSISTER_PROBE_ADDR":      "127.0.0.1:0",
 	}))
-	var logs syncBuf
+	var logs e2e.LogBuffer
 	d, err := daemon.New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -105,29 +85,29 @@ func TestWebConfigProtectsEndpoints(t *testing.T) {
 	tlsClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}}}
 	base := "https://" + addr
 
-	if code, _, err := httpGet(tlsClient, base+"/metrics", "", ""); err != nil || code != http.StatusUnauthorized {
+	if code, _, err := e2e.HTTPGet(tlsClient, base+"/metrics", "", ""); err != nil || code != http.StatusUnauthorized {
 		t.Errorf("/metrics without credentials: %d %v, want 401", code, err)
 	}
-	if code, _, err := httpGet(tlsClient, base+"/metrics", "prometheus", "wrong"); err != nil || code != http.StatusUnauthorized {
+	if code, _, err := e2e.HTTPGet(tlsClient, base+"/metrics", "prometheus", "wrong"); err != nil || code != http.StatusUnauthorized {
 		t.Errorf("/metrics with a wrong password: %d %v, want 401", code, err)
 	}
-	if code, _, err := httpGet(tlsClient, base+"/readyz", "", ""); err != nil || code != http.StatusUnauthorized {
+	if code, _, err := e2e.HTTPGet(tlsClient, base+"/readyz", "", ""); err != nil || code != http.StatusUnauthorized {
 		t.Errorf("/readyz on the protected port without credentials: %d %v, want 401", code, err)
 	}
-	code, body, err := httpGet(tlsClient, base+"/metrics", "prometheus", password)
+	code, body, err := e2e.HTTPGet(tlsClient, base+"/metrics", "prometheus", password)
 	if err != nil || code != http.StatusOK || !strings.Contains(body, "persister_build_info") {
 		t.Fatalf("/metrics with credentials: %d %v", code, err)
 	}
 	if strings.Contains(body, password) || strings.Contains(body, string(hash)) {
 		t.Error("/metrics shows the web password or its hash")
 	}
-	if code, _, err := httpGet(http.DefaultClient, "http://"+addr+"/metrics", "", ""); err == nil && code == http.StatusOK {
+	if code, _, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/metrics", "", ""); err == nil && code == http.StatusOK {
 		t.Error("plain HTTP answered on the TLS port")
 	}
 	// The probe listener: open, plain, /healthz and /readyz only.
 	var readyz string
 	for path, want := range map[string]int{"/healthz": http.StatusOK, "/readyz": http.StatusOK, "/metrics": http.StatusNotFound} {
-		code, body, err := httpGet(http.DefaultClient, "http://"+probe+path, "", "")
+		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+probe+path, "", "")
 		if err != nil || code != want {
 			t.Errorf("probe %s: %d %v, want %d", path, code, err, want)
 		}
@@ -160,51 +140,19 @@ func TestWebConfigProtectsEndpoints(t *testing.T) {
 	writeWeb("  client_ca_file: " + pki.CACert + "\n  client_auth_type: RequireAndVerifyClientCert\n")
 	noCert := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool}, DisableKeepAlives: true}}
 	e2e.Eventually(t, 30*time.Second, "a client without a certificate refused", func() (bool, string) {
-		code, _, err := httpGet(noCert, base+"/metrics", "prometheus", password)
+		code, _, err := e2e.HTTPGet(noCert, base+"/metrics", "prometheus", password)
 		return err != nil, fmt.Sprint(code)
 	})
 	withCert := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.ClientTLS(), DisableKeepAlives: true}}
-	if code, _, err := httpGet(withCert, base+"/metrics", "prometheus", password); err != nil || code != http.StatusOK {
+	if code, _, err := e2e.HTTPGet(withCert, base+"/metrics", "prometheus", password); err != nil || code != http.StatusOK {
 		t.Errorf("/metrics with a client certificate and credentials: %d %v", code, err)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	for what, text := range map[string]string{"log": logs.String(), "readyz": readyz, "metrics": body} {
-		if err := e2e.Redacted(text, password, string(hash), keyMaterial(t, pki.ServerKey)); err != nil {
+		if err := e2e.Redacted(text, password, string(hash), e2e.KeyMaterial(t, pki.ServerKey)); err != nil {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
-}
-
-// syncBuf is a log sink shared by the daemon's goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// keyMaterial returns the first base64 line of a PEM private key.
-func keyMaterial(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(b), "\n")
-	if len(lines) < 2 || len(lines[1]) < 40 {
-		t.Fatalf("%s: not a PEM key", path)
-	}
-	return lines[1]
 }

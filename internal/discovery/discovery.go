@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/redisconn"
 )
 
 // Reasons a Chronow-shaped key is not consumed (label values of
@@ -108,12 +109,7 @@ func (s *Scanner) Scan(ctx context.Context) (Result, error) {
 		}
 		return nil
 	}
-	var err error
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scanOne(ctx, c) })
-	} else {
-		err = scanOne(ctx, s.rdb)
-	}
+	err := redisconn.ForEachMaster(ctx, s.rdb, scanOne)
 	if err != nil {
 		return Result{}, err
 	}

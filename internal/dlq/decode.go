@@ -115,28 +115,26 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 		dst = bsoncore.AppendNullElement(dst, "reason")
 	}
 
-	if h, ok := field("headers"); ok {
+	// parsed appends a field parsed by appendFn (headers or payload): a
+	// field that does not parse keeps its text in raw, a missing one is
+	// appended by missing.
+	parsed := func(name string, appendFn func(dst []byte, name, text string) ([]byte, []message.Defect),
+		missing func(dst []byte, name string) []byte, missingDefect message.Defect) {
+		v, ok := field(name)
+		if !ok {
+			defects = append(defects, missingDefect)
+			dst = missing(dst, name)
+			return
+		}
 		var ds []message.Defect
-		dst, ds = message.AppendHeaders(dst, "headers", h)
+		dst, ds = appendFn(dst, name, v)
 		if len(ds) > 0 {
 			defects = append(defects, ds...)
-			raw["headers"] = h
+			raw[name] = v
 		}
-	} else {
-		defects = append(defects, message.DefectHeadersMissing)
-		dst = appendEmptyDoc(dst, "headers")
 	}
-	if p, ok := field("payload"); ok {
-		var ds []message.Defect
-		dst, ds = message.AppendPayload(dst, "payload", p)
-		if len(ds) > 0 {
-			defects = append(defects, ds...)
-			raw["payload"] = p
-		}
-	} else {
-		defects = append(defects, message.DefectPayloadMissing)
-		dst = bsoncore.AppendNullElement(dst, "payload")
-	}
+	parsed("headers", message.AppendHeaders, appendEmptyDoc, message.DefectHeadersMissing)
+	parsed("payload", message.AppendPayload, bsoncore.AppendNullElement, message.DefectPayloadMissing)
 
 	failedAt := idTime
 	if s, ok := field("failedAt"); !ok {

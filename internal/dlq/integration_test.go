@@ -25,8 +25,8 @@ import (
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/publisher"
-	"github.com/chronow/persister/internal/testenv"
 )
 
 const prefix = "cw:"
@@ -42,10 +42,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // each exactly once in its own tenant's dead_letters, field for field.
 func TestDeadLetterStreams(t *testing.T) {
 	ctx := ctxT(t, 3*time.Minute)
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	tenants := []string{"acme", "globex"}
 	pub := &publisher.Publisher{RDB: rdb, Prefix: prefix}
 
@@ -173,29 +170,18 @@ func (e entry) docID() string { return message.Identity(e.ns, e.topic, e.id) }
 
 func topicValues(payload string, change func(m map[string]string, order *[]string)) []any {
 	msg := publisher.Message{Payload: payload, Headers: map[string]string{"h": "1"}, PublishedAt: time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)}
-	vs := msg.Values()
-	m := map[string]string{}
-	var order []string
-	for i := 0; i < len(vs); i += 2 {
-		m[vs[i].(string)] = vs[i+1].(string)
-		order = append(order, vs[i].(string))
-	}
-	if change != nil {
-		change(m, &order)
-	}
-	var out []any
-	for _, k := range order {
-		if v, ok := m[k]; ok {
-			out = append(out, k, v)
-		}
-	}
-	return out
+	return changeValues(msg.Values(), change)
 }
 
 func dlqValues(change func(m map[string]string, order *[]string)) []any {
 	d := publisher.DeadLetter{OriginalMsgID: "1732561200000-3", Payload: `{"a":1}`, Reason: "boom", Deliveries: 3,
 		FailedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	vs := d.Values()
+	return changeValues(d.Values(), change)
+}
+
+// changeValues applies change to the field/value list vs (as a map and the
+// fields' order) and returns the list again.
+func changeValues(vs []any, change func(m map[string]string, order *[]string)) []any {
 	m := map[string]string{}
 	var order []string
 	for i := 0; i < len(vs); i += 2 {
@@ -287,10 +273,7 @@ func badInputEntries(tenant string, big string) []entry {
 // empty, and a full redelivery changes nothing.
 func TestBadInput(t *testing.T) {
 	ctx := ctxT(t, 6*time.Minute)
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	tenants := []string{"acme", "globex"}
 
 	big := strings.Repeat("0123456789abcdef", (17<<20)/16) // 17 MiB: over the BSON limit
@@ -551,10 +534,7 @@ func dlqStreams[T any](recs []T, key func(T) string) []string {
 // acked.
 func TestPoison(t *testing.T) {
 	ctx := ctxT(t, 3*time.Minute)
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	tenants := []string{"acme"}
 	env := e2e.Env(t, rs.URL, ms.URI, tenants, map[string]string{"PERSISTER_MAX_DELIVERIES": "3"})
 	consumer := env["PERSISTER_CONSUMER"]
@@ -655,27 +635,8 @@ func TestPoison(t *testing.T) {
 // counter reads one counter from the daemon's registry, as a scrape would.
 func counter(t *testing.T, reg prometheus.Gatherer, family string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != family {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metric
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
+	if ms, _ := promtext.Series(t, reg, family, labels...); len(ms) > 0 {
+		return ms[0].GetCounter().GetValue()
 	}
 	return 0
 }

@@ -129,119 +129,154 @@ func (e entryDoc) build() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defects := append([]message.Defect(nil), e.defects...)
-	raw := map[string]string{}
-	get := func(name string) (string, bool) {
-		if _, off := e.offloaded[name]; off {
-			return "", false
-		}
-		v, ok := e.values[name]
-		if !ok {
-			return "", false
-		}
-		if s, isString := v.(string); isString {
-			return s, true
-		}
-		return fmt.Sprint(v), true
-	}
-	used := map[string]bool{}
-
+	b := &docBuilder{e: e, defects: append([]message.Defect(nil), e.defects...), used: map[string]bool{}}
 	idx, dst := bsoncore.AppendDocumentStart(nil)
-	dst = bsoncore.AppendStringElement(dst, "_id", e.id)
-	dst = bsoncore.AppendStringElement(dst, "topic", e.key.Name)
-	switch {
-	case e.key.Kind != keyspace.KindDLQ:
-		dst = bsoncore.AppendStringElement(dst, "msgId", e.entryID)
-	default:
-		if s, ok := get("originalMsgId"); ok {
-			dst = bsoncore.AppendStringElement(dst, "msgId", s)
-			used["originalMsgId"] = true
-		} else {
-			dst = bsoncore.AppendNullElement(dst, "msgId")
-		}
-	}
-	dst = bsoncore.AppendStringElement(dst, "tenantId", e.key.Tenant)
-	dst = bsoncore.AppendStringElement(dst, "namespace", e.key.Namespace)
-	if e.key.Kind == keyspace.KindDLQ {
-		dst = bsoncore.AppendStringElement(dst, "dlqId", e.entryID)
-	}
-	if e.coll == config.CollDeadLetters {
-		switch {
-		case e.poison:
-			dst = bsoncore.AppendStringElement(dst, "reason", e.reason)
-		default:
-			if s, ok := get("reason"); ok {
-				dst = bsoncore.AppendStringElement(dst, "reason", s)
-				used["reason"] = true
-			} else {
-				dst = bsoncore.AppendNullElement(dst, "reason")
-			}
-		}
-	}
-	if h, ok := get("headers"); ok {
-		var ds []message.Defect
-		dst, ds = message.AppendHeaders(dst, "headers", h)
-		if len(ds) > 0 {
-			defects = append(defects, ds...)
-		} else {
-			used["headers"] = true
-		}
-	} else {
-		dst = appendEmptyDoc(dst, "headers")
-	}
-	if p, ok := get("payload"); ok {
-		var ds []message.Defect
-		dst, ds = message.AppendPayload(dst, "payload", p)
-		if len(ds) > 0 {
-			defects = append(defects, ds...)
-		} else {
-			used["payload"] = true
-		}
-	} else {
-		dst = bsoncore.AppendNullElement(dst, "payload")
-	}
+	b.dst = dst
+	b.appendIdentity()
+	b.appendParsed("headers", message.AppendHeaders, appendEmptyDoc)
+	b.appendParsed("payload", message.AppendPayload, bsoncore.AppendNullElement)
 	if e.coll == config.CollMessages {
-		dst = bsoncore.AppendDateTimeElement(dst, "firstSeenAt", idTime.UnixMilli())
-		size := int64(0)
-		if v, ok := e.values["payload"]; ok {
-			size = int64(len(fmt.Sprint(v)))
-		}
-		dst = bsoncore.AppendInt64Element(dst, "size", size)
+		b.appendSeen(idTime)
 	} else {
-		failedAt := idTime
-		var deliveries int64 = -1
-		if e.poison {
-			failedAt, deliveries = e.now, e.deliveries
-		} else {
-			if s, ok := get("failedAt"); ok {
-				if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-					failedAt = t
-				}
-			}
-			if s, ok := get("deliveries"); ok {
-				if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
-					deliveries = n
-				}
-			}
-		}
-		dst = bsoncore.AppendDateTimeElement(dst, "failedAt", failedAt.UnixMilli())
-		if deliveries >= 0 {
-			dst = bsoncore.AppendInt64Element(dst, "deliveries", deliveries)
-		} else {
-			dst = bsoncore.AppendNullElement(dst, "deliveries")
-		}
+		b.appendFailure(idTime)
 	}
-	for name := range e.values {
-		if s, ok := get(name); ok && !used[name] {
-			raw[name] = s
-		}
-	}
-	dst = e.appendSystem(dst, defects, raw)
+	dst = e.appendSystem(b.dst, b.defects, b.rest())
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	if len(dst) > message.MaxDocBytes {
 		return nil, fmt.Errorf("entry %s: document of %d bytes: %w", e.entryID, len(dst), message.ErrTooLarge)
 	}
 	return dst, nil
+}
+
+// docBuilder holds an entryDoc's document while build appends its fields,
+// the defects found so far and the fields already used (the others go to
+// _system.raw).
+type docBuilder struct {
+	e       entryDoc
+	dst     []byte
+	defects []message.Defect
+	used    map[string]bool
+}
+
+// get returns a field that is kept in the document (not offloaded), as text.
+func (b *docBuilder) get(name string) (string, bool) {
+	if _, off := b.e.offloaded[name]; off {
+		return "", false
+	}
+	v, ok := b.e.values[name]
+	if !ok {
+		return "", false
+	}
+	if s, isString := v.(string); isString {
+		return s, true
+	}
+	return fmt.Sprint(v), true
+}
+
+// appendField appends the entry's field from as the string elem, or null
+// when the field is missing or offloaded.
+func (b *docBuilder) appendField(elem, from string) {
+	if s, ok := b.get(from); ok {
+		b.dst = bsoncore.AppendStringElement(b.dst, elem, s)
+		b.used[from] = true
+	} else {
+		b.dst = bsoncore.AppendNullElement(b.dst, elem)
+	}
+}
+
+// appendIdentity appends _id, topic, msgId, tenantId, namespace, dlqId and
+// reason.
+func (b *docBuilder) appendIdentity() {
+	e := b.e
+	b.dst = bsoncore.AppendStringElement(b.dst, "_id", e.id)
+	b.dst = bsoncore.AppendStringElement(b.dst, "topic", e.key.Name)
+	if e.key.Kind != keyspace.KindDLQ {
+		b.dst = bsoncore.AppendStringElement(b.dst, "msgId", e.entryID)
+	} else {
+		b.appendField("msgId", "originalMsgId")
+	}
+	b.dst = bsoncore.AppendStringElement(b.dst, "tenantId", e.key.Tenant)
+	b.dst = bsoncore.AppendStringElement(b.dst, "namespace", e.key.Namespace)
+	if e.key.Kind == keyspace.KindDLQ {
+		b.dst = bsoncore.AppendStringElement(b.dst, "dlqId", e.entryID)
+	}
+	if e.coll == config.CollDeadLetters {
+		if e.poison {
+			b.dst = bsoncore.AppendStringElement(b.dst, "reason", e.reason)
+		} else {
+			b.appendField("reason", "reason")
+		}
+	}
+}
+
+// appendParsed appends the field name parsed by appendFn (headers or
+// payload); a field that does not parse stays in raw with its defects, a
+// missing one is appended by missing.
+func (b *docBuilder) appendParsed(name string,
+	appendFn func(dst []byte, name, text string) ([]byte, []message.Defect),
+	missing func(dst []byte, name string) []byte) {
+	v, ok := b.get(name)
+	if !ok {
+		b.dst = missing(b.dst, name)
+		return
+	}
+	var ds []message.Defect
+	b.dst, ds = appendFn(b.dst, name, v)
+	if len(ds) > 0 {
+		b.defects = append(b.defects, ds...)
+	} else {
+		b.used[name] = true
+	}
+}
+
+// appendSeen appends a message's firstSeenAt (from the entry id) and size
+// (the payload's length).
+func (b *docBuilder) appendSeen(idTime time.Time) {
+	b.dst = bsoncore.AppendDateTimeElement(b.dst, "firstSeenAt", idTime.UnixMilli())
+	size := int64(0)
+	if v, ok := b.e.values["payload"]; ok {
+		size = int64(len(fmt.Sprint(v)))
+	}
+	b.dst = bsoncore.AppendInt64Element(b.dst, "size", size)
+}
+
+// appendFailure appends a dead letter's failedAt and deliveries: the
+// poison's own, or the entry's fields when they parse (else the entry id's
+// time and null).
+func (b *docBuilder) appendFailure(idTime time.Time) {
+	failedAt := idTime
+	var deliveries int64 = -1
+	if b.e.poison {
+		failedAt, deliveries = b.e.now, b.e.deliveries
+	} else {
+		if s, ok := b.get("failedAt"); ok {
+			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+				failedAt = t
+			}
+		}
+		if s, ok := b.get("deliveries"); ok {
+			if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 {
+				deliveries = n
+			}
+		}
+	}
+	b.dst = bsoncore.AppendDateTimeElement(b.dst, "failedAt", failedAt.UnixMilli())
+	if deliveries >= 0 {
+		b.dst = bsoncore.AppendInt64Element(b.dst, "deliveries", deliveries)
+	} else {
+		b.dst = bsoncore.AppendNullElement(b.dst, "deliveries")
+	}
+}
+
+// rest returns the kept fields no element took, verbatim.
+func (b *docBuilder) rest() map[string]string {
+	raw := map[string]string{}
+	for name := range b.e.values {
+		if s, ok := b.get(name); ok && !b.used[name] {
+			raw[name] = s
+		}
+	}
+	return raw
 }
 
 // appendSystem is message.AppendSystem plus error, source and offloaded.
@@ -317,16 +352,7 @@ func refusedStub(doc bsoncore.Document, ref BlobRef, errText string, now time.Ti
 	}
 	dst = appendEmptyDoc(dst, "headers")
 	dst = bsoncore.AppendNullElement(dst, "payload")
-	sidx, dst := bsoncore.AppendDocumentElementStart(dst, "_system")
-	dst = bsoncore.AppendDateTimeElement(dst, "createdAt", now.UnixMilli())
-	aidx, d := bsoncore.AppendArrayElementStart(dst, "defects")
-	d = bsoncore.AppendStringElement(d, "0", string(DefectRefused))
-	dst, _ = bsoncore.AppendArrayEnd(d, aidx)
-	dst = bsoncore.AppendStringElement(dst, "error", safeString(errText))
-	oidx, d := bsoncore.AppendDocumentElementStart(dst, "offloaded")
-	d = appendRef(d, "document", ref)
-	dst, _ = bsoncore.AppendDocumentEnd(d, oidx)
-	dst, _ = bsoncore.AppendDocumentEnd(dst, sidx)
+	dst = appendRefusedSystem(dst, errText, ref, now, nil)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	return dst
 }
@@ -340,22 +366,35 @@ func refusedDeadLetter(key keyspace.Key, entryID string, ref BlobRef, errText st
 	dst = bsoncore.AppendStringElement(dst, "tenantId", key.Tenant)
 	dst = bsoncore.AppendStringElement(dst, "reason", "persister: refused by the server: "+safeString(errText))
 	dst = bsoncore.AppendDateTimeElement(dst, "failedAt", now.UnixMilli())
+	dst = appendRefusedSystem(dst, errText, ref, now, func(d []byte) []byte {
+		cidx, d := bsoncore.AppendDocumentElementStart(d, "source")
+		d = bsoncore.AppendStringElement(d, "stream", safeString(key.String()))
+		d = bsoncore.AppendStringElement(d, "kind", string(key.Kind))
+		d = bsoncore.AppendStringElement(d, "id", entryID)
+		d, _ = bsoncore.AppendDocumentEnd(d, cidx)
+		return d
+	})
+	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
+	return dst
+}
+
+// appendRefusedSystem appends the _system of a document made for a refused
+// one: createdAt, the refused defect, the error, what source appends (when
+// not nil) and the reference to the refused document in the bucket.
+func appendRefusedSystem(dst []byte, errText string, ref BlobRef, now time.Time, source func(dst []byte) []byte) []byte {
 	sidx, dst := bsoncore.AppendDocumentElementStart(dst, "_system")
 	dst = bsoncore.AppendDateTimeElement(dst, "createdAt", now.UnixMilli())
 	aidx, d := bsoncore.AppendArrayElementStart(dst, "defects")
 	d = bsoncore.AppendStringElement(d, "0", string(DefectRefused))
 	dst, _ = bsoncore.AppendArrayEnd(d, aidx)
 	dst = bsoncore.AppendStringElement(dst, "error", safeString(errText))
-	cidx, d := bsoncore.AppendDocumentElementStart(dst, "source")
-	d = bsoncore.AppendStringElement(d, "stream", safeString(key.String()))
-	d = bsoncore.AppendStringElement(d, "kind", string(key.Kind))
-	d = bsoncore.AppendStringElement(d, "id", entryID)
-	dst, _ = bsoncore.AppendDocumentEnd(d, cidx)
+	if source != nil {
+		dst = source(dst)
+	}
 	oidx, d := bsoncore.AppendDocumentElementStart(dst, "offloaded")
 	d = appendRef(d, "document", ref)
 	dst, _ = bsoncore.AppendDocumentEnd(d, oidx)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, sidx)
-	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	return dst
 }
 

@@ -14,11 +14,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/sethvargo/go-envconfig"
+	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/daemon"
+	"github.com/chronow/persister/internal/testenv"
 )
+
+// StartServers starts a Redis and a MongoDB (FerretDB) for one test and
+// returns them with a client of each; all are closed on cleanup.
+func StartServers(t testing.TB) (*testenv.Redis, *testenv.Mongo, *redis.Client, *mongo.Client) {
+	t.Helper()
+	rs := testenv.StartRedis(t)
+	ms := testenv.StartMongo(t)
+	return rs, ms, rs.Client(t), ms.Client(t)
+}
 
 // DBName returns the database name the helpers give a tenant.
 func DBName(tenant string) string {

@@ -40,6 +40,17 @@ func (l *Ledger) Add(ms []publisher.Message, ids []string) {
 	}
 }
 
+// Publish publishes ms in one batch through p and records what Redis
+// accepted.
+func (l *Ledger) Publish(ctx context.Context, p *publisher.Publisher, ms []publisher.Message) error {
+	ids, err := p.PublishBatch(ctx, ms)
+	if err != nil {
+		return err
+	}
+	l.Add(ms, ids)
+	return nil
+}
+
 // Records returns a copy of the records.
 func (l *Ledger) Records() []Record {
 	l.mu.Lock()
@@ -84,32 +95,43 @@ func (r Report) String() string {
 // _id set matching the ledger exactly (the daemon never writes random ids).
 func Verify(ctx context.Context, t testing.TB, mc *mongo.Client, l *Ledger, tenants []string) Report {
 	t.Helper()
+	rep, err := VerifyOnce(ctx, mc, l, tenants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// VerifyOnce is Verify returning its error. It reads each collection in one
+// batch (FerretDB's cursors are bound to a connection), so a caller may
+// retry it after a server restart.
+func VerifyOnce(ctx context.Context, mc *mongo.Client, l *Ledger, tenants []string) (Report, error) {
 	want := map[string]map[string]bool{}
 	var rep Report
-	for _, r := range l.Records() {
-		if want[r.Msg.Tenant] == nil {
-			want[r.Msg.Tenant] = map[string]bool{}
+	for _, rec := range l.Records() {
+		if want[rec.Msg.Tenant] == nil {
+			want[rec.Msg.Tenant] = map[string]bool{}
 		}
-		if !want[r.Msg.Tenant][r.DocID()] {
+		if !want[rec.Msg.Tenant][rec.DocID()] {
 			rep.Expected++
 		}
-		want[r.Msg.Tenant][r.DocID()] = true
+		want[rec.Msg.Tenant][rec.DocID()] = true
 	}
 	for _, tenant := range tenants {
 		cur, err := mc.Database(DBName(tenant)).Collection("messages").Find(ctx, bson.D{},
-			options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "tenantId", Value: 1}}))
+			options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "tenantId", Value: 1}}).SetBatchSize(100000))
 		if err != nil {
-			t.Fatalf("find in %s: %v", DBName(tenant), err)
+			return rep, fmt.Errorf("find in %s: %w", DBName(tenant), err)
+		}
+		var docs []struct {
+			ID       string `bson:"_id"`
+			TenantID string `bson:"tenantId"`
+		}
+		if err := cur.All(ctx, &docs); err != nil {
+			return rep, fmt.Errorf("read %s: %w", DBName(tenant), err)
 		}
 		seen := map[string]bool{}
-		for cur.Next(ctx) {
-			var d struct {
-				ID       string `bson:"_id"`
-				TenantID string `bson:"tenantId"`
-			}
-			if err := cur.Decode(&d); err != nil {
-				t.Fatal(err)
-			}
+		for _, d := range docs {
 			if d.TenantID != tenant {
 				rep.CrossTenant = append(rep.CrossTenant, tenant+"/"+d.ID)
 			}
@@ -120,10 +142,6 @@ func Verify(ctx context.Context, t testing.TB, mc *mongo.Client, l *Ledger, tena
 				rep.Unexpected = append(rep.Unexpected, tenant+"/"+d.ID)
 			}
 		}
-		if err := cur.Err(); err != nil {
-			t.Fatal(err)
-		}
-		_ = cur.Close(ctx)
 		for id := range want[tenant] {
 			if !seen[id] {
 				rep.Missing = append(rep.Missing, tenant+"/"+id)
@@ -132,7 +150,7 @@ func Verify(ctx context.Context, t testing.TB, mc *mongo.Client, l *Ledger, tena
 	}
 	sort.Strings(rep.Missing)
 	sort.Strings(rep.Unexpected)
-	return rep
+	return rep, nil
 }
 
 // CountStored counts documents in a tenant's messages collection.

@@ -1,7 +1,6 @@
 package faults_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,9 +20,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/e2e"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/testenv"
 )
@@ -231,12 +230,7 @@ func (r *rig) publish(n, payloadBytes int) error {
 	for i := range ms {
 		ms[i] = r.message(start+i, payloadBytes)
 	}
-	ids, err := r.pub.PublishBatch(context.Background(), ms)
-	if err != nil {
-		return err
-	}
-	r.ledger.Add(ms, ids)
-	return nil
+	return r.ledger.Publish(context.Background(), r.pub, ms)
 }
 
 func (r *rig) mustPublish(n, payloadBytes int) {
@@ -425,22 +419,7 @@ func (rp *replica) scrape() (counters, error) {
 		return counters{}, fmt.Errorf("metrics: status %d", code)
 	}
 	var c counters
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		name := line[:i]
+	err = promtext.Each(body, func(name string, v float64) {
 		switch {
 		case strings.HasPrefix(name, "persister_entries_stored_total{") && strings.Contains(name, `outcome="duplicate"`):
 			c.duplicate += v
@@ -457,8 +436,8 @@ func (rp *replica) scrape() (counters, error) {
 		case strings.HasPrefix(name, "persister_write_errors_total{") && strings.Contains(name, `class="fatal"`):
 			c.fatal += v
 		}
-	}
-	return c, sc.Err()
+	})
+	return c, err
 }
 
 // metricValue returns the sum of the samples of one metric family.
@@ -467,17 +446,7 @@ func (rp *replica) metricValue(family string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	sum, found := 0.0, false
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, family+" ") && !strings.HasPrefix(line, family+"{") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			sum, found = sum+v, true
-		}
-	}
+	sum, found := promtext.Sum(body, family)
 	if !found {
 		return 0, fmt.Errorf("metric %s not found", family)
 	}
@@ -752,59 +721,11 @@ func verifyDB(ctx context.Context, t *testing.T, mc *mongo.Client, l *e2e.Ledger
 	var err error
 	for attempt := range 5 {
 		var rep e2e.Report
-		if rep, err = verifyOnce(ctx, mc, l, tenants); err == nil {
+		if rep, err = e2e.VerifyOnce(ctx, mc, l, tenants); err == nil {
 			return rep
 		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
 	}
 	t.Fatalf("verify: %v", err)
 	return e2e.Report{}
-}
-
-func verifyOnce(ctx context.Context, mc *mongo.Client, l *e2e.Ledger, tenants []string) (e2e.Report, error) {
-	want := map[string]map[string]bool{}
-	var rep e2e.Report
-	for _, rec := range l.Records() {
-		if want[rec.Msg.Tenant] == nil {
-			want[rec.Msg.Tenant] = map[string]bool{}
-		}
-		if !want[rec.Msg.Tenant][rec.DocID()] {
-			rep.Expected++
-		}
-		want[rec.Msg.Tenant][rec.DocID()] = true
-	}
-	for _, tenant := range tenants {
-		cur, err := mc.Database(e2e.DBName(tenant)).Collection("messages").Find(ctx, bson.D{},
-			options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "tenantId", Value: 1}}).SetBatchSize(100000))
-		if err != nil {
-			return rep, fmt.Errorf("find in %s: %w", e2e.DBName(tenant), err)
-		}
-		var docs []struct {
-			ID       string `bson:"_id"`
-			TenantID string `bson:"tenantId"`
-		}
-		if err := cur.All(ctx, &docs); err != nil {
-			return rep, fmt.Errorf("read %s: %w", e2e.DBName(tenant), err)
-		}
-		seen := map[string]bool{}
-		for _, d := range docs {
-			if d.TenantID != tenant {
-				rep.CrossTenant = append(rep.CrossTenant, tenant+"/"+d.ID)
-			}
-			if want[tenant][d.ID] {
-				rep.Stored++
-				seen[d.ID] = true
-			} else {
-				rep.Unexpected = append(rep.Unexpected, tenant+"/"+d.ID)
-			}
-		}
-		for id := range want[tenant] {
-			if !seen[id] {
-				rep.Missing = append(rep.Missing, tenant+"/"+id)
-			}
-		}
-	}
-	sort.Strings(rep.Missing)
-	sort.Strings(rep.Unexpected)
-	return rep, nil
 }

@@ -133,17 +133,10 @@ func expectMessage(k skey, id string, f map[string]string) (expectation, error) 
 	if err != nil {
 		return expectation{}, err
 	}
-	var dr defectsAndRaw
-	headers, hinfo, err := decodeJSON(f["headers"])
+	b, err := decodeBody(f)
 	if err != nil {
-		return expectation{}, fmt.Errorf("headers: %w", err)
+		return expectation{}, err
 	}
-	dr.flag("headers", f["headers"], hinfo)
-	payload, pinfo, err := decodeJSON(f["payload"])
-	if err != nil {
-		return expectation{}, fmt.Errorf("payload: %w", err)
-	}
-	dr.flag("payload", f["payload"], pinfo)
 
 	doc := (&wDoc{}).
 		add("_id", k.ns+":"+k.name+":"+id).
@@ -151,8 +144,8 @@ func expectMessage(k skey, id string, f map[string]string) (expectation, error) 
 		add("msgId", id).
 		add("tenantId", k.tenant).
 		add("namespace", k.ns).
-		add("headers", headers).
-		add("payload", payload).
+		add("headers", b.headers).
+		add("payload", b.payload).
 		add("firstSeenAt", wDate(ms)).
 		add("size", int64(len(f["payload"])))
 	if retry {
@@ -168,8 +161,32 @@ func expectMessage(k skey, id string, f map[string]string) (expectation, error) 
 		}
 		doc.add("hash", f["hash"]).add("publishedAt", wDate(pub))
 	}
-	doc.add("_system", dr.system())
-	return expectation{doc: doc, refused: pinfo.arrayInArray}, nil
+	doc.add("_system", b.dr.system())
+	return expectation{doc: doc, refused: b.pinfo.arrayInArray}, nil
+}
+
+// entryBody is an entry's headers and payload as the persister must store them.
+type entryBody struct {
+	headers, payload any
+	pinfo            jsonInfo // what the payload's JSON holds
+	dr               defectsAndRaw
+}
+
+// decodeBody decodes an entry's headers and payload fields and flags the
+// defects of each.
+func decodeBody(f map[string]string) (entryBody, error) {
+	var b entryBody
+	var hinfo jsonInfo
+	var err error
+	if b.headers, hinfo, err = decodeJSON(f["headers"]); err != nil {
+		return b, fmt.Errorf("headers: %w", err)
+	}
+	b.dr.flag("headers", f["headers"], hinfo)
+	if b.payload, b.pinfo, err = decodeJSON(f["payload"]); err != nil {
+		return b, fmt.Errorf("payload: %w", err)
+	}
+	b.dr.flag("payload", f["payload"], b.pinfo)
+	return b, nil
 }
 
 // expectDeadLetter is the dead_letters document of dead-letter entry id.
@@ -185,17 +202,10 @@ func expectDeadLetter(k skey, id string, f map[string]string) (expectation, erro
 	if err != nil {
 		return expectation{}, fmt.Errorf("deliveries: %w", err)
 	}
-	var dr defectsAndRaw
-	headers, hinfo, err := decodeJSON(f["headers"])
+	b, err := decodeBody(f)
 	if err != nil {
-		return expectation{}, fmt.Errorf("headers: %w", err)
+		return expectation{}, err
 	}
-	dr.flag("headers", f["headers"], hinfo)
-	payload, pinfo, err := decodeJSON(f["payload"])
-	if err != nil {
-		return expectation{}, fmt.Errorf("payload: %w", err)
-	}
-	dr.flag("payload", f["payload"], pinfo)
 	doc := (&wDoc{}).
 		add("_id", k.ns+":"+k.name+":"+id).
 		add("topic", k.name).
@@ -204,12 +214,12 @@ func expectDeadLetter(k skey, id string, f map[string]string) (expectation, erro
 		add("namespace", k.ns).
 		add("dlqId", id).
 		add("reason", f["reason"]).
-		add("headers", headers).
-		add("payload", payload).
+		add("headers", b.headers).
+		add("payload", b.payload).
 		add("failedAt", wDate(failed)).
 		add("deliveries", deliveries).
-		add("_system", dr.system())
-	return expectation{doc: doc, refused: pinfo.arrayInArray}, nil
+		add("_system", b.dr.system())
+	return expectation{doc: doc, refused: b.pinfo.arrayInArray}, nil
 }
 
 // stubOf is what must stand where a refused document would be: the

@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/e2e"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/testenv"
 )
 
@@ -175,10 +176,7 @@ func (p *problems) report(what string) {
 func TestChronowInterop(t *testing.T) {
 	node, bundle := producer(t)
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 
 	// Default prefix settings: REDIS_KEY_PREFIX unset (cw:).
 	run := e2e.Start(t, e2e.Env(t, rs.URL, ms.URI, tenants, map[string]string{
@@ -186,7 +184,7 @@ func TestChronowInterop(t *testing.T) {
 	}))
 	reg := run.D.Registry()
 	e2e.Eventually(t, 60*time.Second, "shared-memory live capture up", func() (bool, string) {
-		v := gauge(t, reg, "persister_sm_live_capture")
+		v := promtext.GatherSum(t, reg, "persister_sm_live_capture")
 		return v == 1, fmt.Sprint(v)
 	})
 
@@ -220,7 +218,9 @@ func TestChronowInterop(t *testing.T) {
 		}
 	}
 	// The counter moves just after the write the documents show: poll it.
-	rescued := func() float64 { return labelSum(t, reg, "persister_sm_values_written_total", "op", "rescued") }
+	rescued := func() float64 {
+		return promtext.GatherSum(t, reg, "persister_sm_values_written_total", "op", "rescued")
+	}
 	for end := time.Now().Add(5 * time.Second); rescued() < float64(refusedSM) && time.Now().Before(end); {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -251,48 +251,7 @@ func TestChronowInterop(t *testing.T) {
 	// consumed. Chronow's ensureTopic with redis.keyPrefix set creates an
 	// empty stream under the single prefix beside the doubled one.
 	t.Logf("persister_keys_ignored = %v, persister_sm_keys_ignored_total = %v",
-		gauge(t, reg, "persister_keys_ignored"), gauge(t, reg, "persister_sm_keys_ignored_total"))
-}
-
-// gauge sums the samples of a metric family.
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
-}
-
-// labelSum sums the samples of a metric family whose label has value.
-func labelSum(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return sum
+		promtext.GatherSum(t, reg, "persister_keys_ignored"), promtext.GatherSum(t, reg, "persister_sm_keys_ignored_total"))
 }
 
 // stream is one stream in Redis with all its entries.

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/testenv"
 	"github.com/chronow/persister/metrics"
 )
@@ -27,46 +29,33 @@ func (f *fakeList) get() map[string][]string  { f.mu.Lock(); defer f.mu.Unlock()
 // labels (name, value pairs), and how many series the family has.
 func value(t *testing.T, reg *prometheus.Registry, name string, labels ...string) (float64, int) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
+	ms, all := promtext.Series(t, reg, name, labels...)
+	for _, m := range ms {
+		switch {
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue(), all
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue(), all
 		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			switch {
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue(), len(mf.GetMetric())
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue(), len(mf.GetMetric())
-			}
-		}
-		return -1, len(mf.GetMetric())
 	}
-	return -1, 0
+	return -1, all
+}
+
+// newCollector returns a collector on rdb of cfg (group, layout "cw:" and a
+// 1s interval filled in), its registry and its stream list.
+func newCollector(rdb redis.UniversalClient, cfg Config) (*prometheus.Registry, *fakeList, *Collector) {
+	reg := prometheus.NewRegistry()
+	list := &fakeList{}
+	cfg.Group, cfg.Layout, cfg.Interval = group, keyspace.Layout{Prefix: "cw:"}, time.Second
+	c := New(rdb, cfg, list.get, metrics.New(reg, "test"), reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return reg, list, c
 }
 
 func TestCollectorAggregatesByTenantAndKind(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client(t)
 	ctx := context.Background()
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, "test")
-	list := &fakeList{}
-	c := New(rdb, Config{Group: group, Layout: keyspace.Layout{Prefix: "cw:"}, Interval: time.Second, Kinds: []string{"topic", "dlq"}},
-		list.get, m, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	reg, list, c := newCollector(rdb, Config{Kinds: []string{"topic", "dlq"}})
 
 	a1, a2, b1 := "cw:a:ns:topic:one", "cw:a:other:topic:two", "cw:b:ns:topic:one"
 	oldA := fill(t, rdb, a1, 10)
@@ -155,11 +144,7 @@ func TestCollectorTopStreams(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	rdb := rs.Client(t)
 	ctx := context.Background()
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, "test")
-	list := &fakeList{}
-	c := New(rdb, Config{Group: group, Layout: keyspace.Layout{Prefix: "cw:"}, Interval: time.Second, Kinds: []string{"topic"}, TopStreams: 2},
-		list.get, m, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	reg, list, c := newCollector(rdb, Config{Kinds: []string{"topic"}, TopStreams: 2})
 
 	oldest, middle, newest, idle := "cw:a:ns:topic:oldest", "cw:a:ns:topic:middle", "cw:b:ns:topic:newest", "cw:b:ns:topic:idle"
 	for _, s := range []string{oldest, middle, newest, idle} {

@@ -26,6 +26,31 @@ func fill(t *testing.T, rdb *redis.Client, stream string, n int) []string {
 	return ids
 }
 
+// createGroup creates the group on stream, at its start.
+func createGroup(t *testing.T, rdb *redis.Client, stream string) {
+	t.Helper()
+	if err := rdb.XGroupCreate(context.Background(), stream, group, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// filledGroup adds n entries to stream, creates the group at its start and
+// returns the entries' ids.
+func filledGroup(t *testing.T, rdb *redis.Client, stream string, n int) []string {
+	t.Helper()
+	ids := fill(t, rdb, stream, n)
+	createGroup(t, rdb, stream)
+	return ids
+}
+
+// trim trims stream to its newest maxLen entries.
+func trim(t *testing.T, rdb *redis.Client, stream string, maxLen int64) {
+	t.Helper()
+	if err := rdb.XTrimMaxLen(context.Background(), stream, maxLen).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // read delivers n new entries to the group (as the persister's reader does)
 // and returns their ids.
 func read(t *testing.T, rdb *redis.Client, stream string, n int64) []string {
@@ -99,8 +124,7 @@ func check(t *testing.T, what string, got Measurement, lag, pending, lost int64,
 }
 
 func TestMeasureLagPendingOldest(t *testing.T) {
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client(t)
+	rdb := testenv.StartRedis(t).Client(t)
 	ctx := context.Background()
 	ms := NewMeasurer(rdb, group, 100, true)
 	const s = "cw:t:ns:topic:a"
@@ -114,9 +138,7 @@ func TestMeasureLagPendingOldest(t *testing.T) {
 		t.Errorf("status %d, want %d (no group)", got.Status, StatusNoGroup)
 	}
 	check(t, "no group", got, 5, 0, 0, ids[0])
-	if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
-		t.Fatal(err)
-	}
+	createGroup(t, rdb, s)
 	check(t, "group at 0", measure(t, ms, s), 5, 0, 0, ids[0])
 	first := read(t, rdb, s, 2)
 	check(t, "two delivered", measure(t, ms, s), 3, 2, 0, ids[0])
@@ -150,9 +172,7 @@ func TestMeasureLagPendingOldest(t *testing.T) {
 // Entries trimmed before the group read them: Redis's own lag stays too high
 // forever; the measurement counts them once, across replicas, and corrects it.
 func TestMeasureTrimmedBeforeDelivered(t *testing.T) {
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client(t)
-	ctx := context.Background()
+	rdb := testenv.StartRedis(t).Client(t)
 	replicaA := NewMeasurer(rdb, group, 1000, true)
 	replicaB := NewMeasurer(rdb, group, 1000, true)
 
@@ -169,15 +189,10 @@ func TestMeasureTrimmedBeforeDelivered(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := fmt.Sprintf("cw:t:ns:topic:trim%d", i)
-			ids := fill(t, rdb, s, 100)
-			if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
-				t.Fatal(err)
-			}
+			ids := filledGroup(t, rdb, s, 100)
 			ack(t, rdb, s, read(t, rdb, s, 10))
 			check(t, "before trim", measure(t, replicaA, s), 90, 0, 0, ids[10])
-			if err := rdb.XTrimMaxLen(ctx, s, 20).Err(); err != nil {
-				t.Fatal(err)
-			}
+			trim(t, rdb, s, 20)
 			if tc.readN > 0 {
 				ack(t, rdb, s, read(t, rdb, s, tc.readN))
 			}
@@ -206,15 +221,11 @@ func TestMeasureTrimmedBeforeDelivered(t *testing.T) {
 // A delete inside the unread range makes Redis report lag as null; the
 // measurement still counts it, and counts the deleted entries as lost.
 func TestMeasureNullRedisLag(t *testing.T) {
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client(t)
+	rdb := testenv.StartRedis(t).Client(t)
 	ctx := context.Background()
 	ms := NewMeasurer(rdb, group, 1000, true)
 	const s = "cw:t:ns:topic:del"
-	ids := fill(t, rdb, s, 50)
-	if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
-		t.Fatal(err)
-	}
+	ids := filledGroup(t, rdb, s, 50)
 	ack(t, rdb, s, read(t, rdb, s, 10))
 	if err := rdb.XDel(ctx, s, ids[20], ids[30], ids[40]).Err(); err != nil {
 		t.Fatal(err)
@@ -233,24 +244,17 @@ func TestMeasureNullRedisLag(t *testing.T) {
 // A backlog larger than the count cap is not walked: Redis's figure is used,
 // and an unseen trim is still counted when Redis's figure exceeds the length.
 func TestMeasureBacklogOverCap(t *testing.T) {
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client(t)
-	ctx := context.Background()
+	rdb := testenv.StartRedis(t).Client(t)
 	ms := NewMeasurer(rdb, group, 10, true)
 	const s = "cw:t:ns:topic:big"
-	ids := fill(t, rdb, s, 100)
-	if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
-		t.Fatal(err)
-	}
+	ids := filledGroup(t, rdb, s, 100)
 	ack(t, rdb, s, read(t, rdb, s, 5))
 	got := measure(t, ms, s)
 	check(t, "backlog", got, 95, 0, 0, ids[5])
 	if got.Exact {
 		t.Errorf("exact = true for a backlog over the cap")
 	}
-	if err := rdb.XTrimMaxLen(ctx, s, 50).Err(); err != nil {
-		t.Fatal(err)
-	}
+	trim(t, rdb, s, 50)
 	ack(t, rdb, s, read(t, rdb, s, 1)) // skips entries 5..49, delivers 50
 	got = measure(t, ms, s)
 	check(t, "trimmed backlog", got, 49, 0, 45, ids[51])
@@ -259,19 +263,12 @@ func TestMeasureBacklogOverCap(t *testing.T) {
 
 // Observe-only measurers count nothing and leave the group alone.
 func TestMeasureObserveOnly(t *testing.T) {
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client(t)
-	ctx := context.Background()
+	rdb := testenv.StartRedis(t).Client(t)
 	ms := NewMeasurer(rdb, group, 1000, false)
 	const s = "cw:t:ns:topic:ro"
-	fill(t, rdb, s, 30)
-	if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
-		t.Fatal(err)
-	}
+	filledGroup(t, rdb, s, 30)
 	ack(t, rdb, s, read(t, rdb, s, 5))
-	if err := rdb.XTrimMaxLen(ctx, s, 10).Err(); err != nil {
-		t.Fatal(err)
-	}
+	trim(t, rdb, s, 10)
 	got := measure(t, ms, s)
 	if got.Lag != 10 || got.Lost != 0 {
 		t.Errorf("lag/lost = %d/%d, want 10/0", got.Lag, got.Lost)
@@ -286,18 +283,11 @@ func TestMeasureObserveOnly(t *testing.T) {
 // deployed) are not counted as lost, and Redis sets the counter from the
 // first entry at the first read.
 func TestMeasureTrimBeforeFirstReadNotCounted(t *testing.T) {
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client(t)
-	ctx := context.Background()
+	rdb := testenv.StartRedis(t).Client(t)
 	ms := NewMeasurer(rdb, group, 1000, true)
 	const s = "cw:t:ns:topic:fresh"
-	ids := fill(t, rdb, s, 20)
-	if err := rdb.XGroupCreate(ctx, s, group, "0").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rdb.XTrimMaxLen(ctx, s, 5).Err(); err != nil {
-		t.Fatal(err)
-	}
+	ids := filledGroup(t, rdb, s, 20)
+	trim(t, rdb, s, 5)
 	check(t, "never read", measure(t, ms, s), 5, 0, 0, ids[15])
 	ack(t, rdb, s, read(t, rdb, s, 2))
 	check(t, "first read", measure(t, ms, s), 3, 0, 0, ids[17])

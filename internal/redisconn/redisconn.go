@@ -3,6 +3,7 @@
 package redisconn
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -106,3 +107,13 @@ const (
 	connBuffer     = 8 << 10
 	pipelineBuffer = 32 << 10
 )
+
+// ForEachMaster calls fn on every master of a Redis Cluster, in parallel,
+// or once on rdb itself when it is not a cluster client: for commands such
+// as SCAN that each master answers for its own keys.
+func ForEachMaster(ctx context.Context, rdb redis.UniversalClient, fn func(ctx context.Context, c redis.Cmdable) error) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return fn(ctx, c) })
+	}
+	return fn(ctx, rdb)
+}

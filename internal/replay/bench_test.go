@@ -13,7 +13,6 @@ import (
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/sink"
-	"github.com/chronow/persister/internal/testenv"
 )
 
 // BenchmarkReplay20k replays 20,000 topic entries (4 streams, ~1 KB
@@ -21,8 +20,7 @@ import (
 // verifies. Run: go test -run '^$' -bench Replay20k -benchtime 1x ./internal/replay/
 func BenchmarkReplay20k(b *testing.B) {
 	ctx := context.Background()
-	rs, ms := testenv.StartRedis(b), testenv.StartMongo(b)
-	rdb, mc := rs.Client(b), ms.Client(b)
+	rs, ms, rdb, mc := e2e.StartServers(b)
 	cfg := e2e.Config(b, e2e.Env(b, rs.URL, ms.URI, []string{"acme"}, nil))
 	w, err := sink.New(ctx, cfg.Chronos, sink.Options{})
 	if err != nil {

@@ -203,20 +203,6 @@ func (r *Replayer) estimate(ctx context.Context, key string, rng Range) int64 {
 	return int64(float64(info.Length) * float64(hi-lo+1) / float64(last.Ms-first.Ms+1))
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // docID returns the _id of a BSON document as a string.
 func docID(doc []byte) string {
 	v, err := bson.Raw(doc).LookupErr("_id")

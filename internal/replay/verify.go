@@ -133,18 +133,10 @@ func (r *Replayer) Verify(ctx context.Context, f Filter) (*VerifyReport, error) 
 		rep.Seconds = time.Since(start).Seconds()
 		rep.total()
 	}()
-	keys, unconf, err := r.Streams(ctx, f)
+	keys, m, err := r.plan(ctx, f, "verify", &rep.Unconfigured)
 	if err != nil {
 		return rep, err
 	}
-	for _, k := range unconf {
-		rep.Unconfigured = append(rep.Unconfigured, k.String())
-	}
-	var total int64
-	for _, k := range keys {
-		total += r.estimate(ctx, k.String(), f.Range)
-	}
-	m := newMeter(r.cfg.Progress, r.cfg.TTY, "verify", total)
 	defer m.finish()
 	for _, k := range keys {
 		sv, err := r.verifyStream(ctx, k, f.Range, m)

@@ -82,6 +82,24 @@ func (r *Report) total() {
 	r.Totals = t
 }
 
+// plan lists the streams the filter selects, adds the names of those no
+// tenant configures to unconfigured, and returns a progress meter sized by
+// the selected streams' estimated length.
+func (r *Replayer) plan(ctx context.Context, f Filter, verb string, unconfigured *[]string) ([]keyspace.Key, *meter, error) {
+	keys, unconf, err := r.Streams(ctx, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, k := range unconf {
+		*unconfigured = append(*unconfigured, k.String())
+	}
+	var total int64
+	for _, k := range keys {
+		total += r.estimate(ctx, k.String(), f.Range)
+	}
+	return keys, newMeter(r.cfg.Progress, r.cfg.TTY, verb, total), nil
+}
+
 // Replay reads every selected stream in the filter's range and stores each
 // entry through the idempotent insert path. Entries already stored are
 // counted as present and left as they are. On error the report holds what
@@ -96,18 +114,10 @@ func (r *Replayer) Replay(ctx context.Context, f Filter) (*Report, error) {
 		rep.Seconds = time.Since(start).Seconds()
 		rep.total()
 	}()
-	keys, unconf, err := r.Streams(ctx, f)
+	keys, m, err := r.plan(ctx, f, "replay", &rep.Unconfigured)
 	if err != nil {
 		return rep, err
 	}
-	for _, k := range unconf {
-		rep.Unconfigured = append(rep.Unconfigured, k.String())
-	}
-	var total int64
-	for _, k := range keys {
-		total += r.estimate(ctx, k.String(), f.Range)
-	}
-	m := newMeter(r.cfg.Progress, r.cfg.TTY, "replay", total)
 	lim := &limiter{rate: r.cfg.Rate}
 	for _, k := range keys {
 		sr := newStreamReport(k)
@@ -304,5 +314,5 @@ func (l *limiter) wait(ctx context.Context, n int) error {
 	}
 	due := l.start.Add(time.Duration(float64(l.n) / l.rate * float64(time.Second)))
 	l.n += int64(n)
-	return sleep(ctx, due.Sub(now))
+	return retry.Sleep(ctx, due.Sub(now))
 }

@@ -20,15 +20,13 @@ import (
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/requeue"
 	"github.com/chronow/persister/internal/sink"
-	"github.com/chronow/persister/internal/testenv"
 )
 
 const prefix = "cw:"
 
 func TestRequeue(t *testing.T) {
 	ctx := context.Background()
-	rs, ms := testenv.StartRedis(t), testenv.StartMongo(t)
-	rdb, mc := rs.Client(t), ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	cfg := e2e.Config(t, e2e.Env(t, rs.URL, ms.URI, []string{"acme"}, nil))
 	w, err := sink.New(ctx, cfg.Chronos, sink.Options{})
 	if err != nil {

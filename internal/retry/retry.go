@@ -30,7 +30,16 @@ func (b Backoff) Delay(attempt int) time.Duration {
 
 // Wait sleeps Delay(attempt), or until ctx ends (then it returns ctx.Err()).
 func (b Backoff) Wait(ctx context.Context, attempt int) error {
-	t := time.NewTimer(b.Delay(attempt))
+	return Sleep(ctx, b.Delay(attempt))
+}
+
+// Sleep sleeps d, or until ctx ends (then it returns ctx.Err()). With d <= 0
+// it only returns ctx.Err().
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

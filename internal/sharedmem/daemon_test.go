@@ -6,31 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/chronow/persister/internal/e2e"
-	"github.com/chronow/persister/internal/testenv"
+	"github.com/chronow/persister/internal/promtext"
 )
-
-// sample sums the samples of a family in a registry.
-func sample(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
-}
 
 func storedVal(t *testing.T, mc *mongo.Client, tenant, ns, name string) (any, bool) {
 	t.Helper()
@@ -54,10 +35,7 @@ func storedVal(t *testing.T, mc *mongo.Client, tenant, ns, name string) (any, bo
 // stopped is flushed on the way out.
 func TestDaemonCarriesSharedMemory(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	tenants := []string{"tenant-a", "tenant-b"}
 
 	if err := rdb.Set(ctx, "cw:tenant-a:app:sm:before", `{"v":"before"}`, time.Hour).Err(); err != nil {
@@ -74,18 +52,18 @@ func TestDaemonCarriesSharedMemory(t *testing.T) {
 		return ok && fmt.Sprint(v) == "[{v before}]", fmt.Sprint(v)
 	})
 	e2e.Eventually(t, 20*time.Second, "live capture up", func() (bool, string) {
-		v := sample(t, reg, "persister_sm_live_capture")
+		v := promtext.GatherSum(t, reg, "persister_sm_live_capture")
 		return v == 1, fmt.Sprint(v)
 	})
 	if err := rdb.Set(ctx, "cw:tenant-b:default:sm:during", `"during"`, time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	e2e.Eventually(t, 20*time.Second, "notification received", func() (bool, string) {
-		v := sample(t, reg, "persister_sm_notifications_total")
+		v := promtext.GatherSum(t, reg, "persister_sm_notifications_total")
 		return v >= 1, fmt.Sprint(v)
 	})
 	e2e.Eventually(t, 20*time.Second, "value pending", func() (bool, string) {
-		v := sample(t, reg, "persister_sm_pending_values")
+		v := promtext.GatherSum(t, reg, "persister_sm_pending_values")
 		return v == 1, fmt.Sprint(v)
 	})
 	if _, ok := storedVal(t, mc, "tenant-b", "default", "during"); ok {
@@ -97,7 +75,7 @@ func TestDaemonCarriesSharedMemory(t *testing.T) {
 	if v, ok := storedVal(t, mc, "tenant-b", "default", "during"); !ok || v != "during" {
 		t.Fatalf("after stop: val %v stored %v, want the pending value flushed at stop", v, ok)
 	}
-	if got := sample(t, reg, "persister_sm_found_by_reconcile_total"); got != 1 {
+	if got := promtext.GatherSum(t, reg, "persister_sm_found_by_reconcile_total"); got != 1 {
 		t.Errorf("found by reconcile %v, want 1 (the value set before start)", got)
 	}
 }

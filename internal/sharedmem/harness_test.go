@@ -16,6 +16,7 @@ import (
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/testenv"
 	"github.com/chronow/persister/metrics"
@@ -241,17 +242,10 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 // histogramSum returns the sum of a histogram family's observations.
 func (e *env) histogramSum(name string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ms, _ := promtext.Series(e.t, e.reg, name)
 	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetHistogram().GetSampleSum()
-			}
-		}
+	for _, m := range ms {
+		sum += m.GetHistogram().GetSampleSum()
 	}
 	return sum
 }
@@ -260,28 +254,5 @@ func (e *env) histogramSum(name string) float64 {
 // include the given name=value pairs.
 func (e *env) metric(name string, labels ...string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	samples:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue samples
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
+	return promtext.GatherSum(e.t, e.reg, name, labels...)
 }

@@ -417,6 +417,21 @@ func TestOlderNeverOverwritesNewer(t *testing.T) {
 	}
 }
 
+// envInt returns the integer in the environment variable name, or def when
+// it is not set.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // TestReconcilePassTiming measures reconcile passes over N keys
 // (SM_RECONCILE_KEYS, default 300; FerretDB makes each conditional upsert a
 // scan of the collection, so the default stays small): the first pass after a start (nothing
@@ -425,14 +440,7 @@ func TestOlderNeverOverwritesNewer(t *testing.T) {
 // verifying pass (stored hashes read from the database again).
 func TestReconcilePassTiming(t *testing.T) {
 	ctx := context.Background()
-	n := 300
-	if s := os.Getenv("SM_RECONCILE_KEYS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n = v
-	}
+	n := envInt(t, "SM_RECONCILE_KEYS", 300)
 	e := newEnv(t, 0)
 	pipe := e.rdb.Pipeline()
 	for i := range n {
@@ -493,14 +501,7 @@ func TestReconcilePassTiming(t *testing.T) {
 // written.
 func TestReconcilePassScale(t *testing.T) {
 	ctx := context.Background()
-	n := 3000
-	if s := os.Getenv("SM_SCALE_KEYS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n = v
-	}
+	n := envInt(t, "SM_SCALE_KEYS", 3000)
 	e := newEnv(t, 0)
 	pipe := e.rdb.Pipeline()
 	docs := map[string][]any{}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chronow/persister/internal/discovery"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/redisconn"
 	"github.com/chronow/persister/internal/retry"
 
 	"github.com/chronow/persister/metrics"
@@ -112,12 +113,7 @@ func (c *Carrier) reconcileOnce(ctx context.Context, verify bool) (passResult, e
 		}
 		return c.reconcileChunk(ctx, chunk, verify, &st)
 	}
-	var err error
-	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return scanNode(ctx, n) })
-	} else {
-		err = scanNode(ctx, c.rdb)
-	}
+	err := redisconn.ForEachMaster(ctx, c.rdb, scanNode)
 	return passResult{keys: st.keys.Load(), read: st.read.Load(), same: st.same.Load()}, err
 }
 

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,7 +28,7 @@ type Mongo struct {
 	StateDir string // SQLite directory, kept across Restart
 	Log      string // path of the server's stdout/stderr log
 
-	p *proc
+	serverProc
 }
 
 // MongoOption configures StartMongo.
@@ -193,16 +192,6 @@ func (m *Mongo) Client(t testing.TB) *mongo.Client {
 	return c
 }
 
-// Kill sends SIGKILL to the server and waits until it has exited.
-// It is a no-op if the server is not running.
-func (m *Mongo) Kill(t testing.TB) {
-	t.Helper()
-
-	if err := m.p.kill(); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-}
-
 // Restart starts the server again on the same port with the same state dir
 // (data written before Kill is still there) and waits until it answers a
 // ping. A server still running is killed first.
@@ -211,28 +200,4 @@ func (m *Mongo) Restart(t testing.TB) {
 
 	m.Kill(t)
 	m.Start(t)
-}
-
-// Pause stops the server with SIGSTOP: connections stay open but nothing is
-// answered (clients see timeouts, not connection errors).
-func (m *Mongo) Pause(t testing.TB) {
-	t.Helper()
-
-	if err := m.p.signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("testenv: Pause: %v", err)
-	}
-}
-
-// Resume continues a paused server with SIGCONT.
-func (m *Mongo) Resume(t testing.TB) {
-	t.Helper()
-
-	if err := m.p.signal(syscall.SIGCONT); err != nil {
-		t.Fatalf("testenv: Resume: %v", err)
-	}
-}
-
-// Pid returns the server's process id, or 0 if it is not running.
-func (m *Mongo) Pid() int {
-	return m.p.pid()
 }

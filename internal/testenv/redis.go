@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +24,7 @@ type Redis struct {
 	Dir  string // data directory (AOF/RDB files), kept across Restart
 	Log  string // path of the server's stdout/stderr log
 
-	p   *proc
+	serverProc
 	tls *tls.Config // client TLS config (WithRedisTLS), else nil
 }
 
@@ -212,16 +211,6 @@ func (r *Redis) Client(t testing.TB) *redis.Client {
 	return c
 }
 
-// Kill sends SIGKILL to the server and waits until it has exited.
-// It is a no-op if the server is not running.
-func (r *Redis) Kill(t testing.TB) {
-	t.Helper()
-
-	if err := r.p.kill(); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-}
-
 // Restart starts the server again on the same port with the same data dir
 // and arguments (with WithAppendOnly the data is reloaded from the AOF), and
 // waits until it answers PING. A server still running is killed first.
@@ -230,28 +219,4 @@ func (r *Redis) Restart(t testing.TB) {
 
 	r.Kill(t)
 	r.p.startAndWait(t, r.ping)
-}
-
-// Pause stops the server with SIGSTOP: connections stay open but nothing is
-// answered (clients see timeouts, not connection errors).
-func (r *Redis) Pause(t testing.TB) {
-	t.Helper()
-
-	if err := r.p.signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("testenv: Pause: %v", err)
-	}
-}
-
-// Resume continues a paused server with SIGCONT.
-func (r *Redis) Resume(t testing.TB) {
-	t.Helper()
-
-	if err := r.p.signal(syscall.SIGCONT); err != nil {
-		t.Fatalf("testenv: Resume: %v", err)
-	}
-}
-
-// Pid returns the server's process id, or 0 if it is not running.
-func (r *Redis) Pid() int {
-	return r.p.pid()
 }

@@ -484,3 +484,43 @@ func dialCheck(addr string, timeout time.Duration) error {
 
 	return c.Close()
 }
+
+// serverProc is the process of a server started for one test, with what
+// Redis and Mongo offer on it alike.
+type serverProc struct {
+	p *proc
+}
+
+// Kill sends SIGKILL to the server and waits until it has exited.
+// It is a no-op if the server is not running.
+func (s serverProc) Kill(t testing.TB) {
+	t.Helper()
+
+	if err := s.p.kill(); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+}
+
+// Pause stops the server with SIGSTOP: connections stay open but nothing is
+// answered (clients see timeouts, not connection errors).
+func (s serverProc) Pause(t testing.TB) {
+	t.Helper()
+
+	if err := s.p.signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("testenv: Pause: %v", err)
+	}
+}
+
+// Resume continues a paused server with SIGCONT.
+func (s serverProc) Resume(t testing.TB) {
+	t.Helper()
+
+	if err := s.p.signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("testenv: Resume: %v", err)
+	}
+}
+
+// Pid returns the server's process id, or 0 if it is not running.
+func (s serverProc) Pid() int {
+	return s.p.pid()
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/redisconn"
 )
 
 // Store is what the Syncer needs of the database (sink.Writer).
@@ -327,12 +328,7 @@ func (s *Syncer) scanConfigs(ctx context.Context) ([]string, error) {
 		}
 		return nil
 	}
-	var err error
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, s.rdb)
-	}
+	err := redisconn.ForEachMaster(ctx, s.rdb, scan)
 	return out, err
 }
 

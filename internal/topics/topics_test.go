@@ -19,7 +19,6 @@ import (
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/sink"
-	"github.com/chronow/persister/internal/testenv"
 	"github.com/chronow/persister/internal/topics"
 )
 
@@ -132,10 +131,7 @@ func compare(t *testing.T, got map[[3]string]bson.M, want map[[3]string]int32) {
 func TestDaemonTopics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	rs, ms, rdb, mc := e2e.StartServers(t)
 	want := world(ctx, t, rdb)
 	run := e2e.Start(t, e2e.Env(t, rs.URL, ms.URI, []string{"acme", "globex"}, nil))
 	e2e.Eventually(t, time.Minute, "topics documents", func() (bool, string) {
@@ -153,10 +149,7 @@ func TestDaemonTopics(t *testing.T) {
 func TestSyncer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
-	mc := ms.Client(t)
+	_, ms, rdb, mc := e2e.StartServers(t)
 	want := world(ctx, t, rdb)
 
 	ch, err := config.ReadChronos(e2e.WriteChronos(t, ms.URI, "acme", "globex"))

@@ -57,6 +57,34 @@ func decode(p *Problems, o Object, into any) bool {
 // CheckRendered checks one scenario's rendered manifests against its values.
 func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFiles) error {
 	var p Problems
+	checkKinds(&p, r, e)
+	pod := checkDeployments(&p, r, e, env)
+	checkJobs(&p, r, e, env)
+	svcLabels, svcPort := checkServices(&p, r, e, pod)
+	checkPDBs(&p, r, pod.labels)
+	for _, o := range r.ByKind("ServiceMonitor") {
+		checkServiceMonitor(&p, o, svcLabels, svcPort, e)
+	}
+	checkConfigObjects(&p, r, e, files)
+	for _, o := range r.ByKind("PrometheusRule") {
+		checkPrometheusRule(&p, o, files.Alerts)
+	}
+	for _, o := range r.ByKind("ScaledObject") {
+		checkScaledObject(&p, o, e)
+	}
+	if e.Mode != "standalone" {
+		for _, s := range []string{"persister.sidecarContainer", "name: " + e.ContainerName, "terminationGracePeriodSeconds"} {
+			if !strings.Contains(r.Notes, s) {
+				p.Addf("NOTES.txt (sidecar mode) lacks %q", s)
+			}
+		}
+	}
+	return p.Err()
+}
+
+// checkKinds checks that every object has a namespace and that each kind is
+// rendered as often as the values ask.
+func checkKinds(p *Problems, r *Rendered, e Expect) {
 	kinds := map[string]int{}
 	for _, o := range r.Objects {
 		kinds[o.Kind]++
@@ -79,12 +107,21 @@ func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFile
 	want("Job", b2i(e.Migrate))
 	want("ConfigMap", b2i(e.Dashboard)+b2i(e.Chronos != nil && e.ChronosCreated && e.Chronos.Kind == "ConfigMap"))
 	want("Secret", b2i(e.Chronos != nil && e.ChronosCreated && e.Chronos.Kind == "Secret"))
+}
 
-	var podLabels, podSelector map[string]string
-	var containerPorts []corev1.ContainerPort
+// deployedPod is what the Deployment says of its pods, for the objects that
+// select them.
+type deployedPod struct {
+	labels, selector map[string]string
+	ports            []corev1.ContainerPort
+}
+
+// checkDeployments checks the daemon's Deployment and its pod.
+func checkDeployments(p *Problems, r *Rendered, e Expect, env map[string]string) deployedPod {
+	var pod deployedPod
 	for _, o := range r.ByKind("Deployment") {
 		var d appsv1.Deployment
-		if !decode(&p, o, &d) {
+		if !decode(p, o, &d) {
 			continue
 		}
 		where := "Deployment " + d.Name
@@ -97,20 +134,25 @@ func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFile
 		case !e.KEDA && (d.Spec.Replicas == nil || int(*d.Spec.Replicas) != e.Replicas):
 			p.Addf("%s: spec.replicas = %v, want %d", where, ptrVal(d.Spec.Replicas), e.Replicas)
 		}
-		podLabels = d.Spec.Template.Labels
-		if d.Spec.Selector == nil || !subset(d.Spec.Selector.MatchLabels, podLabels) || len(d.Spec.Selector.MatchLabels) == 0 {
-			p.Addf("%s: selector %v does not match pod labels %v", where, d.Spec.Selector, podLabels)
+		pod.labels = d.Spec.Template.Labels
+		if d.Spec.Selector == nil || !subset(d.Spec.Selector.MatchLabels, pod.labels) || len(d.Spec.Selector.MatchLabels) == 0 {
+			p.Addf("%s: selector %v does not match pod labels %v", where, d.Spec.Selector, pod.labels)
 		} else {
-			podSelector = d.Spec.Selector.MatchLabels
+			pod.selector = d.Spec.Selector.MatchLabels
 		}
-		c := checkPod(&p, where, d.Spec.Template.Spec, e, env, podOpts{serve: true, ownPod: true})
+		c := checkPod(p, where, d.Spec.Template.Spec, e, env, podOpts{serve: true, ownPod: true})
 		if c != nil {
-			containerPorts = c.Ports
+			pod.ports = c.Ports
 		}
 	}
+	return pod
+}
+
+// checkJobs checks the migrate hook Job.
+func checkJobs(p *Problems, r *Rendered, e Expect, env map[string]string) {
 	for _, o := range r.ByKind("Job") {
 		var j batchv1.Job
-		if !decode(&p, o, &j) {
+		if !decode(p, o, &j) {
 			continue
 		}
 		where := "Job " + j.Name
@@ -124,22 +166,27 @@ func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFile
 		je := e
 		je.ContainerName = "persister"
 		je.AllEnv = false // checked once, on the daemon
-		if c := checkPod(&p, where, j.Spec.Template.Spec, je, env, podOpts{ownPod: true}); c != nil {
+		if c := checkPod(p, where, j.Spec.Template.Spec, je, env, podOpts{ownPod: true}); c != nil {
 			if len(c.Args) == 0 || c.Args[0] != "migrate" {
 				p.Addf("%s: args %v, want migrate first", where, c.Args)
 			}
 		}
 	}
-	svcLabels := map[string]string{}
-	svcPort := ""
+}
+
+// checkServices checks the metrics Service against the pods it selects and
+// returns its labels and port name, for the ServiceMonitor.
+func checkServices(p *Problems, r *Rendered, e Expect, pod deployedPod) (svcLabels map[string]string, svcPort string) {
+	svcLabels = map[string]string{}
+	standalone := e.Mode == "standalone"
 	for _, o := range r.ByKind("Service") {
 		var s corev1.Service
-		if !decode(&p, o, &s) {
+		if !decode(p, o, &s) {
 			continue
 		}
 		where := "Service " + s.Name
 		svcLabels = s.Labels
-		wantSel := podSelector
+		wantSel := pod.selector
 		if !standalone {
 			wantSel = e.PodSelector
 		}
@@ -155,13 +202,19 @@ func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFile
 		if sp.TargetPort.String() != "persister-http" {
 			p.Addf("%s: targetPort %s, want persister-http", where, sp.TargetPort.String())
 		}
-		if standalone && !slices.ContainsFunc(containerPorts, func(cp corev1.ContainerPort) bool { return cp.Name == sp.TargetPort.String() }) {
+		if standalone && !slices.ContainsFunc(pod.ports, func(cp corev1.ContainerPort) bool { return cp.Name == sp.TargetPort.String() }) {
 			p.Addf("%s: targetPort %s is no port of the container", where, sp.TargetPort.String())
 		}
 	}
+	return svcLabels, svcPort
+}
+
+// checkPDBs checks that the PodDisruptionBudget selects the pods and limits
+// something.
+func checkPDBs(p *Problems, r *Rendered, podLabels map[string]string) {
 	for _, o := range r.ByKind("PodDisruptionBudget") {
 		var b policyv1.PodDisruptionBudget
-		if !decode(&p, o, &b) {
+		if !decode(p, o, &b) {
 			continue
 		}
 		if b.Spec.Selector == nil || len(b.Spec.Selector.MatchLabels) == 0 || !subset(b.Spec.Selector.MatchLabels, podLabels) {
@@ -171,40 +224,28 @@ func CheckRendered(r *Rendered, e Expect, env map[string]string, files ChartFile
 			p.Addf("PodDisruptionBudget %s: neither maxUnavailable nor minAvailable", b.Name)
 		}
 	}
-	for _, o := range r.ByKind("ServiceMonitor") {
-		checkServiceMonitor(&p, o, svcLabels, svcPort, e)
-	}
+}
+
+// checkConfigObjects checks the dashboard ConfigMap and the chronos.json
+// ConfigMap or Secret.
+func checkConfigObjects(p *Problems, r *Rendered, e Expect, files ChartFiles) {
 	for _, o := range r.ByKind("ConfigMap") {
 		var cm corev1.ConfigMap
-		if !decode(&p, o, &cm) {
+		if !decode(p, o, &cm) {
 			continue
 		}
 		if strings.HasSuffix(cm.Name, "-dashboard") {
-			checkDashboard(&p, cm, e, files.Dashboard)
+			checkDashboard(p, cm, e, files.Dashboard)
 		} else {
-			checkChronosObject(&p, o.Kind, cm.Name, cm.Data, e)
+			checkChronosObject(p, o.Kind, cm.Name, cm.Data, e)
 		}
 	}
 	for _, o := range r.ByKind("Secret") {
 		var s corev1.Secret
-		if decode(&p, o, &s) {
-			checkChronosObject(&p, o.Kind, s.Name, s.StringData, e)
+		if decode(p, o, &s) {
+			checkChronosObject(p, o.Kind, s.Name, s.StringData, e)
 		}
 	}
-	for _, o := range r.ByKind("PrometheusRule") {
-		checkPrometheusRule(&p, o, files.Alerts)
-	}
-	for _, o := range r.ByKind("ScaledObject") {
-		checkScaledObject(&p, o, e)
-	}
-	if !standalone {
-		for _, s := range []string{"persister.sidecarContainer", "name: " + e.ContainerName, "terminationGracePeriodSeconds"} {
-			if !strings.Contains(r.Notes, s) {
-				p.Addf("NOTES.txt (sidecar mode) lacks %q", s)
-			}
-		}
-	}
-	return p.Err()
 }
 
 // podOpts says what kind of pod checkPod looks at.
