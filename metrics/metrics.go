@@ -16,7 +16,10 @@ const (
 	StateConsumed           = "consumed"
 	StateUnconfiguredTenant = "unconfigured_tenant"
 
-	CauseTrimmed = "trimmed_before_stored"
+	// Causes of persister_entries_lost_total: trimmed while pending (read,
+	// not stored), and trimmed before the group read them at all.
+	CauseTrimmed       = "trimmed_before_stored"
+	CauseTrimmedUnread = "trimmed_before_read"
 
 	// Results of persister_flush_duration_seconds.
 	ResultOK    = "ok"
@@ -118,7 +121,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"tenant", "reason"}),
 		Lost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persister_entries_lost_total",
-			Help: "Entries that reached Redis but can never be stored, by cause (e.g. trimmed_before_stored).",
+			Help: "Entries that reached Redis but can never be stored, by cause: trimmed_before_stored (read, trimmed while pending), trimmed_before_read (trimmed before the group read them).",
 		}, []string{"tenant", "cause"}),
 		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persister_entries_malformed_total",

@@ -432,7 +432,7 @@ func lostLogged(reps []*replica) (int, error) {
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			line := sc.Bytes()
-			if !strings.Contains(string(line), "counted as lost") {
+			if !strings.Contains(string(line), "before they were stored; counted as lost") {
 				continue
 			}
 			var v struct {

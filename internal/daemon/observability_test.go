@@ -363,7 +363,7 @@ func TestLostCountedWhenTrimmedBeforeStored(t *testing.T) {
 		}
 		var lost, stored float64
 		for _, s := range ss {
-			lost += s.sum("persister_entries_lost_total", "cause", "trimmed_before_stored")
+			lost += s.sum("persister_entries_lost_total", "cause", "trimmed_before_read")
 			stored += s.sum("persister_entries_stored_total", "collection", "messages")
 		}
 		lag := max(ss[0].sum("persister_stream_lag_entries"), ss[1].sum("persister_stream_lag_entries"))

@@ -39,6 +39,7 @@ func (d *Daemon) consumedStreams() map[string][]string {
 func (d *Daemon) initSeries() {
 	for id := range d.tenants {
 		d.m.Lost.WithLabelValues(id, metrics.CauseTrimmed)
+		d.m.Lost.WithLabelValues(id, metrics.CauseTrimmedUnread)
 		for _, class := range metrics.WriteErrorClasses() {
 			d.m.WriteErrors.WithLabelValues(id, class)
 		}

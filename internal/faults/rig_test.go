@@ -290,12 +290,17 @@ func (p *producer) Stop() {
 
 // counters are the persister metrics a row reports, summed over labels.
 type counters struct {
-	inserted, duplicate, lost, claimed, acked, unknownOutcome, fatal float64
+	inserted, duplicate, claimed, acked, unknownOutcome, fatal float64
+	// lost counts entries trimmed while pending (cause
+	// trimmed_before_stored); lostUnread those trimmed before the group read
+	// them (trimmed_before_read, counted by the lag measurement).
+	lost, lostUnread float64
 }
 
 func (c counters) plus(o counters) counters {
-	return counters{c.inserted + o.inserted, c.duplicate + o.duplicate, c.lost + o.lost,
-		c.claimed + o.claimed, c.acked + o.acked, c.unknownOutcome + o.unknownOutcome, c.fatal + o.fatal}
+	return counters{inserted: c.inserted + o.inserted, duplicate: c.duplicate + o.duplicate,
+		claimed: c.claimed + o.claimed, acked: c.acked + o.acked, unknownOutcome: c.unknownOutcome + o.unknownOutcome,
+		fatal: c.fatal + o.fatal, lost: c.lost + o.lost, lostUnread: c.lostUnread + o.lostUnread}
 }
 
 // replica is one persister process with a fixed metrics port; counters of
@@ -425,6 +430,8 @@ func (rp *replica) scrape() (counters, error) {
 			c.duplicate += v
 		case strings.HasPrefix(name, "persister_entries_stored_total{"):
 			c.inserted += v
+		case strings.HasPrefix(name, "persister_entries_lost_total{") && strings.Contains(name, `cause="trimmed_before_read"`):
+			c.lostUnread += v
 		case strings.HasPrefix(name, "persister_entries_lost_total{"):
 			c.lost += v
 		case strings.HasPrefix(name, "persister_entries_claimed_total{"):
@@ -643,13 +650,14 @@ func (r *rig) existingStreams(ctx context.Context) []string {
 // report prints the row's line and keeps it for the final table.
 func (r *rig) report(fault string, res result) {
 	lost := fmt.Sprintf("%d", res.excused)
-	if res.excused > 0 || res.counters.lost > 0 {
+	if res.excused > 0 || res.counters.lost+res.counters.lostUnread > 0 {
 		var parts []string
 		for reason, n := range res.lostWhy {
 			parts = append(parts, fmt.Sprintf("%d %s", n, reason))
 		}
 		sort.Strings(parts)
-		parts = append(parts, fmt.Sprintf("persister_entries_lost_total %d", int(res.counters.lost)))
+		parts = append(parts, fmt.Sprintf("persister_entries_lost_total trimmed_before_stored %d, trimmed_before_read %d",
+			int(res.counters.lost), int(res.counters.lostUnread)))
 		lost += " (" + strings.Join(parts, "; ") + ")"
 	}
 	line := fmt.Sprintf("row %-8s %-44s published %6d  stored %6d  duplicates %5d  lost %s  recovered in %s",

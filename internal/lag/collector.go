@@ -6,7 +6,7 @@
 // that reads XINFO STREAM, XINFO GROUPS and XPENDING atomically, counts the
 // entries after the group's last-delivered-id (bounded), and detects entries
 // that were trimmed before the group saw them. Such entries are counted in
-// persister_entries_lost_total{cause="trimmed_before_stored"} and the group's
+// persister_entries_lost_total{cause="trimmed_before_read"} and the group's
 // entries-read counter is corrected in the same atomic step, so a loss is
 // counted once across passes, restarts and replicas: sum() over replicas is
 // the true total. The gauges (lag, pending, oldest age) describe shared
@@ -170,7 +170,7 @@ func (c *Collector) Collect(ctx context.Context) error {
 		}
 		r := res[i]
 		if r.Lost > 0 {
-			c.m.Lost.WithLabelValues(s.tenant, metrics.CauseTrimmed).Add(float64(r.Lost))
+			c.m.Lost.WithLabelValues(s.tenant, metrics.CauseTrimmedUnread).Add(float64(r.Lost))
 			c.log.Warn("entries were removed from the stream before the persister read them; counted as lost",
 				"tenant", s.tenant, "stream", r.Stream, "count", r.Lost,
 				"after_id", r.LastDelivered, "next_id", r.NextID)

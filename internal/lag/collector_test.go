@@ -102,7 +102,7 @@ func TestCollectorAggregatesByTenantAndKind(t *testing.T) {
 		t.Errorf("oldest age of a/topic = %v s, want the age of %s", age, oldA[0])
 	}
 	lost := func() float64 {
-		v, _ := value(t, reg, "persister_entries_lost_total", "tenant", "b", "cause", metrics.CauseTrimmed)
+		v, _ := value(t, reg, "persister_entries_lost_total", "tenant", "b", "cause", metrics.CauseTrimmedUnread)
 		return v
 	}
 	if got := lost(); got != 15 {

@@ -11,16 +11,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/budget"
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/consumer"
-	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/keyspace"
@@ -63,11 +60,7 @@ type Tenant struct {
 	readers  []*consumer.Reader
 	claimer  *consumer.Claimer
 	holds    *hold.Set // entries handed to the batcher, not yet let go
-	// dbs and writeTimeout serve the check of trimmed entries (ackTrimmed).
-	dbs interface {
-		Database(string) (*mongo.Database, error)
-	}
-	writeTimeout time.Duration
+	trims        *trimChecks // second looks for trimmed entries (trimmed.go)
 	budget       *budget.Budget
 	m            *metrics.Metrics
 	log          *slog.Logger
@@ -87,8 +80,6 @@ func New(d Deps) *Tenant {
 		m:            d.Metrics,
 		log:          log,
 		holds:        hold.NewSet(d.Budget, d.Metrics.InflightEntries.WithLabelValues(d.Tenant), 3*p.ClaimMinIdle),
-		dbs:          d.Store,
-		writeTimeout: p.WriteTimeout,
 		budget:       d.Budget,
 	}
 	tp.batcher = batch.New(batch.Config{
@@ -111,6 +102,7 @@ func New(d Deps) *Tenant {
 			Screen:  d.Screen,
 		}, tp.streams, tp.handle, log))
 	}
+	tp.trims = newTrimChecks(d.Tenant, d.Store, p.WriteTimeout, d.Metrics, log)
 	tp.claimer = newClaimer(d, tp)
 	return tp
 }
@@ -125,6 +117,7 @@ func (tp *Tenant) State() batch.State { return tp.batcher.State() }
 func (tp *Tenant) Run(readCtx, drainCtx context.Context) error {
 	var g errgroup.Group
 	g.Go(func() error { return tp.batcher.Run(drainCtx) })
+	g.Go(func() error { tp.trims.run(drainCtx); return nil })
 	var readers errgroup.Group
 	for _, r := range tp.readers {
 		readers.Go(func() error { return r.Run(readCtx) })
@@ -132,6 +125,7 @@ func (tp *Tenant) Run(readCtx, drainCtx context.Context) error {
 	readers.Go(func() error { return tp.claimer.Run(readCtx) })
 	err := readers.Wait()
 	tp.batcher.Close()
+	tp.trims.close()
 	return errors.Join(err, g.Wait())
 }
 
@@ -176,7 +170,7 @@ func (tp *Tenant) handle(ctx context.Context, stream string, msgs []redis.XMessa
 		}
 	}
 	if len(trimmed) > 0 {
-		tp.ackTrimmed(ctx, key, trimmed)
+		tp.ackTrimmed(ctx, key, trimmed, now)
 	}
 	return nil
 }
@@ -202,82 +196,4 @@ func (tp *Tenant) decode(ctx context.Context, key keyspace.Key, dec entry.Decode
 	}
 	tp.log.Error("entry cannot be stored; left pending", "stream", key.String(), "id", msg.ID, "err", err)
 	return batch.Item{}, false
-}
-
-// ackTrimmed acknowledges pending entries whose body was trimmed away:
-// they can never be stored now. Those whose document is in MongoDB all the
-// same (a write that landed before a crash, or whose answer was lost) are
-// not lost; the others are counted as lost, with a warning naming them.
-// When MongoDB cannot be asked, all are counted (an upper bound, said so).
-func (tp *Tenant) ackTrimmed(ctx context.Context, key keyspace.Key, ids []string) {
-	stream := key.String()
-	if err := tp.acker.Ack(ctx, map[string][]string{stream: ids}); err != nil {
-		tp.log.Warn("ack of trimmed entries failed; will retry when re-read", "stream", stream, "err", err)
-		return
-	}
-	lost, err := tp.notStored(ctx, key, ids)
-	if err != nil {
-		tp.log.Warn("could not check which trimmed entries were stored; all are counted as lost", "stream", stream, "err", err)
-		lost = ids
-	}
-	if len(lost) == 0 {
-		tp.log.Info("pending entries were trimmed from the stream after they were stored", "stream", stream, "count", len(ids))
-		return
-	}
-	tp.m.Lost.WithLabelValues(tp.tenant, metrics.CauseTrimmed).Add(float64(len(lost)))
-	tp.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost",
-		"stream", stream, "kind", string(key.Kind), "count", len(lost), "first_id", lost[0], "last_id", lost[len(lost)-1])
-}
-
-// notStored returns the ids of entries of key with no document: neither
-// their usual one, nor a dead letter the persister made of them.
-func (tp *Tenant) notStored(ctx context.Context, key keyspace.Key, ids []string) ([]string, error) {
-	db, err := tp.dbs.Database(tp.tenant)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, tp.writeTimeout)
-	defer cancel()
-	usual := config.CollMessages
-	if key.Kind == keyspace.KindDLQ {
-		usual = config.CollDeadLetters
-	}
-	byDoc := map[string]string{} // document _id -> entry id
-	var usualIDs, dlIDs []string
-	for _, id := range ids {
-		u, p, r := message.Identity(key.Namespace, key.Name, id), dlq.PoisonID(key, id), dlq.RefusedID(key, id)
-		byDoc[u], byDoc[p], byDoc[r] = id, id, id
-		usualIDs = append(usualIDs, u)
-		dlIDs = append(dlIDs, p, r)
-	}
-	found := map[string]bool{}
-	lookups := []struct {
-		coll string
-		ids  []string
-	}{{usual, usualIDs}, {config.CollDeadLetters, dlIDs}}
-	for _, l := range lookups {
-		coll, docIDs := l.coll, l.ids
-		cur, err := db.Collection(coll).Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: docIDs}}}},
-			options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
-		if err != nil {
-			return nil, fmt.Errorf("look for trimmed entries in %s.%s: %w", db.Name(), coll, err)
-		}
-		for cur.Next(ctx) {
-			if s, ok := cur.Current.Lookup("_id").StringValueOK(); ok {
-				found[byDoc[s]] = true
-			}
-		}
-		err = cur.Err()
-		_ = cur.Close(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("look for trimmed entries in %s.%s: %w", db.Name(), coll, err)
-		}
-	}
-	var lost []string
-	for _, id := range ids {
-		if !found[id] {
-			lost = append(lost, id)
-		}
-	}
-	return lost, nil
 }
