@@ -59,11 +59,11 @@ type Tenant struct {
 	rdb      redis.UniversalClient
 	readers  []*consumer.Reader
 	claimer  *consumer.Claimer
-	holds    *hold.Set // entries handed to the batcher, not yet let go
-	trims        *trimChecks // second looks for trimmed entries (trimmed.go)
-	budget       *budget.Budget
-	m            *metrics.Metrics
-	log          *slog.Logger
+	holds    *hold.Set   // entries handed to the batcher, not yet let go
+	trims    *trimChecks // second looks for trimmed entries (trimmed.go)
+	budget   *budget.Budget
+	m        *metrics.Metrics
+	log      *slog.Logger
 }
 
 // New builds a tenant's pipeline; nothing runs until Run.
@@ -71,16 +71,16 @@ func New(d Deps) *Tenant {
 	p := d.Settings
 	log := d.Log.With("tenant", d.Tenant)
 	tp := &Tenant{
-		tenant:       d.Tenant,
-		layout:       d.Layout,
-		streams:      consumer.NewStreams(),
-		acker:        d.Acker,
-		decoders:     d.Decoders,
-		rdb:          d.RDB,
-		m:            d.Metrics,
-		log:          log,
-		holds:        hold.NewSet(d.Budget, d.Metrics.InflightEntries.WithLabelValues(d.Tenant), 3*p.ClaimMinIdle),
-		budget:       d.Budget,
+		tenant:   d.Tenant,
+		layout:   d.Layout,
+		streams:  consumer.NewStreams(),
+		acker:    d.Acker,
+		decoders: d.Decoders,
+		rdb:      d.RDB,
+		m:        d.Metrics,
+		log:      log,
+		holds:    hold.NewSet(d.Budget, d.Metrics.InflightEntries.WithLabelValues(d.Tenant), 3*p.ClaimMinIdle),
+		budget:   d.Budget,
 	}
 	tp.batcher = batch.New(batch.Config{
 		Tenant: d.Tenant, MaxItems: p.BatchSize, MaxBytes: p.BatchBytes, Linger: p.BatchLinger,

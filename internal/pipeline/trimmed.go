@@ -63,15 +63,19 @@ type trimMiss struct {
 // entries that had no document, and counts those still missing as lost.
 // One goroutine per tenant (run) does it, so readers never wait.
 type trimChecks struct {
-	tenant       string
-	dbs          interface{ Database(string) (*mongo.Database, error) }
+	tenant string
+	dbs    interface {
+		Database(string) (*mongo.Database, error)
+	}
 	writeTimeout time.Duration
 	in           chan trimMiss
 	m            *metrics.Metrics
 	log          *slog.Logger
 }
 
-func newTrimChecks(tenant string, dbs interface{ Database(string) (*mongo.Database, error) }, writeTimeout time.Duration, m *metrics.Metrics, log *slog.Logger) *trimChecks {
+func newTrimChecks(tenant string, dbs interface {
+	Database(string) (*mongo.Database, error)
+}, writeTimeout time.Duration, m *metrics.Metrics, log *slog.Logger) *trimChecks {
 	return &trimChecks{tenant: tenant, dbs: dbs, writeTimeout: writeTimeout, in: make(chan trimMiss, 256), m: m, log: log}
 }
 
