@@ -14,6 +14,7 @@ import (
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/metrics"
 )
 
@@ -30,8 +31,9 @@ func trimSettle(writeTimeout time.Duration) time.Duration {
 // ackTrimmed acknowledges pending entries whose body was trimmed away:
 // they can never be stored now. Those whose document is in MongoDB all the
 // same (a write that landed before a crash, or whose answer was lost) are
-// not lost. Those with no document are handed to the second look
-// (trimChecks), since the last write of a replica that died may still land.
+// not lost. Those with no document, or all when MongoDB does not answer,
+// are handed to the second look (trimChecks), since the last write of a
+// replica that died may still land.
 func (tp *Tenant) ackTrimmed(ctx context.Context, key keyspace.Key, ids []string, now time.Time) {
 	stream := key.String()
 	if err := tp.acker.Ack(ctx, map[string][]string{stream: ids}); err != nil {
@@ -40,8 +42,7 @@ func (tp *Tenant) ackTrimmed(ctx context.Context, key keyspace.Key, ids []string
 	}
 	missing, err := tp.trims.notStored(ctx, key, ids)
 	if err != nil {
-		tp.trims.count(key, ids, fmt.Errorf("first look: %w", err))
-		return
+		missing = ids // all are looked for again, until MongoDB answers
 	}
 	if stored := len(ids) - len(missing); stored > 0 {
 		tp.log.Info("pending entries were trimmed from the stream after they were stored", "stream", stream, "count", stored)
@@ -83,26 +84,16 @@ func newTrimChecks(tenant string, dbs interface {
 func (tc *trimChecks) close() { close(tc.in) }
 
 // run takes misses until close, each looked at again once its settle time
-// has passed. When ctx ends (the shutdown grace is over) the remaining ones
-// are counted without a second look: an upper bound, said in the log.
+// has passed, and again (with backoff) while MongoDB does not answer. When
+// ctx ends (the shutdown grace is over) the remaining ones are counted
+// without a look: an upper bound, said in the log.
 func (tc *trimChecks) run(ctx context.Context) {
 	settle := trimSettle(tc.writeTimeout)
 	for miss := range tc.in {
-		if ctx.Err() == nil {
-			t := time.NewTimer(time.Until(miss.at.Add(settle)))
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-		}
-		if ctx.Err() != nil {
-			tc.count(miss.key, miss.ids, fmt.Errorf("no second look: %w", ctx.Err()))
-			continue
-		}
-		lost, err := tc.notStored(ctx, miss.key, miss.ids)
+		_ = retry.Sleep(ctx, time.Until(miss.at.Add(settle)))
+		lost, err := tc.look(ctx, miss)
 		if err != nil {
-			tc.count(miss.key, miss.ids, fmt.Errorf("second look: %w", err))
+			tc.count(miss.key, miss.ids, err)
 			continue
 		}
 		if stored := len(miss.ids) - len(lost); stored > 0 {
@@ -110,6 +101,25 @@ func (tc *trimChecks) run(ctx context.Context) {
 				"stream", miss.key.String(), "count", stored)
 		}
 		tc.count(miss.key, lost, nil)
+	}
+}
+
+// look returns the ids of miss still without a document, asking MongoDB
+// until it answers or ctx ends.
+func (tc *trimChecks) look(ctx context.Context, miss trimMiss) ([]string, error) {
+	backoff := retry.Backoff{Base: 500 * time.Millisecond, Max: 10 * time.Second}
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("no second look before the stop: %w", err)
+		}
+		lost, err := tc.notStored(ctx, miss.key, miss.ids)
+		if err == nil {
+			return lost, nil
+		}
+		if retry.Log(attempt) {
+			tc.log.Warn("could not look for trimmed entries in MongoDB; retrying", "stream", miss.key.String(), "attempt", attempt, "err", err)
+		}
+		_ = backoff.Wait(ctx, attempt)
 	}
 }
 
@@ -122,7 +132,7 @@ func (tc *trimChecks) count(key keyspace.Key, ids []string, lookErr error) {
 	tc.m.Lost.WithLabelValues(tc.tenant, metrics.CauseTrimmed).Add(float64(len(ids)))
 	args := []any{"stream", key.String(), "kind", string(key.Kind), "count", len(ids), "first_id", ids[0], "last_id", ids[len(ids)-1]}
 	if lookErr != nil {
-		args = append(args, "err", lookErr, "note", "MongoDB could not be asked; some of them may be stored (an upper bound)")
+		args = append(args, "err", lookErr, "note", "not looked for in MongoDB before the stop; some of them may be stored (an upper bound)")
 	}
 	tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost", args...)
 }
