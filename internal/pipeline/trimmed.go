@@ -22,6 +22,10 @@ import (
 // second time for trimmed entries with no document.
 const maxTrimSettle = 5 * time.Second
 
+// lastLook bounds the one look made for trimmed entries once the stop's
+// grace period is over.
+const lastLook = 2 * time.Second
+
 // trimSettle is how long after a first miss the persister looks again for
 // a trimmed entry's document: the write timeout, at most maxTrimSettle.
 func trimSettle(writeTimeout time.Duration) time.Duration {
@@ -105,11 +109,16 @@ func (tc *trimChecks) run(ctx context.Context) {
 }
 
 // look returns the ids of miss still without a document, asking MongoDB
-// until it answers or ctx ends.
+// until it answers or ctx ends; then it asks once more, briefly.
 func (tc *trimChecks) look(ctx context.Context, miss trimMiss) ([]string, error) {
 	backoff := retry.Backoff{Base: 500 * time.Millisecond, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastLook)
+			defer cancel()
+			if lost, lerr := tc.notStored(last, miss.key, miss.ids); lerr == nil {
+				return lost, nil
+			}
 			return nil, fmt.Errorf("no second look before the stop: %w", err)
 		}
 		lost, err := tc.notStored(ctx, miss.key, miss.ids)
