@@ -10,10 +10,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/replay"
+	"github.com/chronow/persister/internal/rescue"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
 	"github.com/chronow/persister/metrics"
@@ -135,7 +135,7 @@ func replayConfig(cfg *config.Config, o replayOptions, decoders map[keyspace.Kin
 	if !o.verify {
 		log := newLogger(stderr, cfg.Persister)
 		m := metrics.New(prometheus.NewRegistry(), version)
-		rc.Rescuer = dlq.NewRescuer(dlq.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
+		rc.Rescuer = rescue.NewRescuer(rescue.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
 			w, nil, m, log.With("part", "rescue"))
 		rc.Topics = topics.New(topics.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
 			rdb, w, log.With("part", "topics"))

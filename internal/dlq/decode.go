@@ -1,9 +1,7 @@
-// Package dlq stores what Chronow dead-lettered and everything the persister
-// cannot store the usual way: Chronow's dead-letter stream entries become
-// dead_letters documents; entries whose document is too large or refused by
-// the server are kept as a stub document plus their raw bytes in a
-// GridFS-compatible bucket; entries delivered too often without being stored
-// (poison) are dead-lettered with the last error and acknowledged.
+// Package dlq handles dead letters: Chronow's dead-letter stream entries
+// become dead_letters documents (Decoder), and entries delivered too often
+// without being stored (poison) are dead-lettered with the last error and
+// acknowledged (Poison).
 //
 // Every document made here has a deterministic _id, so a redelivered entry
 // finds its document already stored (duplicate key = success) and the
@@ -133,7 +131,7 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 			raw[name] = v
 		}
 	}
-	parsed("headers", message.AppendHeaders, appendEmptyDoc, message.DefectHeadersMissing)
+	parsed("headers", message.AppendHeaders, message.AppendEmptyDoc, message.DefectHeadersMissing)
 	parsed("payload", message.AppendPayload, bsoncore.AppendNullElement, message.DefectPayloadMissing)
 
 	failedAt := idTime
@@ -165,8 +163,4 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 		return message.Doc{ID: docID, Defects: defects}, fmt.Errorf("dead-letter entry %s: %d bytes: %w", id, len(dst), message.ErrTooLarge)
 	}
 	return message.Doc{ID: docID, Raw: dst, Defects: defects}, nil
-}
-
-func appendEmptyDoc(dst []byte, name string) []byte {
-	return bsoncore.AppendDocumentElement(dst, name, []byte{5, 0, 0, 0, 0})
 }

@@ -239,7 +239,7 @@ func (e *topicEntry) appendHeaders(dst []byte) []byte {
 	h, ok := e.field(fHeaders)
 	if !ok {
 		e.faults.Add(DefectHeadersMissing)
-		return appendEmptyDoc(dst, "headers")
+		return AppendEmptyDoc(dst, "headers")
 	}
 	dst, ds := AppendHeaders(dst, "headers", h)
 	if len(ds) > 0 {
@@ -410,13 +410,13 @@ func AppendHeaders(dst []byte, name, text string) ([]byte, []Defect) {
 	t := strings.TrimLeft(text, " \t\r\n")
 	if !strings.HasPrefix(t, "{") {
 		if bsonjson.Valid([]byte(text)) {
-			return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotObject}
+			return AppendEmptyDoc(dst, name), []Defect{DefectHeadersNotObject}
 		}
-		return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
+		return AppendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
 	}
 	out, res, err := bsonjson.AppendElement(dst, name, []byte(text))
 	if err != nil {
-		return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
+		return AppendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
 	}
 	var ds []Defect
 	if res.EscapedKeys {
@@ -468,7 +468,9 @@ func uniq(ds []Defect) []Defect {
 	return out
 }
 
-func appendEmptyDoc(dst []byte, name string) []byte {
+// AppendEmptyDoc appends the empty document {} as the element name (the
+// headers of an entry that has none).
+func AppendEmptyDoc(dst []byte, name string) []byte {
 	return bsoncore.AppendDocumentElement(dst, name, []byte{5, 0, 0, 0, 0})
 }
 
