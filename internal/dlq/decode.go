@@ -1,7 +1,7 @@
 // Package dlq handles dead letters: Chronow's dead-letter stream entries
-// become dead_letters documents (Decoder), and entries delivered too often
-// without being stored (poison) are dead-lettered with the last error and
-// acknowledged (Poison).
+// become dead_letters documents (Build, decoded by internal/entry), and
+// entries delivered too often without being stored (poison) are
+// dead-lettered with the last error and acknowledged (Poison).
 //
 // Every document made here has a deterministic _id, so a redelivered entry
 // finds its document already stored (duplicate key = success) and the
@@ -13,11 +13,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
-	"github.com/chronow/persister/internal/batch"
-	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 )
@@ -38,25 +35,6 @@ const (
 var dlqFields = map[string]bool{
 	"originalMsgId": true, "payload": true, "headers": true,
 	"reason": true, "deliveries": true, "failedAt": true,
-}
-
-// Decoder decodes dead-letter stream entries into dead_letters documents. It
-// implements entry.Decoder.
-type Decoder struct{}
-
-// Decode builds the dead_letters document of one dead-letter entry. Defects
-// are stored in the document and returned for the metrics; the error is
-// message.ErrTooLarge (or an invalid entry id) when no document can be built.
-func (Decoder) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
-	doc, err := Build(key, msg.ID, msg.Values, now)
-	if err != nil {
-		return batch.Item{}, doc.Defects, err
-	}
-	t, _ := message.IDTime(msg.ID)
-	return batch.Item{
-		Stream: key.String(), ID: msg.ID, Kind: string(key.Kind),
-		Collection: config.CollDeadLetters, Doc: doc.Raw, Time: t,
-	}, doc.Defects, nil
 }
 
 // Build builds the dead_letters document for the dead-letter entry id of the

@@ -7,12 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
-	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/internal/rescue"
@@ -269,22 +267,6 @@ func TestBuildTooLarge(t *testing.T) {
 	_, err := Build(testKey, "1-1", v, time.Now())
 	if !errors.Is(err, message.ErrTooLarge) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
-	}
-}
-
-func TestDecoder(t *testing.T) {
-	it, defects, err := Decoder{}.Decode(testKey, redis.XMessage{ID: "5-0", Values: good()}, time.Now())
-	if err != nil || len(defects) != 0 {
-		t.Fatalf("Decode: %v %v", defects, err)
-	}
-	if it.Collection != config.CollDeadLetters || it.Stream != testKey.String() || it.ID != "5-0" || it.Kind != "dlq" {
-		t.Errorf("item: got %+v", it)
-	}
-	if !it.Time.Equal(time.UnixMilli(5)) {
-		t.Errorf("time: got %v", it.Time)
-	}
-	if _, _, err := (Decoder{}).Decode(testKey, redis.XMessage{ID: "bad", Values: good()}, time.Now()); err == nil {
-		t.Error("bad id: want an error")
 	}
 }
 

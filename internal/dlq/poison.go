@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
@@ -151,27 +148,20 @@ func (p *Poison) deadLetter(ctx context.Context, stream string, msgs []redis.XMe
 	if err != nil {
 		return err
 	}
-	db, err := p.w.Database(key.Tenant)
-	if err != nil {
-		return err
-	}
 	coll := rescue.Collection(key.Kind)
 	now := time.Now()
 	var docs [][]byte
 	var acked []string
 	var stored []string
 	for _, msg := range msgs {
-		docID := message.Identity(key.Namespace, key.Name, msg.ID)
-		fctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-		err := db.Collection(coll).FindOne(fctx, bson.D{{Key: "_id", Value: docID}}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
-		cancel()
-		switch {
-		case err == nil:
+		found, err := p.w.Stored(ctx, key.Tenant, coll, message.Identity(key.Namespace, key.Name, msg.ID))
+		if err != nil {
+			return err
+		}
+		if found {
 			stored = append(stored, msg.ID)
 			acked = append(acked, msg.ID)
 			continue
-		case !errors.Is(err, mongo.ErrNoDocuments):
-			return fmt.Errorf("look up %s in %s: %w", docID, coll, err)
 		}
 		last, ok := p.memo.Last(stream, msg.ID)
 		if !ok {

@@ -7,13 +7,11 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/batch"
-	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/keyspace"
-	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/internal/sink"
 )
@@ -36,6 +34,47 @@ type writer struct {
 	store    Store
 	timeout  time.Duration
 	attempts int
+}
+
+// Writer writes the dead letters the persister makes itself (internal/dlq's
+// poison) directly, not through a batcher, with the fields too large for a
+// document in the raw_entries bucket.
+type Writer struct {
+	w     writer
+	blobs *blobs
+}
+
+// NewWriter returns a Writer through store: each insert is bounded by
+// timeout, and tried at most attempts times while the server is
+// unavailable.
+func NewWriter(store Store, timeout time.Duration, attempts int, log *slog.Logger) *Writer {
+	w := writer{store: store, timeout: timeout, attempts: attempts}
+	return &Writer{w: w, blobs: &blobs{w: w, log: log}}
+}
+
+// Stored reports whether the tenant's collection coll holds a document
+// with _id id.
+func (w *Writer) Stored(ctx context.Context, tenant, coll, id string) (bool, error) {
+	db, err := w.w.store.Database(tenant)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.w.timeout)
+	defer cancel()
+	err = db.Collection(coll).FindOne(ctx, bson.D{{Key: "_id", Value: id}}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up %s in %s: %w", id, coll, err)
+}
+
+// Insert stores every doc in the tenant's collection coll (inserted or
+// already there) or returns the last error.
+func (w *Writer) Insert(ctx context.Context, tenant, coll string, docs [][]byte) error {
+	return w.w.insert(ctx, tenant, coll, docs)
 }
 
 // insert stores every doc (inserted or already there) or returns the last
@@ -77,74 +116,4 @@ func (w writer) insert(ctx context.Context, tenant, coll string, docs [][]byte) 
 // insertBackoff spaces the attempts of a direct insert: 200ms doubling to 3.2s.
 func insertBackoff() retry.Backoff {
 	return retry.Backoff{Base: 200 * time.Millisecond, Max: 3200 * time.Millisecond}
-}
-
-// Writer writes the dead letters the persister makes itself (internal/dlq's
-// poison) directly, not through a batcher, with the fields too large for a
-// document in the raw_entries bucket.
-type Writer struct {
-	w     writer
-	blobs *blobs
-}
-
-// NewWriter returns a Writer through store: each insert is bounded by
-// timeout, and tried at most attempts times while the server is
-// unavailable.
-func NewWriter(store Store, timeout time.Duration, attempts int, log *slog.Logger) *Writer {
-	w := writer{store: store, timeout: timeout, attempts: attempts}
-	return &Writer{w: w, blobs: &blobs{w: w, log: log}}
-}
-
-// Database returns the tenant's database.
-func (w *Writer) Database(tenant string) (*mongo.Database, error) {
-	return w.w.store.Database(tenant)
-}
-
-// Insert stores every doc in the tenant's collection coll (inserted or
-// already there) or returns the last error.
-func (w *Writer) Insert(ctx context.Context, tenant, coll string, docs [][]byte) error {
-	return w.w.insert(ctx, tenant, coll, docs)
-}
-
-// DeadLetter describes a dead letter the persister makes itself for a raw
-// stream entry.
-type DeadLetter struct {
-	// ID is the document's _id.
-	ID string
-	// Key is the entry's stream, parsed; Stream is its name as read.
-	Key    keyspace.Key
-	Stream string
-	Msg    redis.XMessage
-	// Defect is the one defect recorded.
-	Defect message.Defect
-	// Reason, then ": " and Error (valid UTF-8, bounded), is the reason
-	// field; Error is also _system.error.
-	Reason, Error string
-	// Deliveries is the deliveries field; failedAt is Now.
-	Deliveries int64
-	Now        time.Time
-}
-
-// DeadLetter stores the fields of d's entry that would make the document
-// too large in the bucket and returns the dead_letters document to insert,
-// which keeps the other fields and references the stored ones.
-func (w *Writer) DeadLetter(ctx context.Context, d DeadLetter) ([]byte, error) {
-	e := entryDoc{
-		coll: config.CollDeadLetters, id: d.ID, key: d.Key, entryID: d.Msg.ID,
-		values: message.Fields(d.Msg.Values), defects: []message.Defect{d.Defect}, errText: d.Error,
-		own: true, deliveries: d.Deliveries, now: d.Now, reason: d.Reason + ": " + safeString(d.Error),
-	}
-	if off := chooseOffload(e.values); len(off) > 0 {
-		e.offloaded = map[string]BlobRef{}
-		for _, name := range off {
-			ref, err := w.blobs.put(ctx, d.Key.Tenant, fileID(config.CollDeadLetters, e.id, name), []byte(fmt.Sprint(e.values[name])), blobMeta{
-				tenant: d.Key.Tenant, stream: d.Stream, streamID: d.Msg.ID, field: name, contentType: ContentField,
-			}, d.Now)
-			if err != nil {
-				return nil, fmt.Errorf("store field %q of %s in the %s bucket: %w", name, d.Msg.ID, Bucket, err)
-			}
-			e.offloaded[name] = ref
-		}
-	}
-	return e.build()
 }
