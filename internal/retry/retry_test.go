@@ -1,7 +1,6 @@
 package retry
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -59,7 +58,7 @@ func TestLog(t *testing.T) {
 }
 
 func TestFailures(t *testing.T) {
-	var buf bytes.Buffer
+	var buf strings.Builder
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	var f Failures
 	for i := 1; i <= 2*LogEvery; i++ {
