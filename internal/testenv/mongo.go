@@ -94,13 +94,7 @@ func StartMongoLater(t testing.TB, opts ...MongoOption) *Mongo {
 	}
 
 	bin := ferretDBBin(t)
-	port := FreePort(t)
-	tmp := t.TempDir()
-	stateDir := filepath.Join(tmp, "state")
-
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
+	port, tmp, stateDir := serverDirs(t, "state")
 
 	logLevel := os.Getenv(EnvFerretDBLogLevel)
 	if logLevel == "" {
