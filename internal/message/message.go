@@ -392,14 +392,7 @@ func appendPayload(dst []byte, name, text string, src []byte) ([]byte, []Defect)
 		}
 		return bsoncore.AppendStringElement(dst, name, text), []Defect{DefectPayloadNotJSON}
 	}
-	var ds []Defect
-	if res.EscapedKeys {
-		ds = append(ds, DefectKeysEscaped)
-	}
-	if res.Replaced {
-		ds = append(ds, DefectPayloadUnicode)
-	}
-	return out, ds
+	return out, transcodeDefects(res, DefectKeysEscaped, DefectPayloadUnicode)
 }
 
 // AppendHeaders appends a headers JSON text, which must be an object. Other
@@ -418,14 +411,20 @@ func AppendHeaders(dst []byte, name, text string) ([]byte, []Defect) {
 	if err != nil {
 		return AppendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
 	}
+	return out, transcodeDefects(res, DefectHeadersKeysEscaped, DefectHeadersUnicode)
+}
+
+// transcodeDefects returns escaped if the transcoding escaped keys and
+// replaced if it replaced text with no exact UTF-8 form.
+func transcodeDefects(res bsonjson.Result, escaped, replaced Defect) []Defect {
 	var ds []Defect
 	if res.EscapedKeys {
-		ds = append(ds, DefectHeadersKeysEscaped)
+		ds = append(ds, escaped)
 	}
 	if res.Replaced {
-		ds = append(ds, DefectHeadersUnicode)
+		ds = append(ds, replaced)
 	}
-	return out, ds
+	return ds
 }
 
 // AppendSystem appends the _system sub-document: createdAt, and when the
