@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -288,18 +287,8 @@ func logSchedule(cfg Config, hist *history, res *Result, faults []Fault) {
 // buildPersister builds ./cmd/persister into dir and returns the binary's
 // path.
 func buildPersister(ctx context.Context, dir string, log *slog.Logger) (string, error) {
-	root, err := testenv.Root()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "persister")
 	log.Info("building the persister binary")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/persister")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, out)
-	}
-	return bin, nil
+	return e2e.Build(ctx, dir)
 }
 
 // scrape keeps each replica's counters fresh (the last scrape before a kill

@@ -2,10 +2,8 @@ package faults_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -54,16 +52,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	root, err := repoRoot()
-	if err != nil {
+	if bin, err = e2e.Build(context.Background(), dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	bin = filepath.Join(dir, "persister")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/persister")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build persister: %v\n%s", err, out)
 		return 1
 	}
 	code := m.Run()
@@ -78,23 +68,6 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
 }
 
 // rig is one row's world: servers, tenants, the ledger, the replicas.
@@ -187,19 +160,12 @@ func (r *rig) writeChronosWith(uris map[string]string) string {
 
 // message k of the row's sequence, spread over tenants, namespaces, topics.
 func (r *rig) message(k, payloadBytes int) publisher.Message {
-	nt := len(r.tenants)
 	payload := fmt.Sprintf(`{"seq":%d,"row":%q,"big":9007199254740993`, k, r.row)
 	if pad := payloadBytes - len(payload) - 10; pad > 0 {
 		payload += `,"pad":"` + strings.Repeat("x", pad) + `"`
 	}
 	payload += "}"
-	return publisher.Message{
-		Tenant:    r.tenants[k%nt],
-		Namespace: namespaces[(k/nt)%len(namespaces)],
-		Topic:     topics[(k/(nt*len(namespaces)))%len(topics)],
-		Payload:   payload,
-		Headers:   map[string]string{"traceId": fmt.Sprintf("%s-%d", r.row, k)},
-	}
+	return e2e.Spread{Tenants: r.tenants, Namespaces: namespaces, Topics: topics}.Message(k, payload, fmt.Sprintf("%s-%d", r.row, k))
 }
 
 // publish adds n entries and records their ids in the ledger.
