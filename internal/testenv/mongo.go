@@ -94,7 +94,13 @@ func StartMongoLater(t testing.TB, opts ...MongoOption) *Mongo {
 	}
 
 	bin := ferretDBBin(t)
-	port, tmp, stateDir := serverDirs(t, "state")
+	port := FreePort(t)
+	tmp := t.TempDir()
+	stateDir := filepath.Join(tmp, "state")
+
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
 
 	logLevel := os.Getenv(EnvFerretDBLogLevel)
 	if logLevel == "" {

@@ -90,18 +90,6 @@ func redisServerBin(t testing.TB) string {
 	return bin
 }
 
-// serverDirs returns a free port for a server, a temp dir of the test for
-// its log, and the sub-directory sub of it (created) for its data.
-func serverDirs(t testing.TB, sub string) (port int, tmp, dir string) {
-	t.Helper()
-	port, tmp = FreePort(t), t.TempDir()
-	dir = filepath.Join(tmp, sub)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	return port, tmp, dir
-}
-
 // StartRedis starts redis-server on a free port with its data in a temp dir
 // and waits until PING answers PONG. Without options there is no
 // persistence (no RDB snapshots, no AOF). The server is killed on cleanup.
@@ -114,7 +102,13 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	}
 
 	bin := redisServerBin(t)
-	port, tmp, dir := serverDirs(t, "data")
+	port := FreePort(t)
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "data")
+
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
 
 	args := []string{
 		"--port", strconv.Itoa(port),
