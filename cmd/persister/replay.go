@@ -10,10 +10,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/replay"
+	"github.com/chronow/persister/internal/rescue"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/topics"
 	"github.com/chronow/persister/metrics"
@@ -135,7 +135,7 @@ func replayConfig(cfg *config.Config, o replayOptions, decoders map[keyspace.Kin
 	if !o.verify {
 		log := newLogger(stderr, cfg.Persister)
 		m := metrics.New(prometheus.NewRegistry(), version)
-		rc.Rescuer = dlq.NewRescuer(dlq.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
+		rc.Rescuer = rescue.NewRescuer(rescue.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
 			w, nil, m, log.With("part", "rescue"))
 		rc.Topics = topics.New(topics.Config{Layout: cfg.Layout(), WriteTimeout: cfg.Persister.WriteTimeout},
 			rdb, w, log.With("part", "topics"))
@@ -147,31 +147,35 @@ func replayConfig(cfg *config.Config, o replayOptions, decoders map[keyspace.Kin
 // an entry Redis holds has no document.
 func verifyReport(ctx context.Context, r *replay.Replayer, o replayOptions, stdout io.Writer) error {
 	rep, err := r.Verify(ctx, o.filter)
-	if werr := writeReport(stdout, o.format, o.limit, rep); werr != nil && err == nil {
-		err = werr
-	}
-	if err != nil {
-		return err
-	}
-	if !rep.Complete() {
-		return fmt.Errorf("verify: %d entries Redis holds have no document in MongoDB", rep.Totals.MissingInMongo)
-	}
-	return nil
+	return reportOutcome(stdout, o, rep, err, func() error {
+		if !rep.Complete() {
+			return fmt.Errorf("verify: %d entries Redis holds have no document in MongoDB", rep.Totals.MissingInMongo)
+		}
+		return nil
+	})
 }
 
 // replayReport replays, writes the report and fails when an entry was refused.
 func replayReport(ctx context.Context, r *replay.Replayer, o replayOptions, stdout io.Writer) error {
 	rep, err := r.Replay(ctx, o.filter)
+	return reportOutcome(stdout, o, rep, err, func() error {
+		if rep.Totals.Refused > 0 {
+			return fmt.Errorf("replay: %d entries refused (listed in the report)", rep.Totals.Refused)
+		}
+		return nil
+	})
+}
+
+// reportOutcome writes the report of a run that ended with err and returns
+// err, else the error of writing the report, else what failed says of it.
+func reportOutcome(stdout io.Writer, o replayOptions, rep textReport, err error, failed func() error) error {
 	if werr := writeReport(stdout, o.format, o.limit, rep); werr != nil && err == nil {
 		err = werr
 	}
 	if err != nil {
 		return err
 	}
-	if rep.Totals.Refused > 0 {
-		return fmt.Errorf("replay: %d entries refused (listed in the report)", rep.Totals.Refused)
-	}
-	return nil
+	return failed()
 }
 
 // textReport is a report that prints itself.

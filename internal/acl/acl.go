@@ -10,7 +10,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,20 +136,11 @@ func (r *Refusals) Status() string {
 	if len(r.by) == 0 {
 		return ""
 	}
-	names := make([]string, 0, len(r.by))
-	for n := range r.by {
-		names = append(names, n)
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(r.by)) {
+		parts = append(parts, n+": "+r.by[n])
 	}
-	sort.Strings(names)
-	var b strings.Builder
-	b.WriteString("refused by the Redis ACL (grant these commands, see README Security): ")
-	for i, n := range names {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(n + ": " + r.by[n])
-	}
-	return b.String()
+	return "refused by the Redis ACL (grant these commands, see README Security): " + strings.Join(parts, "; ")
 }
 
 func (r *Refusals) observe(cmd redis.Cmder, err error) {

@@ -109,6 +109,15 @@ func (e *encoder) skipWS() {
 	}
 }
 
+// skipDigits advances past ASCII digits and returns how many there were.
+func (e *encoder) skipDigits() int {
+	start := e.pos
+	for e.pos < len(e.src) && e.src[e.pos] >= '0' && e.src[e.pos] <= '9' {
+		e.pos++
+	}
+	return e.pos - start
+}
+
 func (e *encoder) header(t byte, key string) {
 	e.dst = append(e.dst, t)
 	e.dst = append(e.dst, key...)
@@ -431,20 +440,14 @@ func (e *encoder) number(key string) error {
 	case c == '0':
 		e.pos++
 	case c >= '1' && c <= '9':
-		for e.pos < len(e.src) && e.src[e.pos] >= '0' && e.src[e.pos] <= '9' {
-			e.pos++
-		}
+		e.skipDigits()
 	default:
 		return e.errorf("invalid number")
 	}
 	if e.pos < len(e.src) && e.src[e.pos] == '.' {
 		isInt = false
 		e.pos++
-		d := e.pos
-		for e.pos < len(e.src) && e.src[e.pos] >= '0' && e.src[e.pos] <= '9' {
-			e.pos++
-		}
-		if e.pos == d {
+		if e.skipDigits() == 0 {
 			return e.errorf("invalid number: no digits after '.'")
 		}
 	}
@@ -454,11 +457,7 @@ func (e *encoder) number(key string) error {
 		if e.pos < len(e.src) && (e.src[e.pos] == '+' || e.src[e.pos] == '-') {
 			e.pos++
 		}
-		d := e.pos
-		for e.pos < len(e.src) && e.src[e.pos] >= '0' && e.src[e.pos] <= '9' {
-			e.pos++
-		}
-		if e.pos == d {
+		if e.skipDigits() == 0 {
 			return e.errorf("invalid number: no digits in exponent")
 		}
 	}

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -31,6 +30,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/testenv"
 )
 
@@ -287,18 +287,8 @@ func logSchedule(cfg Config, hist *history, res *Result, faults []Fault) {
 // buildPersister builds ./cmd/persister into dir and returns the binary's
 // path.
 func buildPersister(ctx context.Context, dir string, log *slog.Logger) (string, error) {
-	root, err := testenv.Root()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "persister")
 	log.Info("building the persister binary")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/persister")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, out)
-	}
-	return bin, nil
+	return e2e.Build(ctx, dir)
 }
 
 // scrape keeps each replica's counters fresh (the last scrape before a kill
@@ -318,7 +308,7 @@ func (w *world) scrape() (stop func()) {
 			case <-t.C:
 			}
 			for _, rp := range w.replicas {
-				rp.refresh()
+				rp.counts.Refresh()
 			}
 		}
 	}()
@@ -375,7 +365,7 @@ func (c *checker) quietPeriod(ctx context.Context, res *Result) error {
 		res.Failures = append(res.Failures, fmt.Sprintf("not settled within %s of the quiet period: %s", w.cfg.Settle, c.lastState))
 	}
 	for _, rp := range w.replicas {
-		rp.refresh()
+		rp.counts.Refresh()
 	}
 	c.check(ctx, res)
 	w.mu.Lock()
@@ -485,30 +475,16 @@ func (w *world) setup(ctx context.Context) error {
 // writeChronos writes the chronos config: the first tenants on server A,
 // the last alone on server B.
 func writeChronos(dir, uriA, uriB string) (string, error) {
-	type td struct {
-		TenantID  string `json:"tenantId"`
-		DBConnRef string `json:"dbConnRef"`
-		DBName    string `json:"dbName"`
-	}
-	var list []td
+	c := e2e.Chronos{Conns: map[string]string{"mongo-a": uriA, "mongo-b": uriB}}
 	for i, tn := range tenants {
 		ref := "mongo-a"
 		if i == len(tenants)-1 {
 			ref = "mongo-b"
 		}
-		list = append(list, td{TenantID: tn, DBConnRef: ref, DBName: dbName(tn)})
-	}
-	doc := map[string]any{
-		"dbConnections":     map[string]any{"mongo-a": map[string]string{"mongoUri": uriA}, "mongo-b": map[string]string{"mongoUri": uriB}},
-		"spacesConnections": map[string]any{},
-		"databases":         map[string]any{"messaging": map[string]any{"tenantDatabases": list}},
-	}
-	data, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return "", err
+		c.Tenants = append(c.Tenants, e2e.ChronosTenant{ID: tn, Conn: ref, DB: dbName(tn)})
 	}
 	p := filepath.Join(dir, "chronos.json")
-	return p, os.WriteFile(p, data, 0o600)
+	return p, c.Write(p)
 }
 
 // history is the run's history file: one timestamped line per event.

@@ -347,7 +347,7 @@ func (c *checker) checkPendingAndSM(ctx context.Context, s *Summary, fail failf)
 func (c *checker) checkMetrics(s *Summary, storedMsgs, storedDL int, fail failf) {
 	var m counters
 	for _, rp := range c.w.replicas {
-		m = m.plus(rp.totals())
+		m = m.plus(rp.counts.Totals())
 	}
 	s.Metrics = m
 	logged, err := lostLogged(c.w.replicas)

@@ -1,10 +1,7 @@
 package chaos
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/promtext"
 )
 
@@ -32,20 +30,20 @@ func (c counters) plus(o counters) counters {
 		c.DeadLettered + o.DeadLettered, c.Lost + o.Lost, c.Claimed + o.Claimed, c.Unknown + o.Unknown}
 }
 
-// replica is one persister process; it can be killed and restarted. The
-// counters of ended incarnations are kept in base (from their last scrape).
+// replica is one persister process; it can be killed and restarted. Its
+// counters are kept over its incarnations (each as of its last scrape).
 type replica struct {
 	name    string
 	bin     string
 	env     []string
 	addr    string // metrics/health address
 	logPath string
+	counts  *e2e.Counts[counters]
 
 	mu          sync.Mutex
 	cmd         *exec.Cmd
 	done        chan struct{}
 	incarnation int
-	base, last  counters
 	// ended counts incarnations that ended.
 	ended int
 	// stopping is set while stop ends the incarnation; an exit without
@@ -55,7 +53,8 @@ type replica struct {
 }
 
 func newReplica(name, bin, addr, logPath string, env map[string]string) *replica {
-	rp := &replica{name: name, bin: bin, addr: addr, logPath: logPath}
+	rp := &replica{name: name, bin: bin, addr: addr, logPath: logPath,
+		counts: e2e.NewCounts(addr, 2*time.Second, parseCounters, counters.plus)}
 	rp.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range env {
 		rp.env = append(rp.env, k+"="+v)
@@ -97,6 +96,7 @@ func (rp *replica) start() error {
 		close(done)
 	}()
 	rp.cmd, rp.done, rp.stopping = cmd, done, false
+	rp.counts.Started()
 	return nil
 }
 
@@ -108,10 +108,10 @@ func (rp *replica) running() bool {
 }
 
 // stop ends the incarnation with sig and waits up to timeout (then
-// SIGKILL); the last scrape is taken just before the signal, and the
-// incarnation's counters move to base.
+// SIGKILL); the last scrape is taken just before the signal (and, after
+// SIGTERM, while it drains).
 func (rp *replica) stop(sig syscall.Signal, timeout time.Duration) (exitCode int, err error) {
-	rp.refresh()
+	rp.counts.Refresh()
 	rp.mu.Lock()
 	cmd, done := rp.cmd, rp.done
 	rp.stopping = true
@@ -130,7 +130,7 @@ func (rp *replica) stop(sig syscall.Signal, timeout time.Duration) (exitCode int
 			case <-done:
 				break wait
 			case <-tick.C:
-				rp.refresh()
+				rp.counts.Refresh()
 			case <-deadline:
 				_ = cmd.Process.Signal(syscall.SIGKILL)
 				<-done
@@ -142,11 +142,10 @@ func (rp *replica) stop(sig syscall.Signal, timeout time.Duration) (exitCode int
 	} else {
 		<-done
 	}
+	rp.counts.Stopped()
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	exitCode = cmd.ProcessState.ExitCode()
-	rp.base = rp.base.plus(rp.last)
-	rp.last = counters{}
 	rp.ended++
 	rp.cmd, rp.done = nil, nil
 	return exitCode, err
@@ -157,58 +156,6 @@ func (rp *replica) kill() {
 	if rp.running() {
 		_, _ = rp.stop(syscall.SIGKILL, 0)
 	}
-}
-
-func (rp *replica) totals() counters {
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	return rp.base.plus(rp.last)
-}
-
-var httpClient = &http.Client{Timeout: 2 * time.Second}
-
-// refresh scrapes /metrics into last, if the current incarnation answers.
-func (rp *replica) refresh() {
-	rp.mu.Lock()
-	inc, up := rp.incarnation, rp.cmd != nil
-	rp.mu.Unlock()
-	if !up {
-		return
-	}
-	c, err := rp.scrape()
-	if err != nil {
-		return
-	}
-	rp.mu.Lock()
-	if rp.incarnation == inc && rp.cmd != nil {
-		rp.last = c
-	}
-	rp.mu.Unlock()
-}
-
-func (rp *replica) get(ctx context.Context, path string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+rp.addr+path, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-func (rp *replica) scrape() (counters, error) {
-	code, body, err := rp.get(context.Background(), "/metrics")
-	if err != nil {
-		return counters{}, err
-	}
-	if code != http.StatusOK {
-		return counters{}, fmt.Errorf("metrics: status %d", code)
-	}
-	return parseCounters(body)
 }
 
 // parseCounters sums the metric families the checker needs.

@@ -78,7 +78,7 @@ type SweepStats struct {
 // until ctx is cancelled or the handler fails. Redis errors are logged and
 // the next sweep tries again.
 func (c *Claimer) Run(ctx context.Context) error {
-	failures := 0
+	var failures retry.Failures
 	for {
 		d := c.cfg.Interval
 		d = d - d/10 + rand.N(d/5+1)
@@ -94,13 +94,10 @@ func (c *Claimer) Run(ctx context.Context) error {
 		case errors.Is(err, errHandler):
 			return err
 		case err != nil:
-			failures++
-			if retry.Log(failures) {
-				c.log.Warn("claim sweep failed; retrying at the next interval", "attempt", failures, "err", err)
-			}
+			failures.Fail(c.log, "claim sweep failed; retrying at the next interval", err)
 			continue
 		}
-		failures = 0
+		failures.Reset()
 		if st.Claimed > 0 || st.Trimmed > 0 || st.ConsumersDeleted > 0 {
 			c.log.Info("claim sweep", "claimed", st.Claimed, "trimmed", st.Trimmed, "consumers_deleted", st.ConsumersDeleted)
 		}

@@ -2,11 +2,12 @@ package daemon
 
 import (
 	"context"
-	"github.com/chronow/persister/internal/batch"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/dlq"
+	"github.com/chronow/persister/internal/rescue"
 	"github.com/chronow/persister/internal/topics"
 )
 
@@ -15,13 +16,14 @@ import (
 const memoEntries = 10000
 
 // setupBadInput builds the parts that deal with input that cannot be stored
-// the usual way (internal/dlq) and the topics metadata (internal/topics).
-// It runs in New, before the tenant pipelines are built.
+// the usual way (internal/rescue, and internal/dlq's poison) and the topics
+// metadata (internal/topics). It runs in New, before the tenant pipelines
+// are built.
 func (d *Daemon) setupBadInput() {
 	p := d.cfg.Persister
 	memo := dlq.NewMemo(memoEntries)
-	cfg := dlq.Config{Layout: d.layout, WriteTimeout: p.WriteTimeout}
-	d.rescuer = dlq.NewRescuer(cfg, d.sink, memo, d.m, d.log.With("part", "rescue"))
+	cfg := rescue.Config{Layout: d.layout, WriteTimeout: p.WriteTimeout}
+	d.rescuer = rescue.NewRescuer(cfg, d.sink, memo, d.m, d.log.With("part", "rescue"))
 	d.poison = dlq.NewPoison(dlq.PoisonConfig{Config: cfg, Group: p.Group, MaxDeliveries: int64(p.MaxDeliveries)},
 		d.rdb, d.sink, d.acker, memo, d.m, d.log.With("part", "poison"))
 	d.topics = topics.New(topics.Config{Layout: d.layout, WriteTimeout: p.WriteTimeout},
@@ -34,4 +36,4 @@ func (d *Daemon) screen(ctx context.Context, stream string, msgs []redis.XMessag
 	return d.poison.Screen(ctx, stream, msgs)
 }
 
-var _ batch.Rescuer = (*dlq.Rescuer)(nil) // the daemon hands it to every batcher
+var _ batch.Rescuer = (*rescue.Rescuer)(nil) // the daemon hands it to every batcher

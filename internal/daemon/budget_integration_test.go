@@ -10,7 +10,6 @@ import (
 
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/publisher"
-	"github.com/chronow/persister/internal/testenv"
 )
 
 // The memory budget bounds the entries in hand, not the backlog: with
@@ -20,9 +19,7 @@ import (
 // (every entry's bytes were given back).
 func TestMemoryBudgetBoundsEntriesInHand(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
+	rs, ms, rdb, _ := e2e.StartServers(t)
 	tenants := []string{"mem-a", "mem-b", "mem-c"}
 	const (
 		n      = 3000

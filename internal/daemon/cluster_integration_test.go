@@ -25,16 +25,11 @@ var (
 // clusterMessages builds n messages spread round robin over the cluster
 // test's 18 streams.
 func clusterMessages(n, offset int) []publisher.Message {
+	s := e2e.Spread{Tenants: clusterTenants, Namespaces: clusterNS, Topics: clusterTopics}
 	out := make([]publisher.Message, n)
 	for i := range out {
 		k := offset + i
-		out[i] = publisher.Message{
-			Tenant:    clusterTenants[k%3],
-			Namespace: clusterNS[(k/3)%2],
-			Topic:     clusterTopics[(k/6)%3],
-			Payload:   fmt.Sprintf(`{"seq":%d,"big":9007199254740993,"note":"cluster"}`, k),
-			Headers:   map[string]string{"traceId": fmt.Sprintf("c-%d", k)},
-		}
+		out[i] = s.Message(k, fmt.Sprintf(`{"seq":%d,"big":9007199254740993,"note":"cluster"}`, k), fmt.Sprintf("c-%d", k))
 	}
 	return out
 }
@@ -212,10 +207,7 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 
 	// Nothing stays pending: what replica-b held was reclaimed by a
 	// surviving replica (claim sweeper), replica-c flushed before leaving.
-	e2e.Eventually(t, 60*time.Second, "nothing pending in the group", func() (bool, string) {
-		n, err := e2e.Pending(ctx, rdb, "persister", streams)
-		return err == nil && n == 0, fmt.Sprintf("pending %d, err %v", n, err)
-	})
+	e2e.WaitNothingPending(ctx, t, rdb, "persister", streams, 60*time.Second)
 	// The lag collector measures streams on every master (one Lua call per
 	// stream, pipelined and split by slot): with nothing pending and
 	// nothing left, every tenant's gauges read 0 and no lag errors accrue.

@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -50,15 +49,8 @@ func TestSIGKILLMidStreamRestart(t *testing.T) {
 	}
 	wg.Wait()
 
-	e2e.Eventually(t, 90*time.Second, "every entry stored exactly once", func() (bool, string) {
-		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
-		return rep.OK(), rep.String()
-	})
-	streams := e2e.StreamKeys(ledger.Records(), "cw:")
-	e2e.Eventually(t, 30*time.Second, "pending list empty", func() (bool, string) {
-		n, err := e2e.Pending(ctx, rdb, "persister", streams)
-		return err == nil && n == 0, fmt.Sprintf("pending %d err %v", n, err)
-	})
+	e2e.WaitStored(ctx, t, mc, &ledger, tenants, 90*time.Second)
+	e2e.WaitNothingPending(ctx, t, rdb, "persister", e2e.StreamKeys(ledger.Records(), "cw:"), 30*time.Second)
 	code, err := proc.Term(20 * time.Second)
 	if err != nil || code != 0 {
 		t.Fatalf("SIGTERM: exit code %d, err %v; want 0", code, err)

@@ -207,16 +207,13 @@ func (d *Daemon) discoverLoop(ctx context.Context) error {
 	sc := discovery.New(d.rdb, d.layout, kinds)
 	t := time.NewTicker(d.cfg.Persister.DiscoveryInterval)
 	defer t.Stop()
-	failures := 0
+	var failures retry.Failures
 	for {
 		if err := d.discoverOnce(ctx, sc); err != nil && ctx.Err() == nil {
-			failures++
 			d.m.RedisErrors.WithLabelValues(metrics.OpScan).Inc()
-			if retry.Log(failures) {
-				d.log.Warn("stream discovery failed; will retry", "attempt", failures, "err", err)
-			}
+			failures.Fail(d.log, "stream discovery failed; will retry", err)
 		} else {
-			failures = 0
+			failures.Reset()
 		}
 		select {
 		case <-ctx.Done():

@@ -26,16 +26,11 @@ var (
 
 // messages builds n Chronow messages spread over tenants, namespaces and topics.
 func messages(n, offset int) []publisher.Message {
+	s := e2e.Spread{Tenants: tenants, Namespaces: namespaces, Topics: topics}
 	out := make([]publisher.Message, n)
 	for i := range out {
 		k := offset + i
-		out[i] = publisher.Message{
-			Tenant:    tenants[k%len(tenants)],
-			Namespace: namespaces[(k/2)%len(namespaces)],
-			Topic:     topics[(k/4)%len(topics)],
-			Payload:   fmt.Sprintf(`{"seq":%d,"big":9007199254740993,"nested":{"list":[1,"two",null,true,2.5]},"note":"héllo"}`, k),
-			Headers:   map[string]string{"traceId": fmt.Sprintf("t-%d", k)},
-		}
+		out[i] = s.Message(k, fmt.Sprintf(`{"seq":%d,"big":9007199254740993,"nested":{"list":[1,"two",null,true,2.5]},"note":"héllo"}`, k), fmt.Sprintf("t-%d", k))
 	}
 	return out
 }
@@ -64,15 +59,9 @@ func TestEndToEndExactlyOnceAcrossTenants(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	publish(t, pub, &ledger, messages(60, 600))
 
-	e2e.Eventually(t, 60*time.Second, "every entry stored", func() (bool, string) {
-		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
-		return rep.OK(), rep.String()
-	})
+	e2e.WaitStored(ctx, t, mc, &ledger, tenants, 60*time.Second)
 	streams := e2e.StreamKeys(ledger.Records(), "cw:")
-	e2e.Eventually(t, 20*time.Second, "pending list empty", func() (bool, string) {
-		n, err := e2e.Pending(ctx, rdb, "persister", streams)
-		return err == nil && n == 0, fmt.Sprintf("pending %d err %v", n, err)
-	})
+	e2e.WaitNothingPending(ctx, t, rdb, "persister", streams, 20*time.Second)
 	if err := run.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -187,12 +176,6 @@ func TestMongoUnreachableNothingAcked(t *testing.T) {
 	ms.Start(t)
 	mc := ms.Client(t)
 	publish(t, pub, &ledger, messages(50, 200))
-	e2e.Eventually(t, 90*time.Second, "everything stored once MongoDB is up", func() (bool, string) {
-		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
-		return rep.OK(), rep.String()
-	})
-	e2e.Eventually(t, 20*time.Second, "pending list empty", func() (bool, string) {
-		n, err := e2e.Pending(ctx, rdb, "persister", streams)
-		return err == nil && n == 0, fmt.Sprintf("pending %d err %v", n, err)
-	})
+	e2e.WaitStored(ctx, t, mc, &ledger, tenants, 90*time.Second)
+	e2e.WaitNothingPending(ctx, t, rdb, "persister", streams, 20*time.Second)
 }

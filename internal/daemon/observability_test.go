@@ -219,9 +219,7 @@ var obsFamilies = []string{
 // equals what was published.
 func TestMetricsFollowABacklogDraining(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
+	rs, ms, rdb, _ := e2e.StartServers(t)
 	tenants := []string{"obs-a", "obs-b"}
 	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}
 	const n = 1200
@@ -295,9 +293,7 @@ func TestMetricsFollowABacklogDraining(t *testing.T) {
 // exactly one of two replicas, and the rest is stored.
 func TestLostCountedWhenTrimmedBeforeStored(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
+	rs, ms, rdb, _ := e2e.StartServers(t)
 	tenants := []string{"obs-trim"}
 	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}
 	const stream = "cw:obs-trim:default:topic:orders"

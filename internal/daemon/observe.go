@@ -4,6 +4,7 @@ import (
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/lag"
+	"github.com/chronow/persister/internal/rescue"
 	"github.com/chronow/persister/metrics"
 )
 
@@ -46,7 +47,7 @@ func (d *Daemon) initSeries() {
 		for _, outcome := range []string{metrics.OutcomeInserted, metrics.OutcomeDuplicate} {
 			d.m.EntriesStored.WithLabelValues(id, config.CollMessages, outcome)
 		}
-		for _, reason := range []string{dlq.ReasonPoison, string(dlq.DefectRefused)} {
+		for _, reason := range []string{dlq.ReasonPoison, string(rescue.DefectRefused)} {
 			d.m.DeadLettered.WithLabelValues(id, reason)
 		}
 		d.m.TenantHalted.WithLabelValues(id).Set(0)

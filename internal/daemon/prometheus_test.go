@@ -139,9 +139,7 @@ func alertStates(base string) (map[string]string, error) {
 // down alert goes pending when the daemon stops.
 func TestAlertsAndDashboardInPrometheus(t *testing.T) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	ms := testenv.StartMongo(t)
-	rdb := rs.Client(t)
+	rs, ms, rdb, _ := e2e.StartServers(t)
 	tenants := []string{"prom-a"}
 	const stream = "cw:prom-a:default:topic:orders"
 	pub := &publisher.Publisher{RDB: rdb, Prefix: "cw:"}

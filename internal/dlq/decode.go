@@ -1,9 +1,7 @@
-// Package dlq stores what Chronow dead-lettered and everything the persister
-// cannot store the usual way: Chronow's dead-letter stream entries become
-// dead_letters documents; entries whose document is too large or refused by
-// the server are kept as a stub document plus their raw bytes in a
-// GridFS-compatible bucket; entries delivered too often without being stored
-// (poison) are dead-lettered with the last error and acknowledged.
+// Package dlq handles dead letters: Chronow's dead-letter stream entries
+// become dead_letters documents (Build, decoded by internal/entry), and
+// entries delivered too often without being stored (poison) are
+// dead-lettered with the last error and acknowledged (Poison).
 //
 // Every document made here has a deterministic _id, so a redelivered entry
 // finds its document already stored (duplicate key = success) and the
@@ -15,11 +13,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
-	"github.com/chronow/persister/internal/batch"
-	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 )
@@ -40,25 +35,6 @@ const (
 var dlqFields = map[string]bool{
 	"originalMsgId": true, "payload": true, "headers": true,
 	"reason": true, "deliveries": true, "failedAt": true,
-}
-
-// Decoder decodes dead-letter stream entries into dead_letters documents. It
-// implements entry.Decoder.
-type Decoder struct{}
-
-// Decode builds the dead_letters document of one dead-letter entry. Defects
-// are stored in the document and returned for the metrics; the error is
-// message.ErrTooLarge (or an invalid entry id) when no document can be built.
-func (Decoder) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
-	doc, err := Build(key, msg.ID, msg.Values, now)
-	if err != nil {
-		return batch.Item{}, doc.Defects, err
-	}
-	t, _ := message.IDTime(msg.ID)
-	return batch.Item{
-		Stream: key.String(), ID: msg.ID, Kind: string(key.Kind),
-		Collection: config.CollDeadLetters, Doc: doc.Raw, Time: t,
-	}, doc.Defects, nil
 }
 
 // Build builds the dead_letters document for the dead-letter entry id of the
@@ -133,7 +109,7 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 			raw[name] = v
 		}
 	}
-	parsed("headers", message.AppendHeaders, appendEmptyDoc, message.DefectHeadersMissing)
+	parsed("headers", message.AppendHeaders, message.AppendEmptyDoc, message.DefectHeadersMissing)
 	parsed("payload", message.AppendPayload, bsoncore.AppendNullElement, message.DefectPayloadMissing)
 
 	failedAt := idTime
@@ -165,8 +141,4 @@ func Build(key keyspace.Key, id string, values message.Fields, now time.Time) (m
 		return message.Doc{ID: docID, Defects: defects}, fmt.Errorf("dead-letter entry %s: %d bytes: %w", id, len(dst), message.ErrTooLarge)
 	}
 	return message.Doc{ID: docID, Raw: dst, Defects: defects}, nil
-}
-
-func appendEmptyDoc(dst []byte, name string) []byte {
-	return bsoncore.AppendDocumentElement(dst, name, []byte{5, 0, 0, 0, 0})
 }

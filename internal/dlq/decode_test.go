@@ -7,14 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
-	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/internal/rescue"
 )
 
 var testKey = keyspace.Key{Prefix: "cw:", Tenant: "acme", Namespace: "pay", Kind: keyspace.KindDLQ, Name: "orders:eu"}
@@ -271,51 +270,13 @@ func TestBuildTooLarge(t *testing.T) {
 	}
 }
 
-func TestDecoder(t *testing.T) {
-	it, defects, err := Decoder{}.Decode(testKey, redis.XMessage{ID: "5-0", Values: good()}, time.Now())
-	if err != nil || len(defects) != 0 {
-		t.Fatalf("Decode: %v %v", defects, err)
-	}
-	if it.Collection != config.CollDeadLetters || it.Stream != testKey.String() || it.ID != "5-0" || it.Kind != "dlq" {
-		t.Errorf("item: got %+v", it)
-	}
-	if !it.Time.Equal(time.UnixMilli(5)) {
-		t.Errorf("time: got %v", it.Time)
-	}
-	if _, _, err := (Decoder{}).Decode(testKey, redis.XMessage{ID: "bad", Values: good()}, time.Now()); err == nil {
-		t.Error("bad id: want an error")
-	}
-}
-
-func TestChooseOffload(t *testing.T) {
-	big := strings.Repeat("p", stubBudget+1)
-	tests := []struct {
-		name   string
-		values map[string]any
-		want   []string
-	}{
-		{"small", good(), nil},
-		{"payload", with(func(v map[string]any) { v["payload"] = big }), []string{"payload"}},
-		{"two", with(func(v map[string]any) { v["payload"] = big; v["headers"] = big + "h" }), []string{"headers", "payload"}},
-		{"many medium", map[string]any{"a": big[:stubBudget/2-10], "b": big[:stubBudget/2-10], "c": big[:stubBudget/2-10]}, []string{"a"}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := chooseOffload(tc.values)
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
 func TestPoisonIDNeverChronowID(t *testing.T) {
 	k := keyspace.Key{Tenant: "t", Namespace: "ns", Kind: keyspace.KindTopic, Name: "orders"}
 	if got, want := PoisonID(k, "1-0"), "ns:orders:1-0#topic#poison"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	// A Chronow dead letter's _id ends with a stream id.
-	for _, id := range []string{PoisonID(k, "1-0"), RefusedID(k, "1-0")} {
+	for _, id := range []string{PoisonID(k, "1-0"), rescue.RefusedID(k, "1-0")} {
 		_, last, _ := strings.Cut(id[strings.LastIndex(id, ":")+1:], "")
 		if message.IsStreamID(last) {
 			t.Errorf("%q ends like a stream id", id)

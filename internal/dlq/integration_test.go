@@ -27,6 +27,7 @@ import (
 	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/publisher"
+	"github.com/chronow/persister/internal/rescue"
 )
 
 const prefix = "cw:"
@@ -164,7 +165,7 @@ func (e entry) key() keyspace.Key {
 	return keyspace.Key{Prefix: prefix, Tenant: e.tenant, Namespace: e.ns, Kind: e.kind, Name: e.topic}
 }
 
-func (e entry) coll() string { return dlq.Collection(e.kind) }
+func (e entry) coll() string { return rescue.Collection(e.kind) }
 
 func (e entry) docID() string { return message.Identity(e.ns, e.topic, e.id) }
 
@@ -225,11 +226,11 @@ func badInputEntries(tenant string, big string) []entry {
 	}
 	goodTopic := func(i int) entry { return topic(fmt.Sprintf(`{"good":%d}`, i), nil, nil) }
 	bigPayload := `{"blob":"` + big + `"}`
-	oversized := topic(bigPayload, nil, D(dlq.DefectPayloadTooLarge))
+	oversized := topic(bigPayload, nil, D(rescue.DefectPayloadTooLarge))
 	oversized.offloadedPayload = bigPayload
-	oversizedDLQ := dl(set("payload", bigPayload), D(dlq.DefectPayloadTooLarge))
+	oversizedDLQ := dl(set("payload", bigPayload), D(rescue.DefectPayloadTooLarge))
 	oversizedDLQ.offloadedPayload = bigPayload
-	undecodable := topic(`{"x":1}`, set("bad\xffname", "v"), D(dlq.DefectRefused))
+	undecodable := topic(`{"x":1}`, set("bad\xffname", "v"), D(rescue.DefectRefused))
 	undecodable.refused = true
 
 	bad := []entry{
@@ -311,7 +312,7 @@ func TestBadInput(t *testing.T) {
 	checkBadInput(ctx, t, mc, all)
 	for _, tenant := range tenants {
 		for defect, want := range map[message.Defect]float64{
-			dlq.DefectPayloadTooLarge: 2, dlq.DefectRefused: 1, message.DefectPayloadNotJSON: 2,
+			rescue.DefectPayloadTooLarge: 2, rescue.DefectRefused: 1, message.DefectPayloadNotJSON: 2,
 			message.DefectKeysEscaped: 3, dlq.DefectDeliveriesInvalid: 1, message.DefectHashMismatch: 1,
 		} {
 			if got := counter(t, run.D.Registry(), "persister_entries_malformed_total", "tenant", tenant, "defect", string(defect)); got != want {
@@ -480,13 +481,13 @@ func checkBadInput(ctx context.Context, t *testing.T, mc *mongo.Client, all []en
 
 func download(ctx context.Context, t *testing.T, db *mongo.Database, fileID any) []byte {
 	t.Helper()
-	b, err := gridfs.NewBucket(db, options.GridFSBucket().SetName(dlq.Bucket))
+	b, err := gridfs.NewBucket(db, options.GridFSBucket().SetName(rescue.Bucket))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
 	if _, err := b.DownloadToStream(fileID, &buf); err != nil {
-		t.Errorf("download %v from the %s bucket: %v", fileID, dlq.Bucket, err)
+		t.Errorf("download %v from the %s bucket: %v", fileID, rescue.Bucket, err)
 	}
 	return buf.Bytes()
 }
@@ -497,7 +498,7 @@ func snapshot(ctx context.Context, t *testing.T, mc *mongo.Client, tenants []str
 	out := map[string][]byte{}
 	for _, tenant := range tenants {
 		db := mc.Database(e2e.DBName(tenant))
-		for _, coll := range []string{"messages", "dead_letters", "topics", dlq.Bucket + ".files", dlq.Bucket + ".chunks"} {
+		for _, coll := range []string{"messages", "dead_letters", "topics", rescue.Bucket + ".files", rescue.Bucket + ".chunks"} {
 			cur, err := db.Collection(coll).Find(ctx, bson.D{})
 			if err != nil {
 				t.Fatal(err)

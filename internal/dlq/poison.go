@@ -8,14 +8,28 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/internal/rescue"
 	"github.com/chronow/persister/metrics"
 )
+
+// DefectPoison: the entry was delivered more than PERSISTER_MAX_DELIVERIES
+// times without being stored.
+const DefectPoison message.Defect = "max_deliveries_exceeded"
+
+// suffixPoison ends the _id of a poison dead letter. Chronow's dead letters
+// have _id "<ns>:<topic>:<ms>-<seq>"; a suffix after the stream id can never
+// be one of those.
+const suffixPoison = "#poison"
+
+// PoisonID returns the _id of the dead letter the persister writes for an
+// entry of the stream key that was delivered too often without being stored.
+func PoisonID(key keyspace.Key, entryID string) string {
+	return message.Identity(key.Namespace, key.Name, entryID) + "#" + string(key.Kind) + suffixPoison
+}
 
 // ReasonPoison is the persister_entries_dead_lettered_total reason of
 // entries delivered too often without being stored.
@@ -28,7 +42,7 @@ type Acker interface {
 
 // PoisonConfig tunes Poison.
 type PoisonConfig struct {
-	Config
+	rescue.Config
 	// Group is the persister's consumer group.
 	Group string
 	// MaxDeliveries is PERSISTER_MAX_DELIVERIES: an entry delivered more
@@ -46,8 +60,7 @@ type Poison struct {
 	cfg   PoisonConfig
 	rdb   redis.Cmdable
 	acker Acker
-	w     writer
-	blobs *blobs
+	w     *rescue.Writer
 	memo  *Memo
 	m     *metrics.Metrics
 	log   *slog.Logger
@@ -55,15 +68,15 @@ type Poison struct {
 
 // NewPoison returns a Poison. memo (may be nil) holds the last errors the
 // Rescuer recorded.
-func NewPoison(cfg PoisonConfig, rdb redis.Cmdable, store Store, acker Acker, memo *Memo, m *metrics.Metrics, log *slog.Logger) *Poison {
+func NewPoison(cfg PoisonConfig, rdb redis.Cmdable, store rescue.Store, acker Acker, memo *Memo, m *metrics.Metrics, log *slog.Logger) *Poison {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 3
 	}
-	w := writer{store: store, timeout: cfg.WriteTimeout, attempts: cfg.Attempts}
-	return &Poison{cfg: cfg, rdb: rdb, acker: acker, w: w, blobs: &blobs{w: w, log: log}, memo: memo, m: m, log: log}
+	w := rescue.NewWriter(store, cfg.WriteTimeout, cfg.Attempts, log)
+	return &Poison{cfg: cfg, rdb: rdb, acker: acker, w: w, memo: memo, m: m, log: log}
 }
 
 // Check returns, for the ids of stream whose delivery count exceeds
@@ -135,52 +148,31 @@ func (p *Poison) deadLetter(ctx context.Context, stream string, msgs []redis.XMe
 	if err != nil {
 		return err
 	}
-	db, err := p.w.store.Database(key.Tenant)
-	if err != nil {
-		return err
-	}
-	coll := Collection(key.Kind)
+	coll := rescue.Collection(key.Kind)
 	now := time.Now()
 	var docs [][]byte
 	var acked []string
 	var stored []string
 	for _, msg := range msgs {
-		docID := message.Identity(key.Namespace, key.Name, msg.ID)
-		fctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-		err := db.Collection(coll).FindOne(fctx, bson.D{{Key: "_id", Value: docID}}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
-		cancel()
-		switch {
-		case err == nil:
+		found, err := p.w.Stored(ctx, key.Tenant, coll, message.Identity(key.Namespace, key.Name, msg.ID))
+		if err != nil {
+			return err
+		}
+		if found {
 			stored = append(stored, msg.ID)
 			acked = append(acked, msg.ID)
 			continue
-		case !errors.Is(err, mongo.ErrNoDocuments):
-			return fmt.Errorf("look up %s in %s: %w", docID, coll, err)
 		}
 		last, ok := p.memo.Last(stream, msg.ID)
 		if !ok {
 			last = "no error recorded by this process (it may have restarted while the entry was pending)"
 		}
 		n := deliveries[msg.ID]
-		e := entryDoc{
-			coll: config.CollDeadLetters, id: PoisonID(key, msg.ID), key: key, entryID: msg.ID,
-			values: message.Fields(msg.Values), defects: []message.Defect{DefectPoison}, errText: last,
-			poison: true, deliveries: n - 1, now: now,
-			reason: fmt.Sprintf("persister: not stored after %d deliveries (PERSISTER_MAX_DELIVERIES=%d): %s", n-1, p.cfg.MaxDeliveries, safeString(last)),
-		}
-		if off := chooseOffload(e.values); len(off) > 0 {
-			e.offloaded = map[string]BlobRef{}
-			for _, name := range off {
-				ref, err := p.blobs.put(ctx, key.Tenant, fileID(config.CollDeadLetters, e.id, name), []byte(fmt.Sprint(e.values[name])), blobMeta{
-					tenant: key.Tenant, stream: stream, streamID: msg.ID, field: name, contentType: ContentField,
-				}, now)
-				if err != nil {
-					return fmt.Errorf("store field %q of %s in the %s bucket: %w", name, msg.ID, Bucket, err)
-				}
-				e.offloaded[name] = ref
-			}
-		}
-		doc, err := e.build()
+		doc, err := p.w.DeadLetter(ctx, rescue.DeadLetter{
+			ID: PoisonID(key, msg.ID), Key: key, Stream: stream, Msg: msg, Defect: DefectPoison,
+			Reason: fmt.Sprintf("persister: not stored after %d deliveries (PERSISTER_MAX_DELIVERIES=%d)", n-1, p.cfg.MaxDeliveries),
+			Error:  last, Deliveries: n - 1, Now: now,
+		})
 		if err != nil {
 			return err
 		}
@@ -188,7 +180,7 @@ func (p *Poison) deadLetter(ctx context.Context, stream string, msgs []redis.XMe
 		acked = append(acked, msg.ID)
 	}
 	if len(docs) > 0 {
-		if err := p.w.insert(ctx, key.Tenant, config.CollDeadLetters, docs); err != nil {
+		if err := p.w.Insert(ctx, key.Tenant, config.CollDeadLetters, docs); err != nil {
 			return err
 		}
 	}

@@ -5,10 +5,9 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,26 +41,12 @@ func DBName(tenant string) string {
 // on one connection and returns its path.
 func WriteChronos(t testing.TB, mongoURI string, tenants ...string) string {
 	t.Helper()
-	type td struct {
-		TenantID  string `json:"tenantId"`
-		DBConnRef string `json:"dbConnRef"`
-		DBName    string `json:"dbName"`
-	}
-	var list []td
+	c := Chronos{Conns: map[string]string{"mongo-primary": mongoURI}}
 	for _, id := range tenants {
-		list = append(list, td{TenantID: id, DBConnRef: "mongo-primary", DBName: DBName(id)})
-	}
-	doc := map[string]any{
-		"dbConnections":     map[string]any{"mongo-primary": map[string]string{"mongoUri": mongoURI}},
-		"spacesConnections": map[string]any{},
-		"databases":         map[string]any{"messaging": map[string]any{"tenantDatabases": list}},
-	}
-	data, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		t.Fatal(err)
+		c.Tenants = append(c.Tenants, ChronosTenant{ID: id, Conn: "mongo-primary", DB: DBName(id)})
 	}
 	p := filepath.Join(t.TempDir(), "chronos.json")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
+	if err := c.Write(p); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -83,9 +68,7 @@ func Env(t testing.TB, redisURL, mongoURI string, tenants []string, extra map[st
 		"PERSISTER_SHUTDOWN_GRACE":     "10s",
 		"PERSISTER_LOG_FORMAT":         "text",
 	}
-	for k, v := range extra {
-		env[k] = v
-	}
+	maps.Copy(env, extra)
 	return env
 }
 

@@ -162,3 +162,22 @@ func CountStored(ctx context.Context, t testing.TB, mc *mongo.Client, tenant str
 	}
 	return n
 }
+
+// Spread places a workload's messages round robin over its streams: message
+// k goes to tenant k mod len(Tenants), namespace k/len(Tenants) mod
+// len(Namespaces), topic k/(len(Tenants)·len(Namespaces)) mod len(Topics).
+type Spread struct {
+	Tenants, Namespaces, Topics []string
+}
+
+// Message returns message k with payload and a traceId header.
+func (s Spread) Message(k int, payload, traceID string) publisher.Message {
+	nt, nn := len(s.Tenants), len(s.Namespaces)
+	return publisher.Message{
+		Tenant:    s.Tenants[k%nt],
+		Namespace: s.Namespaces[(k/nt)%nn],
+		Topic:     s.Topics[(k/(nt*nn))%len(s.Topics)],
+		Payload:   payload,
+		Headers:   map[string]string{"traceId": traceID},
+	}
+}

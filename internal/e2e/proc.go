@@ -23,13 +23,26 @@ import (
 // BuildBinary builds cmd/persister into a temp dir and returns its path.
 func BuildBinary(t testing.TB) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "persister")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/persister")
-	cmd.Dir = testenv.RepoRoot(t)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build persister: %v\n%s", err, b)
+	bin, err := Build(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return bin
+}
+
+// Build builds cmd/persister into dir and returns the binary's path.
+func Build(ctx context.Context, dir string) (string, error) {
+	root, err := testenv.Root()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "persister")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/persister")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, out)
+	}
+	return bin, nil
 }
 
 // Proc is the real persister binary running as a child process.

@@ -26,7 +26,7 @@ type Decoder interface {
 func Decoders() map[keyspace.Kind]Decoder {
 	return map[keyspace.Kind]Decoder{
 		keyspace.KindTopic: NewTopic(),
-		keyspace.KindDLQ:   dlq.Decoder{},
+		keyspace.KindDLQ:   DeadLetter{},
 	}
 }
 
@@ -51,12 +51,28 @@ func (tp Topic) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (bat
 		b = new(message.Builder)
 	}
 	doc, err := b.Topic(key, msg.ID, msg.Values, now)
+	return item(key, msg.ID, config.CollMessages, doc, err)
+}
+
+// DeadLetter decodes Chronow's dead-letter entries into dead_letters
+// documents (dlq.Build).
+type DeadLetter struct{}
+
+// Decode implements Decoder.
+func (DeadLetter) Decode(key keyspace.Key, msg redis.XMessage, now time.Time) (batch.Item, []message.Defect, error) {
+	doc, err := dlq.Build(key, msg.ID, msg.Values, now)
+	return item(key, msg.ID, config.CollDeadLetters, doc, err)
+}
+
+// item is the item of the document built for the entry id of the stream
+// key, or build's error.
+func item(key keyspace.Key, id, coll string, doc message.Doc, err error) (batch.Item, []message.Defect, error) {
 	if err != nil {
 		return batch.Item{}, doc.Defects, err
 	}
-	t, _ := message.IDTime(msg.ID)
+	t, _ := message.IDTime(id)
 	return batch.Item{
-		Stream: key.String(), ID: msg.ID, Kind: string(key.Kind),
-		Collection: config.CollMessages, Doc: doc.Raw, Time: t,
+		Stream: key.String(), ID: id, Kind: string(key.Kind),
+		Collection: coll, Doc: doc.Raw, Time: t,
 	}, doc.Defects, nil
 }

@@ -698,12 +698,7 @@ func TestRow16SIGTERMUnderLoad(t *testing.T) {
 	})
 	t.Run("grace-expires", func(t *testing.T) {
 		ctx := context.Background()
-		r := newRig(t, "16b", rigOpts{})
-		rp := r.startReplica("term", map[string]string{"PERSISTER_SHUTDOWN_GRACE": "3s", "PERSISTER_WRITE_TIMEOUT": "2s", "PERSISTER_CLAIM_MIN_IDLE": "1h"})
-		p := r.produce(40, 50*time.Millisecond, 300)
-		time.Sleep(2 * time.Second)
-		r.mongos[0].Pause(t)
-		time.Sleep(time.Second)
+		r, rp, p := pauseMongoUnderLoad(t, "16b", "3s")
 		start := time.Now()
 		code, err := rp.term(30 * time.Second)
 		took := time.Since(start)
@@ -717,20 +712,12 @@ func TestRow16SIGTERMUnderLoad(t *testing.T) {
 		if n == 0 {
 			t.Errorf("nothing pending after a stop with MongoDB stopped; what was in hand must stay pending")
 		}
-		p.Stop()
-		r.mongos[0].Resume(t)
-		rp.restart()
-		res := r.settle(time.Now(), 180*time.Second)
+		res := r.resumeMongoAndRestart(p, rp)
 		res.note = fmt.Sprintf("MongoDB stopped: exit 0 after %s (grace 3s), %d entries left pending, stored after restart", took.Round(10*time.Millisecond), n)
 		r.report("SIGTERM with MongoDB stopped (grace ends)", res)
 	})
 	t.Run("second-signal", func(t *testing.T) {
-		r := newRig(t, "16c", rigOpts{})
-		rp := r.startReplica("term", map[string]string{"PERSISTER_SHUTDOWN_GRACE": "25s", "PERSISTER_WRITE_TIMEOUT": "2s", "PERSISTER_CLAIM_MIN_IDLE": "1h"})
-		p := r.produce(40, 50*time.Millisecond, 300)
-		time.Sleep(2 * time.Second)
-		r.mongos[0].Pause(t)
-		time.Sleep(time.Second)
+		r, rp, p := pauseMongoUnderLoad(t, "16c", "25s")
 		if err := syscall.Kill(rp.Pid(), syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -741,13 +728,31 @@ func TestRow16SIGTERMUnderLoad(t *testing.T) {
 		if err != nil || code != 1 {
 			t.Fatalf("second SIGTERM: exit %d after %s, err %v; want exit 1 at once", code, took, err)
 		}
-		p.Stop()
-		r.mongos[0].Resume(t)
-		rp.restart()
-		res := r.settle(time.Now(), 180*time.Second)
+		res := r.resumeMongoAndRestart(p, rp)
 		res.note = fmt.Sprintf("second SIGTERM: exit 1 after %s (grace 25s not awaited); nothing lost after restart", took.Round(10*time.Millisecond))
 		r.report("SIGTERM twice (exit at once)", res)
 	})
+}
+
+// pauseMongoUnderLoad starts a replica with the given shutdown grace (and
+// no claims) under a steady load, then pauses MongoDB.
+func pauseMongoUnderLoad(t *testing.T, row, grace string) (*rig, *replica, *producer) {
+	r := newRig(t, row, rigOpts{})
+	rp := r.startReplica("term", map[string]string{"PERSISTER_SHUTDOWN_GRACE": grace, "PERSISTER_WRITE_TIMEOUT": "2s", "PERSISTER_CLAIM_MIN_IDLE": "1h"})
+	p := r.produce(40, 50*time.Millisecond, 300)
+	time.Sleep(2 * time.Second)
+	r.mongos[0].Pause(t)
+	time.Sleep(time.Second)
+	return r, rp, p
+}
+
+// resumeMongoAndRestart ends what pauseMongoUnderLoad began: the load
+// stops, MongoDB resumes, the replica is restarted, and the row settles.
+func (r *rig) resumeMongoAndRestart(p *producer, rp *replica) result {
+	p.Stop()
+	r.mongos[0].Resume(r.t)
+	rp.restart()
+	return r.settle(time.Now(), 180*time.Second)
 }
 
 // Row 17: secrets, and the fatal error class. (a) A wrong Redis password

@@ -2,13 +2,8 @@ package faults_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -57,16 +52,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	root, err := repoRoot()
-	if err != nil {
+	if bin, err = e2e.Build(context.Background(), dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	bin = filepath.Join(dir, "persister")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/persister")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build persister: %v\n%s", err, out)
 		return 1
 	}
 	code := m.Run()
@@ -81,23 +68,6 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
 }
 
 // rig is one row's world: servers, tenants, the ledger, the replicas.
@@ -169,35 +139,20 @@ func (r *rig) writeChronos() string { return r.writeChronosWith(nil) }
 // writeChronosWith writes a chronos config; uris gives some tenants a
 // connection of their own with that URI.
 func (r *rig) writeChronosWith(uris map[string]string) string {
-	type td struct {
-		TenantID  string `json:"tenantId"`
-		DBConnRef string `json:"dbConnRef"`
-		DBName    string `json:"dbName"`
-	}
-	conns := map[string]any{}
+	c := e2e.Chronos{Conns: map[string]string{}}
 	for i, m := range r.mongos {
-		conns[fmt.Sprintf("mongo-%d", i)] = map[string]string{"mongoUri": m.URI}
+		c.Conns[fmt.Sprintf("mongo-%d", i)] = m.URI
 	}
-	var list []td
 	for _, tn := range r.tenants {
 		ref := fmt.Sprintf("mongo-%d", r.home[tn])
 		if u, ok := uris[tn]; ok {
 			ref = "own-" + tn
-			conns[ref] = map[string]string{"mongoUri": u}
+			c.Conns[ref] = u
 		}
-		list = append(list, td{TenantID: tn, DBConnRef: ref, DBName: e2e.DBName(tn)})
-	}
-	doc := map[string]any{
-		"dbConnections":     conns,
-		"spacesConnections": map[string]any{},
-		"databases":         map[string]any{"messaging": map[string]any{"tenantDatabases": list}},
-	}
-	data, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		r.t.Fatal(err)
+		c.Tenants = append(c.Tenants, e2e.ChronosTenant{ID: tn, Conn: ref, DB: e2e.DBName(tn)})
 	}
 	p := filepath.Join(r.t.TempDir(), "chronos.json")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
+	if err := c.Write(p); err != nil {
 		r.t.Fatal(err)
 	}
 	return p
@@ -205,19 +160,12 @@ func (r *rig) writeChronosWith(uris map[string]string) string {
 
 // message k of the row's sequence, spread over tenants, namespaces, topics.
 func (r *rig) message(k, payloadBytes int) publisher.Message {
-	nt := len(r.tenants)
 	payload := fmt.Sprintf(`{"seq":%d,"row":%q,"big":9007199254740993`, k, r.row)
 	if pad := payloadBytes - len(payload) - 10; pad > 0 {
 		payload += `,"pad":"` + strings.Repeat("x", pad) + `"`
 	}
 	payload += "}"
-	return publisher.Message{
-		Tenant:    r.tenants[k%nt],
-		Namespace: namespaces[(k/nt)%len(namespaces)],
-		Topic:     topics[(k/(nt*len(namespaces)))%len(topics)],
-		Payload:   payload,
-		Headers:   map[string]string{"traceId": fmt.Sprintf("%s-%d", r.row, k)},
-	}
+	return e2e.Spread{Tenants: r.tenants, Namespaces: namespaces, Topics: topics}.Message(k, payload, fmt.Sprintf("%s-%d", r.row, k))
 }
 
 // publish adds n entries and records their ids in the ledger.
@@ -303,17 +251,13 @@ func (c counters) plus(o counters) counters {
 		fatal: c.fatal + o.fatal, lost: c.lost + o.lost, lostUnread: c.lostUnread + o.lostUnread}
 }
 
-// replica is one persister process with a fixed metrics port; counters of
-// earlier incarnations (before a kill) are kept in base.
+// replica is one persister process with a fixed metrics port; its counters
+// are kept over its incarnations (each as of its last scrape).
 type replica struct {
 	*e2e.Proc
+	*e2e.Counts[counters]
 	name string
 	addr string
-
-	mu          sync.Mutex
-	incarnation int
-	alive       bool
-	base, last  counters
 }
 
 // env returns the daemon environment of a replica: short intervals, and
@@ -341,7 +285,8 @@ func (r *rig) env(name, addr string, extra map[string]string) map[string]string 
 func (r *rig) startReplica(name string, extra map[string]string) *replica {
 	r.t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(r.t))
-	rp := &replica{name: name, addr: addr, alive: true}
+	rp := &replica{name: name, addr: addr, Counts: e2e.NewCounts(addr, 3*time.Second, parseCounters, counters.plus)}
+	rp.Started()
 	rp.Proc = e2e.StartProc(r.t, bin, r.env(name, addr, extra))
 	r.mu.Lock()
 	r.replicas = append(r.replicas, rp)
@@ -351,80 +296,33 @@ func (r *rig) startReplica(name string, extra map[string]string) *replica {
 
 // kill sends SIGKILL (after a last scrape).
 func (rp *replica) kill() {
-	rp.refresh()
-	rp.mu.Lock()
-	rp.alive = false
-	rp.mu.Unlock()
+	rp.Refresh()
+	rp.Stopped()
 	rp.Proc.Kill()
 }
 
 // term sends SIGTERM and waits; it returns the exit code.
 func (rp *replica) term(timeout time.Duration) (int, error) {
-	rp.refresh()
-	rp.mu.Lock()
-	rp.alive = false
-	rp.mu.Unlock()
+	rp.Refresh()
+	rp.Stopped()
 	return rp.Proc.Term(timeout)
 }
 
 // restart starts a new incarnation.
 func (rp *replica) restart() {
-	rp.mu.Lock()
-	rp.base = rp.base.plus(rp.last)
-	rp.last = counters{}
-	rp.incarnation++
-	rp.alive = true
-	rp.mu.Unlock()
+	rp.Started()
 	rp.Proc.Start()
 }
 
-func (rp *replica) totals() counters {
-	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	return rp.base.plus(rp.last)
-}
-
-// refresh scrapes the metrics into last, if the process answers.
-func (rp *replica) refresh() {
-	rp.mu.Lock()
-	inc, alive := rp.incarnation, rp.alive
-	rp.mu.Unlock()
-	if !alive {
-		return
-	}
-	c, err := rp.scrape()
-	if err != nil {
-		return
-	}
-	rp.mu.Lock()
-	if rp.incarnation == inc && rp.alive {
-		rp.last = c
-	}
-	rp.mu.Unlock()
-}
-
-var httpClient = &http.Client{Timeout: 3 * time.Second}
-
+// get GETs path from the replica.
 func (rp *replica) get(path string) (int, string, error) {
-	resp, err := httpClient.Get("http://" + rp.addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return rp.Get(context.Background(), path)
 }
 
-func (rp *replica) scrape() (counters, error) {
-	code, body, err := rp.get("/metrics")
-	if err != nil {
-		return counters{}, err
-	}
-	if code != http.StatusOK {
-		return counters{}, fmt.Errorf("metrics: status %d", code)
-	}
+// parseCounters sums the metric families a row reports.
+func parseCounters(body string) (counters, error) {
 	var c counters
-	err = promtext.Each(body, func(name string, v float64) {
+	err := promtext.Each(body, func(name string, v float64) {
 		switch {
 		case strings.HasPrefix(name, "persister_entries_stored_total{") && strings.Contains(name, `outcome="duplicate"`):
 			c.duplicate += v
@@ -484,7 +382,7 @@ func (r *rig) scrapeLoop(ctx context.Context) {
 		reps := append([]*replica(nil), r.replicas...)
 		r.mu.Unlock()
 		for _, rp := range reps {
-			rp.refresh()
+			rp.Refresh()
 		}
 	}
 }
@@ -495,8 +393,8 @@ func (r *rig) totals() counters {
 	r.mu.Unlock()
 	var c counters
 	for _, rp := range reps {
-		rp.refresh()
-		c = c.plus(rp.totals())
+		rp.Refresh()
+		c = c.plus(rp.Totals())
 	}
 	return c
 }

@@ -137,13 +137,7 @@ func expectMessage(k skey, id string, f map[string]string) (expectation, error) 
 	if err != nil {
 		return expectation{}, err
 	}
-
-	doc := (&wDoc{}).
-		add("_id", k.ns+":"+k.name+":"+id).
-		add("topic", k.name).
-		add("msgId", id).
-		add("tenantId", k.tenant).
-		add("namespace", k.ns).
+	doc := identity(k, id, id).
 		add("headers", b.headers).
 		add("payload", b.payload).
 		add("firstSeenAt", wDate(ms)).
@@ -163,6 +157,17 @@ func expectMessage(k skey, id string, f map[string]string) (expectation, error) 
 	}
 	doc.add("_system", b.dr.system())
 	return expectation{doc: doc, refused: b.pinfo.arrayInArray}, nil
+}
+
+// identity starts the document of entry id of stream k with its identity
+// fields; msgID is the message's id (for a dead letter, the original's).
+func identity(k skey, id, msgID string) *wDoc {
+	return (&wDoc{}).
+		add("_id", k.ns+":"+k.name+":"+id).
+		add("topic", k.name).
+		add("msgId", msgID).
+		add("tenantId", k.tenant).
+		add("namespace", k.ns)
 }
 
 // entryBody is an entry's headers and payload as the persister must store them.
@@ -206,12 +211,7 @@ func expectDeadLetter(k skey, id string, f map[string]string) (expectation, erro
 	if err != nil {
 		return expectation{}, err
 	}
-	doc := (&wDoc{}).
-		add("_id", k.ns+":"+k.name+":"+id).
-		add("topic", k.name).
-		add("msgId", f["originalMsgId"]).
-		add("tenantId", k.tenant).
-		add("namespace", k.ns).
+	doc := identity(k, id, f["originalMsgId"]).
 		add("dlqId", id).
 		add("reason", f["reason"]).
 		add("headers", b.headers).

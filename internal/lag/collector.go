@@ -109,18 +109,14 @@ func New(rdb redis.UniversalClient, cfg Config, list Lister, m *metrics.Metrics,
 func (c *Collector) Run(ctx context.Context) error {
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
-	failures := 0
+	var failures retry.Failures
 	for {
 		if err := c.Collect(ctx); err != nil && ctx.Err() == nil {
-			failures++
-			if retry.Log(failures) {
-				c.log.Warn("lag measurement failed; gauges keep their last values", "attempt", failures, "err", err)
-			}
+			failures.Fail(c.log, "lag measurement failed; gauges keep their last values", err)
 		} else if err == nil {
-			if failures > 0 {
-				c.log.Info("lag measurement recovered", "after_failures", failures)
+			if n := failures.Reset(); n > 0 {
+				c.log.Info("lag measurement recovered", "after_failures", n)
 			}
-			failures = 0
 		}
 		select {
 		case <-ctx.Done():

@@ -239,7 +239,7 @@ func (e *topicEntry) appendHeaders(dst []byte) []byte {
 	h, ok := e.field(fHeaders)
 	if !ok {
 		e.faults.Add(DefectHeadersMissing)
-		return appendEmptyDoc(dst, "headers")
+		return AppendEmptyDoc(dst, "headers")
 	}
 	dst, ds := AppendHeaders(dst, "headers", h)
 	if len(ds) > 0 {
@@ -392,14 +392,7 @@ func appendPayload(dst []byte, name, text string, src []byte) ([]byte, []Defect)
 		}
 		return bsoncore.AppendStringElement(dst, name, text), []Defect{DefectPayloadNotJSON}
 	}
-	var ds []Defect
-	if res.EscapedKeys {
-		ds = append(ds, DefectKeysEscaped)
-	}
-	if res.Replaced {
-		ds = append(ds, DefectPayloadUnicode)
-	}
-	return out, ds
+	return out, transcodeDefects(res, DefectKeysEscaped, DefectPayloadUnicode)
 }
 
 // AppendHeaders appends a headers JSON text, which must be an object. Other
@@ -410,22 +403,28 @@ func AppendHeaders(dst []byte, name, text string) ([]byte, []Defect) {
 	t := strings.TrimLeft(text, " \t\r\n")
 	if !strings.HasPrefix(t, "{") {
 		if bsonjson.Valid([]byte(text)) {
-			return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotObject}
+			return AppendEmptyDoc(dst, name), []Defect{DefectHeadersNotObject}
 		}
-		return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
+		return AppendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
 	}
 	out, res, err := bsonjson.AppendElement(dst, name, []byte(text))
 	if err != nil {
-		return appendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
+		return AppendEmptyDoc(dst, name), []Defect{DefectHeadersNotJSON}
 	}
+	return out, transcodeDefects(res, DefectHeadersKeysEscaped, DefectHeadersUnicode)
+}
+
+// transcodeDefects returns escaped if the transcoding escaped keys and
+// replaced if it replaced text with no exact UTF-8 form.
+func transcodeDefects(res bsonjson.Result, escaped, replaced Defect) []Defect {
 	var ds []Defect
 	if res.EscapedKeys {
-		ds = append(ds, DefectHeadersKeysEscaped)
+		ds = append(ds, escaped)
 	}
 	if res.Replaced {
-		ds = append(ds, DefectHeadersUnicode)
+		ds = append(ds, replaced)
 	}
-	return out, ds
+	return ds
 }
 
 // AppendSystem appends the _system sub-document: createdAt, and when the
@@ -468,7 +467,9 @@ func uniq(ds []Defect) []Defect {
 	return out
 }
 
-func appendEmptyDoc(dst []byte, name string) []byte {
+// AppendEmptyDoc appends the empty document {} as the element name (the
+// headers of an entry that has none).
+func AppendEmptyDoc(dst []byte, name string) []byte {
 	return bsoncore.AppendDocumentElement(dst, name, []byte{5, 0, 0, 0, 0})
 }
 

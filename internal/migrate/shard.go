@@ -10,7 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/dlq"
+	"github.com/chronow/persister/internal/rescue"
 )
 
 // ErrNotMongos is returned when --shard is asked of a server that is not
@@ -65,7 +65,7 @@ func ShardKeys() []ShardKey {
 		{Collection: config.CollDeadLetters, Key: bson.D{{Key: "_id", Value: "hashed"}},
 			Index: bson.D{{Key: "_id", Value: "hashed"}}},
 		{Collection: config.CollSharedMemory, Key: bson.D{{Key: "key", Value: 1}, {Key: "namespace", Value: 1}}},
-		{Collection: dlq.Bucket + ".chunks", Key: bson.D{{Key: "files_id", Value: 1}, {Key: "n", Value: 1}},
+		{Collection: rescue.Bucket + ".chunks", Key: bson.D{{Key: "files_id", Value: 1}, {Key: "n", Value: 1}},
 			Index: bson.D{{Key: "files_id", Value: 1}, {Key: "n", Value: 1}}, Unique: true}, // as GridFS creates it
 	}
 }

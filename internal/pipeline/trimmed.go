@@ -14,6 +14,7 @@ import (
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
+	"github.com/chronow/persister/internal/rescue"
 	"github.com/chronow/persister/internal/retry"
 	"github.com/chronow/persister/metrics"
 )
@@ -162,7 +163,7 @@ func (tc *trimChecks) notStored(ctx context.Context, key keyspace.Key, ids []str
 	byDoc := map[string]string{} // document _id -> entry id
 	var usualIDs, dlIDs []string
 	for _, id := range ids {
-		u, p, r := message.Identity(key.Namespace, key.Name, id), dlq.PoisonID(key, id), dlq.RefusedID(key, id)
+		u, p, r := message.Identity(key.Namespace, key.Name, id), dlq.PoisonID(key, id), rescue.RefusedID(key, id)
 		byDoc[u], byDoc[p], byDoc[r] = id, id, id
 		usualIDs = append(usualIDs, u)
 		dlIDs = append(dlIDs, p, r)

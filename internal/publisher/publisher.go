@@ -10,7 +10,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,14 +53,9 @@ func headersText(raw string, h map[string]string) string {
 // StringifyHeaders returns JSON.stringify(headers) for a string map, keys
 // sorted; nil is {}.
 func StringifyHeaders(h map[string]string) string {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
 	b.WriteByte('{')
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(h)) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
@@ -149,7 +145,12 @@ func (p *Publisher) KeyPrefix() string {
 
 // Publish adds one topic entry and returns its id.
 func (p *Publisher) Publish(ctx context.Context, m Message) (string, error) {
-	args := &redis.XAddArgs{Stream: m.Key(p.KeyPrefix()), Values: m.Values(), ID: "*"}
+	return p.xadd(ctx, m.Key(p.KeyPrefix()), m.Values())
+}
+
+// xadd adds one entry to stream, trimmed as configured, and returns its id.
+func (p *Publisher) xadd(ctx context.Context, stream string, values []any) (string, error) {
+	args := &redis.XAddArgs{Stream: stream, Values: values, ID: "*"}
 	p.trim(args)
 	id, err := p.RDB.XAdd(ctx, args).Result()
 	if err != nil {
@@ -223,13 +224,7 @@ func (d DeadLetter) Values() []any {
 
 // PublishDeadLetter adds one dead-letter entry and returns its id.
 func (p *Publisher) PublishDeadLetter(ctx context.Context, d DeadLetter) (string, error) {
-	args := &redis.XAddArgs{Stream: d.Key(p.KeyPrefix()), Values: d.Values(), ID: "*"}
-	p.trim(args)
-	id, err := p.RDB.XAdd(ctx, args).Result()
-	if err != nil {
-		return "", fmt.Errorf("xadd %s: %w", args.Stream, err)
-	}
-	return id, nil
+	return p.xadd(ctx, d.Key(p.KeyPrefix()), d.Values())
 }
 
 // Retry is a retry entry as Chronow's consumer adds it to the topic stream

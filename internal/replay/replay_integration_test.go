@@ -18,12 +18,12 @@ import (
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
 	"github.com/chronow/persister/internal/config"
-	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/replay"
+	"github.com/chronow/persister/internal/rescue"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/testenv"
 	"github.com/chronow/persister/internal/topics"
@@ -64,7 +64,7 @@ func (r *rig) replayer(cfg replay.Config) *replay.Replayer {
 	cfg.Decoders = entry.Decoders()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	m := metrics.New(prometheus.NewRegistry(), "test")
-	cfg.Rescuer = dlq.NewRescuer(dlq.Config{Layout: keyspace.Layout{Prefix: prefix}, WriteTimeout: 30 * time.Second}, r.w, nil, m, log)
+	cfg.Rescuer = rescue.NewRescuer(rescue.Config{Layout: keyspace.Layout{Prefix: prefix}, WriteTimeout: 30 * time.Second}, r.w, nil, m, log)
 	cfg.Topics = topics.New(topics.Config{Layout: keyspace.Layout{Prefix: prefix}}, r.rdb, r.w, log)
 	return replay.New(r.rdb, r.w, cfg)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/dlq"
 	"github.com/chronow/persister/internal/keyspace"
+	"github.com/chronow/persister/internal/rescue"
 )
 
 // StreamVerify compares one stream with its documents over a range.
@@ -353,7 +354,7 @@ func (r *Replayer) lookupStandIns(ctx context.Context, db *mongo.Database, k key
 		if e.seen {
 			continue
 		}
-		for _, id := range []string{dlq.PoisonID(k, e.id), dlq.RefusedID(k, e.id)} {
+		for _, id := range []string{dlq.PoisonID(k, e.id), rescue.RefusedID(k, e.id)} {
 			alt[id] = e
 			ids = append(ids, id)
 		}

@@ -4,6 +4,7 @@ package retry
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -56,3 +57,25 @@ const LogEvery = 10
 // first, then every LogEvery-th, so that an outage is visible at once and
 // stays visible without flooding the log.
 func Log(n int) bool { return n == 1 || n%LogEvery == 0 }
+
+// Failures counts a loop's consecutive failures and logs them under Log's
+// throttle. The zero value is ready.
+type Failures struct{ n int }
+
+// Fail counts a failure and, when Log says so, logs msg at warn level with
+// the attempt number, args and err. It returns the count.
+func (f *Failures) Fail(log *slog.Logger, msg string, err error, args ...any) int {
+	f.n++
+	if Log(f.n) {
+		attrs := append([]any{"attempt", f.n}, args...)
+		log.Warn(msg, append(attrs, "err", err)...)
+	}
+	return f.n
+}
+
+// Reset ends a run of failures and returns how many there were.
+func (f *Failures) Reset() int {
+	n := f.n
+	f.n = 0
+	return n
+}

@@ -3,6 +3,8 @@ package retry
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -52,5 +54,31 @@ func TestLog(t *testing.T) {
 	}
 	if want := []int{1, 10, 20, 30}; len(logged) != len(want) || logged[1] != 10 || logged[3] != 30 {
 		t.Errorf("logged %v, want %v", logged, want)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var f Failures
+	for i := 1; i <= 2*LogEvery; i++ {
+		if n := f.Fail(log, "down", errors.New("boom"), "k", "v"); n != i {
+			t.Fatalf("Fail %d returned %d", i, n)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("logged %d lines, want 3 (1st, 10th, 20th):\n%s", len(lines), buf.String())
+	}
+	if want := "level=WARN msg=down attempt=10 k=v err=boom"; !strings.Contains(lines[1], want) {
+		t.Errorf("line %q, want it to contain %q", lines[1], want)
+	}
+	if n := f.Reset(); n != 2*LogEvery {
+		t.Errorf("Reset returned %d, want %d", n, 2*LogEvery)
+	}
+	buf.Reset()
+	f.Fail(log, "down", errors.New("again"))
+	if !strings.Contains(buf.String(), "attempt=1 ") {
+		t.Errorf("after Reset: %q, want attempt=1", buf.String())
 	}
 }

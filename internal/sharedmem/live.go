@@ -103,21 +103,18 @@ func (c *Carrier) liveLoop(ctx context.Context) error {
 // supervise keeps one subscription per master, restarting them all when one
 // fails or the set of masters changes.
 func (c *Carrier) supervise(ctx context.Context, notes chan<- note) error {
-	failures := 0
+	var failures retry.Failures
 	for ctx.Err() == nil {
 		err := c.subscribeAll(ctx, notes)
 		c.m.SMLiveCapture.Set(0)
 		if ctx.Err() != nil {
 			return nil
 		}
-		failures++
 		c.m.RedisErrors.WithLabelValues(metrics.OpSMSubscribe).Inc()
-		if retry.Log(failures) {
-			c.log.Warn("shared memory: keyspace subscription failed; values arrive through reconcile until it is back",
-				"attempt", failures, "reconcile_interval", c.cfg.ReconcileInterval.String(), "err", err)
-		}
+		n := failures.Fail(c.log, "shared memory: keyspace subscription failed; values arrive through reconcile until it is back",
+			err, "reconcile_interval", c.cfg.ReconcileInterval.String())
 		c.kickReconcile()
-		wait := min(time.Duration(failures)*time.Second, 30*time.Second)
+		wait := min(time.Duration(n)*time.Second, 30*time.Second)
 		select {
 		case <-ctx.Done():
 			return nil

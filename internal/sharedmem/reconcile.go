@@ -37,7 +37,7 @@ func (c *Carrier) reconcileLoop(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	pass := 0
-	failures := 0
+	var failures retry.Failures
 	for {
 		select {
 		case <-ctx.Done():
@@ -61,13 +61,10 @@ func (c *Carrier) reconcileLoop(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			failures++
 			c.m.RedisErrors.WithLabelValues(metrics.OpSMReconcile).Inc()
-			if retry.Log(failures) {
-				c.log.Warn("shared memory: reconcile pass failed; will retry", "attempt", failures, "err", err)
-			}
+			failures.Fail(c.log, "shared memory: reconcile pass failed; will retry", err)
 		} else {
-			failures = 0
+			failures.Reset()
 			d := time.Since(start)
 			c.m.SMReconcileDuration.Observe(d.Seconds())
 			c.m.SMReconcileLast.SetToCurrentTime()

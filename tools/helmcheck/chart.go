@@ -212,17 +212,25 @@ func CopyTree(src, dst string) error {
 		if err != nil {
 			return err
 		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
+		return copyEntry(p, filepath.Join(dst, rel), d)
 	})
+}
+
+// copyEntry copies one entry of a walk to target: a directory is created, a
+// regular file copied (with its parent directories), anything else skipped.
+func copyEntry(p, target string, d os.DirEntry) error {
+	if d.IsDir() {
+		return os.MkdirAll(target, 0o755)
+	}
+	if !d.Type().IsRegular() {
+		return nil
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(target, data, 0o644)
 }

@@ -113,20 +113,6 @@ func CopyContext(src, dst string, ig *Ignore) error {
 			}
 			return nil
 		}
-		target := filepath.Join(dst, filepath.FromSlash(rel))
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
+		return copyEntry(p, filepath.Join(dst, filepath.FromSlash(rel)), d)
 	})
 }

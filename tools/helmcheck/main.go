@@ -82,11 +82,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ch, err := LoadChart(c.ChartDir)
-		if err != nil {
-			return err
-		}
-		r, err := Render(ch, vals)
+		_, r, err := c.render(vals)
 		if err != nil {
 			return err
 		}

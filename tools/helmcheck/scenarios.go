@@ -102,6 +102,16 @@ func (c Checker) files() ChartFiles {
 	return f
 }
 
+// render loads the chart and renders it with vals.
+func (c Checker) render(vals map[string]any) (*chart.Chart, *Rendered, error) {
+	ch, err := LoadChart(c.ChartDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := Render(ch, vals)
+	return ch, r, err
+}
+
 // CheckScenario lints, renders and checks one scenario.
 func (c Checker) CheckScenario(s Scenario, env map[string]string) error {
 	vals, err := LoadValues(c.ChartDir, s.Files...)
@@ -111,11 +121,7 @@ func (c Checker) CheckScenario(s Scenario, env map[string]string) error {
 	if err := Lint(c.ChartDir, vals); err != nil {
 		return err
 	}
-	ch, err := LoadChart(c.ChartDir)
-	if err != nil {
-		return err
-	}
-	r, err := Render(ch, vals)
+	ch, r, err := c.render(vals)
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,20 @@
-package dlq
+// Package rescue stores what cannot be stored the usual way: an entry too
+// large for a document, or a document the server refuses for good, keeps
+// its raw bytes in the raw_entries GridFS bucket and is stored as a stub
+// document (or, when even that is refused, a dead letter) that points at
+// them; it also writes the dead letters the persister makes itself
+// (internal/dlq's poison) under the same rules.
+//
+// Every document made here has a deterministic _id, so a redelivered entry
+// finds its document already stored (duplicate key = success) and the
+// outcome is the same on every delivery.
+package rescue
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,7 +27,7 @@ import (
 	"github.com/chronow/persister/metrics"
 )
 
-// Config tunes the Rescuer and Poison.
+// Config tunes the Rescuer (and internal/dlq's Poison).
 type Config struct {
 	// Layout is where Chronow's keys are, to parse stream keys.
 	Layout keyspace.Layout
@@ -40,16 +49,22 @@ type Rescuer struct {
 	cfg   Config
 	w     writer
 	blobs *blobs
-	memo  *Memo
+	notes Notes
 	m     *metrics.Metrics
 	log   *slog.Logger
 }
 
 var _ batch.Rescuer = (*Rescuer)(nil)
 
-// NewRescuer returns a Rescuer writing through store. memo (may be nil)
-// remembers why entries were left pending, for the poison dead letters.
-func NewRescuer(cfg Config, store Store, memo *Memo, m *metrics.Metrics, log *slog.Logger) *Rescuer {
+// Notes is told why an entry was left pending (internal/dlq's Memo, which
+// names it in the poison dead letter).
+type Notes interface {
+	Note(stream, id string, err error)
+}
+
+// NewRescuer returns a Rescuer writing through store. notes (may be nil) is
+// told why entries were left pending.
+func NewRescuer(cfg Config, store Store, notes Notes, m *metrics.Metrics, log *slog.Logger) *Rescuer {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 30 * time.Second
 	}
@@ -57,7 +72,14 @@ func NewRescuer(cfg Config, store Store, memo *Memo, m *metrics.Metrics, log *sl
 		cfg.Attempts = 6
 	}
 	w := writer{store: store, timeout: cfg.WriteTimeout, attempts: cfg.Attempts}
-	return &Rescuer{cfg: cfg, w: w, blobs: &blobs{w: w, log: log}, memo: memo, m: m, log: log}
+	return &Rescuer{cfg: cfg, w: w, blobs: &blobs{w: w, log: log}, notes: notes, m: m, log: log}
+}
+
+// note tells notes, when there are any, why the entry was left pending.
+func (r *Rescuer) note(stream, id string, err error) {
+	if r.notes != nil {
+		r.notes.Note(stream, id, err)
+	}
 }
 
 // RescueEntry stores the fields of an entry that make its document too
@@ -68,7 +90,7 @@ func (r *Rescuer) RescueEntry(ctx context.Context, key keyspace.Key, msg redis.X
 	it, err := r.rescueEntry(ctx, key, msg, cause)
 	if err != nil {
 		err = fmt.Errorf("%w (while storing it another way: %w)", cause, err)
-		r.memo.Note(key.String(), msg.ID, err)
+		r.note(key.String(), msg.ID, err)
 		r.log.Error("entry cannot be stored and could not be rescued; left pending", "stream", key.String(), "id", msg.ID, "err", err)
 		return batch.Item{}, false
 	}
@@ -125,7 +147,7 @@ func (r *Rescuer) Rescue(ctx context.Context, it batch.Item, cause error) (batch
 	rep, err := r.rescue(ctx, it, cause)
 	if err != nil {
 		err = fmt.Errorf("%w (while storing it another way: %w)", cause, err)
-		r.memo.Note(it.Stream, it.ID, err)
+		r.note(it.Stream, it.ID, err)
 		r.log.Error("document refused by the server and could not be rescued; left pending", "stream", it.Stream, "id", it.ID, "err", err)
 		return batch.Item{}, false
 	}
@@ -188,48 +210,4 @@ func uniqDefects(ds []message.Defect) []message.Defect {
 		}
 	}
 	return out
-}
-
-// Memo remembers, for a bounded number of entries, the last reason each
-// was left pending, so the poison dead letter can name it.
-type Memo struct {
-	mu    sync.Mutex
-	max   int
-	errs  map[string]string
-	order []string
-}
-
-// NewMemo returns a Memo of at most max entries (oldest forgotten first).
-func NewMemo(max int) *Memo {
-	return &Memo{max: max, errs: map[string]string{}}
-}
-
-// Note records err as the last reason the entry id of stream was not stored.
-func (m *Memo) Note(stream, id string, err error) {
-	if m == nil || err == nil {
-		return
-	}
-	k := stream + "\x00" + id
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.errs[k]; !ok {
-		m.order = append(m.order, k)
-		for len(m.order) > m.max {
-			delete(m.errs, m.order[0])
-			m.order = m.order[1:]
-		}
-	}
-	m.errs[k] = err.Error()
-}
-
-// Last returns the last reason recorded for the entry.
-func (m *Memo) Last(stream, id string) (string, bool) {
-	if m == nil {
-		return "", false
-	}
-	k := stream + "\x00" + id
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s, ok := m.errs[k]
-	return s, ok
 }

@@ -1,10 +1,11 @@
-package dlq
+package rescue
 
 import (
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -57,9 +58,31 @@ func (f *fakeStore) Database(string) (*mongo.Database, error) {
 	return nil, errors.New("no database in the fake")
 }
 
-func newTestRescuer(s Store) (*Rescuer, *metrics.Metrics, *Memo) {
+// notes records what the Rescuer notes (the daemon's is dlq.Memo).
+type notes struct {
+	mu   sync.Mutex
+	last map[string]string
+}
+
+func (n *notes) Note(stream, id string, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.last == nil {
+		n.last = map[string]string{}
+	}
+	n.last[stream+" "+id] = err.Error()
+}
+
+func (n *notes) Last(stream, id string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.last[stream+" "+id]
+	return s, ok
+}
+
+func newTestRescuer(s Store) (*Rescuer, *metrics.Metrics, *notes) {
 	m := metrics.New(prometheus.NewRegistry(), "test")
-	memo := NewMemo(10)
+	memo := &notes{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	return NewRescuer(Config{Layout: keyspace.Layout{Prefix: "cw:"}, WriteTimeout: time.Second, Attempts: 2}, s, memo, m, log), m, memo
 }
@@ -188,28 +211,9 @@ func TestRescueFailsLeavesPending(t *testing.T) {
 			}
 			last, ok := memo.Last(key.String(), "1-1")
 			if !ok || !strings.Contains(last, "BSON limit") {
-				t.Errorf("memo: got %q %v", last, ok)
+				t.Errorf("notes: got %q %v", last, ok)
 			}
 		})
-	}
-}
-
-func TestMemoBounded(t *testing.T) {
-	m := NewMemo(2)
-	m.Note("s", "1", errors.New("a"))
-	m.Note("s", "2", errors.New("b"))
-	m.Note("s", "1", errors.New("a2"))
-	m.Note("s", "3", errors.New("c"))
-	if _, ok := m.Last("s", "1"); ok {
-		t.Error("oldest entry kept")
-	}
-	if got, _ := m.Last("s", "3"); got != "c" {
-		t.Errorf("got %q", got)
-	}
-	var nilMemo *Memo
-	nilMemo.Note("s", "1", errors.New("x"))
-	if _, ok := nilMemo.Last("s", "1"); ok {
-		t.Error("nil memo remembered")
 	}
 }
 
@@ -236,4 +240,26 @@ func value(m *metrics.Metrics, family, tenant, label string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestChooseOffload(t *testing.T) {
+	big := strings.Repeat("p", stubBudget+1)
+	tests := []struct {
+		name   string
+		values map[string]any
+		want   []string
+	}{
+		{"small", map[string]any{"payload": `{"a":1}`, "headers": `{}`}, nil},
+		{"payload", map[string]any{"payload": big, "headers": `{}`}, []string{"payload"}},
+		{"two", map[string]any{"payload": big, "headers": big + "h"}, []string{"headers", "payload"}},
+		{"many medium", map[string]any{"a": big[:stubBudget/2-10], "b": big[:stubBudget/2-10], "c": big[:stubBudget/2-10]}, []string{"a"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := chooseOffload(tc.values)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

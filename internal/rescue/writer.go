@@ -1,12 +1,15 @@
-package dlq
+package rescue
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/retry"
@@ -31,6 +34,47 @@ type writer struct {
 	store    Store
 	timeout  time.Duration
 	attempts int
+}
+
+// Writer writes the dead letters the persister makes itself (internal/dlq's
+// poison) directly, not through a batcher, with the fields too large for a
+// document in the raw_entries bucket.
+type Writer struct {
+	w     writer
+	blobs *blobs
+}
+
+// NewWriter returns a Writer through store: each insert is bounded by
+// timeout, and tried at most attempts times while the server is
+// unavailable.
+func NewWriter(store Store, timeout time.Duration, attempts int, log *slog.Logger) *Writer {
+	w := writer{store: store, timeout: timeout, attempts: attempts}
+	return &Writer{w: w, blobs: &blobs{w: w, log: log}}
+}
+
+// Stored reports whether the tenant's collection coll holds a document
+// with _id id.
+func (w *Writer) Stored(ctx context.Context, tenant, coll, id string) (bool, error) {
+	db, err := w.w.store.Database(tenant)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.w.timeout)
+	defer cancel()
+	err = db.Collection(coll).FindOne(ctx, bson.D{{Key: "_id", Value: id}}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up %s in %s: %w", id, coll, err)
+}
+
+// Insert stores every doc in the tenant's collection coll (inserted or
+// already there) or returns the last error.
+func (w *Writer) Insert(ctx context.Context, tenant, coll string, docs [][]byte) error {
+	return w.w.insert(ctx, tenant, coll, docs)
 }
 
 // insert stores every doc (inserted or already there) or returns the last

@@ -1,4 +1,4 @@
-package dlq
+package rescue
 
 import (
 	"fmt"
@@ -26,28 +26,17 @@ const (
 	// DefectRefused: the server refused the document as built; it is in
 	// the raw_entries bucket, as BSON.
 	DefectRefused message.Defect = "refused_by_server"
-	// DefectPoison: the entry was delivered more than
-	// PERSISTER_MAX_DELIVERIES times without being stored.
-	DefectPoison message.Defect = "max_deliveries_exceeded"
 )
 
 // stubBudget is the most field bytes kept inside a persister-made document;
 // larger fields go to the bucket, largest first.
 const stubBudget = 4 << 20
 
-// Suffixes of the _id of dead letters the persister makes itself. Chronow's
-// dead letters have _id "<ns>:<topic>:<ms>-<seq>"; a suffix after the
-// stream id can never be one of those.
-const (
-	suffixPoison  = "#poison"
-	suffixRefused = "#refused"
-)
-
-// PoisonID returns the _id of the dead letter the persister writes for an
-// entry of the stream key that was delivered too often without being stored.
-func PoisonID(key keyspace.Key, entryID string) string {
-	return message.Identity(key.Namespace, key.Name, entryID) + "#" + string(key.Kind) + suffixPoison
-}
+// suffixRefused ends the _id of the dead letter written when even the stub
+// of a refused document is refused. Chronow's dead letters have _id
+// "<ns>:<topic>:<ms>-<seq>"; a suffix after the stream id can never be one
+// of those (internal/dlq's poison dead letters end with "#poison").
+const suffixRefused = "#refused"
 
 // RefusedID returns the _id of the dead letter the persister writes when
 // even the stub of a refused document is refused.
@@ -75,8 +64,9 @@ type entryDoc struct {
 	offloaded map[string]BlobRef
 	defects   []message.Defect
 	errText   string
-	// poison is set for the persister's own dead letters.
-	poison     bool
+	// own is set for the dead letters the persister makes itself (poison):
+	// reason, failedAt (now) and deliveries are its own, not the entry's.
+	own        bool
 	reason     string
 	deliveries int64
 	now        time.Time
@@ -133,7 +123,7 @@ func (e entryDoc) build() ([]byte, error) {
 	idx, dst := bsoncore.AppendDocumentStart(nil)
 	b.dst = dst
 	b.appendIdentity()
-	b.appendParsed("headers", message.AppendHeaders, appendEmptyDoc)
+	b.appendParsed("headers", message.AppendHeaders, message.AppendEmptyDoc)
 	b.appendParsed("payload", message.AppendPayload, bsoncore.AppendNullElement)
 	if e.coll == config.CollMessages {
 		b.appendSeen(idTime)
@@ -201,7 +191,7 @@ func (b *docBuilder) appendIdentity() {
 		b.dst = bsoncore.AppendStringElement(b.dst, "dlqId", e.entryID)
 	}
 	if e.coll == config.CollDeadLetters {
-		if e.poison {
+		if e.own {
 			b.dst = bsoncore.AppendStringElement(b.dst, "reason", e.reason)
 		} else {
 			b.appendField("reason", "reason")
@@ -241,12 +231,12 @@ func (b *docBuilder) appendSeen(idTime time.Time) {
 }
 
 // appendFailure appends a dead letter's failedAt and deliveries: the
-// poison's own, or the entry's fields when they parse (else the entry id's
+// persister's own (poison), or the entry's fields when they parse (else the entry id's
 // time and null).
 func (b *docBuilder) appendFailure(idTime time.Time) {
 	failedAt := idTime
 	var deliveries int64 = -1
-	if b.e.poison {
+	if b.e.own {
 		failedAt, deliveries = b.e.now, b.e.deliveries
 	} else {
 		if s, ok := b.get("failedAt"); ok {
@@ -350,7 +340,7 @@ func refusedStub(doc bsoncore.Document, ref BlobRef, errText string, now time.Ti
 		}
 		dst = bsoncore.AppendValueElement(dst, name, v)
 	}
-	dst = appendEmptyDoc(dst, "headers")
+	dst = message.AppendEmptyDoc(dst, "headers")
 	dst = bsoncore.AppendNullElement(dst, "payload")
 	dst = appendRefusedSystem(dst, errText, ref, now, nil)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
