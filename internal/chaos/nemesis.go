@@ -255,18 +255,18 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 		var err error
 		switch f.Kind {
 		case FaultLatency:
-			err = addToxic(p, name, "latency", "downstream", fmt.Sprintf(`{"latency":%d,"jitter":%d}`, f.Param, f.Param/2))
+			err = w.px.addToxic(p, name, "latency", "downstream", fmt.Sprintf(`{"latency":%d,"jitter":%d}`, f.Param, f.Param/2))
 		case FaultStall:
-			err = addToxic(p, name, "timeout", "downstream", `{"timeout":0}`)
+			err = w.px.addToxic(p, name, "timeout", "downstream", `{"timeout":0}`)
 		case FaultCut:
-			err = addToxic(p, name, "reset_peer", "upstream", `{"timeout":0}`)
+			err = w.px.addToxic(p, name, "reset_peer", "upstream", `{"timeout":0}`)
 		}
 		if err != nil {
 			n.fail("%v", err)
 			return
 		}
 		sleepCtx(ctx, f.For)
-		if err := removeToxic(p, name); err != nil {
+		if err := w.px.removeToxic(p, name); err != nil {
 			n.fail("remove toxic %s: %v", name, err)
 		}
 	}

@@ -26,6 +26,8 @@ type server struct {
 	s       *testenv.Server
 	paused  bool
 	proxies []*toxiproxy.Proxy
+	// ops is the proxies' lock for changes (proxies.ops), set by add.
+	ops *sync.Mutex
 }
 
 func startServer(name string, launch func() (*testenv.Server, error)) (*server, error) {
@@ -77,7 +79,12 @@ func (sv *server) relaunch() error {
 	sv.mu.Lock()
 	sv.s = s
 	proxies := append([]*toxiproxy.Proxy(nil), sv.proxies...)
+	ops := sv.ops
 	sv.mu.Unlock()
+	if ops != nil {
+		ops.Lock()
+		defer ops.Unlock()
+	}
 	for _, p := range proxies {
 		if err := p.Update(&toxiproxy.Proxy{Listen: p.Listen, Upstream: s.Addr, Enabled: true}); err != nil {
 			return fmt.Errorf("proxy %s to %s: %w", p.Name, s.Addr, err)
@@ -110,6 +117,12 @@ func (sv *server) logTail() string {
 type proxies struct {
 	api *toxiproxy.ApiServer
 	all []*toxiproxy.Proxy
+	// ops serialises changes to the proxies (toxics added and removed,
+	// upstreams updated): Toxiproxy v2.9.0 can deadlock when a proxy's
+	// Update (which waits for its accept loop) runs while a toxic of the
+	// same proxy is being removed (which holds the lock the accept loop
+	// needs for a new connection).
+	ops sync.Mutex
 }
 
 func newProxies() *proxies {
@@ -124,6 +137,7 @@ func (ps *proxies) add(name, listen string, sv *server) (*toxiproxy.Proxy, error
 	}
 	sv.mu.Lock()
 	sv.proxies = append(sv.proxies, p)
+	sv.ops = &ps.ops
 	sv.mu.Unlock()
 	ps.all = append(ps.all, p)
 	return p, nil
@@ -136,7 +150,9 @@ func (ps *proxies) close() {
 }
 
 // addToxic adds one toxic to p (both directions when stream is "").
-func addToxic(p *toxiproxy.Proxy, name, typ, stream string, attrs string) error {
+func (ps *proxies) addToxic(p *toxiproxy.Proxy, name, typ, stream string, attrs string) error {
+	ps.ops.Lock()
+	defer ps.ops.Unlock()
 	body := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1.0,"attributes":%s}`, name, typ, stream, attrs)
 	if _, err := p.Toxics.AddToxicJson(bytes.NewBufferString(body)); err != nil {
 		return fmt.Errorf("toxic %s on %s: %w", name, p.Name, err)
@@ -144,6 +160,8 @@ func addToxic(p *toxiproxy.Proxy, name, typ, stream string, attrs string) error 
 	return nil
 }
 
-func removeToxic(p *toxiproxy.Proxy, name string) error {
+func (ps *proxies) removeToxic(p *toxiproxy.Proxy, name string) error {
+	ps.ops.Lock()
+	defer ps.ops.Unlock()
 	return p.Toxics.RemoveToxic(context.Background(), name)
 }

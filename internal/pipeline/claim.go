@@ -47,7 +47,8 @@ func newClaimer(d Deps, tp *Tenant) *consumer.Claimer {
 // are slow, and count a delivery toward poison), counts the others, lets screen dead-letter the poison
 // among them (delivered more than PERSISTER_MAX_DELIVERIES times; each
 // claim counts one delivery) and hands the rest to handle. Entries with nil
-// Values were trimmed while pending; handle acks and counts them as lost.
+// Values were trimmed while pending (and XAUTOCLAIM dropped them from the
+// pending list); take decides them at once (trimmed).
 func (tp *Tenant) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage,
 	screen func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage) error {
 	now := time.Now()
@@ -78,5 +79,5 @@ func (tp *Tenant) handleClaimed(ctx context.Context, stream string, msgs []redis
 	if err := tp.budget.Acquire(ctx, consumer.MessagesBytes(msgs)); err != nil {
 		return err
 	}
-	return tp.handle(ctx, stream, msgs)
+	return tp.take(ctx, stream, msgs, true)
 }

@@ -102,7 +102,8 @@ func New(d Deps) *Tenant {
 			Screen:  d.Screen,
 		}, tp.streams, tp.handle, log))
 	}
-	tp.trims = newTrimChecks(d.Tenant, d.Store, p.WriteTimeout, d.Metrics, log)
+	tp.trims = &trimChecks{tenant: d.Tenant, dbs: d.Store, rdb: d.RDB, group: p.Group, writeTimeout: p.WriteTimeout,
+		in: make(chan trimMiss, 256), m: d.Metrics, log: log}
 	tp.claimer = newClaimer(d, tp)
 	return tp
 }
@@ -134,6 +135,12 @@ func (tp *Tenant) Run(readCtx, drainCtx context.Context) error {
 // handed on takes a hold on its entry's charge (hold.Set.Take), which the
 // batcher lets go when the entry leaves it; the rest is released here.
 func (tp *Tenant) handle(ctx context.Context, stream string, msgs []redis.XMessage) error {
+	return tp.take(ctx, stream, msgs, false)
+}
+
+// take is handle for entries read (claimed false) or claimed: the two
+// differ only in how entries trimmed while pending are decided (trimmed).
+func (tp *Tenant) take(ctx context.Context, stream string, msgs []redis.XMessage, claimed bool) error {
 	var keep int64 // charge handed on with items
 	defer func() { tp.budget.Release(consumer.MessagesBytes(msgs) - keep) }()
 	key, err := tp.layout.Parse(stream)
@@ -170,7 +177,7 @@ func (tp *Tenant) handle(ctx context.Context, stream string, msgs []redis.XMessa
 		}
 	}
 	if len(trimmed) > 0 {
-		tp.ackTrimmed(ctx, key, trimmed, now)
+		tp.trimmed(ctx, key, trimmed, now, claimed)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -33,56 +34,74 @@ func trimSettle(writeTimeout time.Duration) time.Duration {
 	return min(writeTimeout, maxTrimSettle)
 }
 
-// ackTrimmed acknowledges pending entries whose body was trimmed away:
-// they can never be stored now. Those whose document is in MongoDB all the
-// same (a write that landed before a crash, or whose answer was lost) are
-// not lost. Those with no document, or all when MongoDB does not answer,
-// are handed to the second look (trimChecks), since the last write of a
-// replica that died may still land.
-func (tp *Tenant) ackTrimmed(ctx context.Context, key keyspace.Key, ids []string, now time.Time) {
-	stream := key.String()
-	if err := tp.acker.Ack(ctx, map[string][]string{stream: ids}); err != nil {
-		tp.log.Warn("ack of trimmed entries failed; will retry when re-read", "stream", stream, "err", err)
+// trimmed deals with pending entries whose body was trimmed away: they
+// can never be stored now. Each is acknowledged once it is decided: stored
+// after all (its document, or a dead letter made of it, is in MongoDB: a
+// write that landed before a crash, or whose answer was lost), or lost
+// (counted, with a warning naming it).
+//
+// Entries re-read from this consumer's own pending list are looked for
+// now; those not found are looked for again trimSettle later by the
+// tenant's trimChecks (the last write of a replica that died may still
+// land), and stay pending until then: a crash before the decision leaves
+// them to the next reader. Entries a claim found trimmed (claimed) are
+// already out of the pending list (XAUTOCLAIM drops them) and were idle for
+// the claim's minimum idle time: their first look decides.
+func (tp *Tenant) trimmed(ctx context.Context, key keyspace.Key, ids []string, now time.Time, claimed bool) {
+	if claimed {
+		tp.trims.in <- trimMiss{key: key, ids: ids, at: now.Add(-trimSettle(tp.trims.writeTimeout)), claimed: true}
 		return
 	}
 	missing, err := tp.trims.notStored(ctx, key, ids)
 	if err != nil {
 		missing = ids // all are looked for again, until MongoDB answers
 	}
-	if stored := len(ids) - len(missing); stored > 0 {
-		tp.log.Info("pending entries were trimmed from the stream after they were stored", "stream", stream, "count", stored)
+	if stored := setMinus(ids, missing); len(stored) > 0 {
+		tp.trims.decide(ctx, key, stored, nil, false)
 	}
 	if len(missing) > 0 {
 		tp.trims.in <- trimMiss{key: key, ids: missing, at: now}
 	}
 }
 
-// trimMiss is a group of trimmed entries whose document the first look did
-// not find.
-type trimMiss struct {
-	key keyspace.Key
-	ids []string
-	at  time.Time // of the first look
+// setMinus returns the ids of a not in b.
+func setMinus(a, b []string) []string {
+	drop := make(map[string]bool, len(b))
+	for _, id := range b {
+		drop[id] = true
+	}
+	var out []string
+	for _, id := range a {
+		if !drop[id] {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
-// trimChecks looks a second time, trimSettle after the first, for trimmed
-// entries that had no document, and counts those still missing as lost.
-// One goroutine per tenant (run) does it, so readers never wait.
+// trimMiss is a group of trimmed entries still to be decided.
+type trimMiss struct {
+	key     keyspace.Key
+	ids     []string
+	at      time.Time // of the first look
+	claimed bool      // found by a claim: no longer in the pending list
+}
+
+// trimChecks decides trimmed entries the first look did not find: it looks
+// again trimSettle after the first look, acknowledges them and counts those
+// still missing as lost. One goroutine per tenant (run) does it, so readers
+// never wait.
 type trimChecks struct {
 	tenant string
 	dbs    interface {
 		Database(string) (*mongo.Database, error)
 	}
+	rdb          redis.UniversalClient
+	group        string
 	writeTimeout time.Duration
 	in           chan trimMiss
 	m            *metrics.Metrics
 	log          *slog.Logger
-}
-
-func newTrimChecks(tenant string, dbs interface {
-	Database(string) (*mongo.Database, error)
-}, writeTimeout time.Duration, m *metrics.Metrics, log *slog.Logger) *trimChecks {
-	return &trimChecks{tenant: tenant, dbs: dbs, writeTimeout: writeTimeout, in: make(chan trimMiss, 256), m: m, log: log}
 }
 
 // close tells run that no more misses come (the readers have stopped).
@@ -90,22 +109,25 @@ func (tc *trimChecks) close() { close(tc.in) }
 
 // run takes misses until close, each looked at again once its settle time
 // has passed, and again (with backoff) while MongoDB does not answer. When
-// ctx ends (the shutdown grace is over) the remaining ones are counted
-// without a look: an upper bound, said in the log.
+// ctx ends (the shutdown grace is over) one last brief look is made; what
+// it cannot decide stays pending for the next reader (or, for claimed
+// entries, which Redis no longer lists, is counted: an upper bound, said in
+// the log).
 func (tc *trimChecks) run(ctx context.Context) {
 	settle := trimSettle(tc.writeTimeout)
 	for miss := range tc.in {
 		_ = retry.Sleep(ctx, time.Until(miss.at.Add(settle)))
 		lost, err := tc.look(ctx, miss)
-		if err != nil {
-			tc.count(miss.key, miss.ids, err)
-			continue
+		switch {
+		case err == nil:
+			tc.decide(context.WithoutCancel(ctx), miss.key, setMinus(miss.ids, lost), lost, miss.claimed)
+		case miss.claimed:
+			tc.decide(context.WithoutCancel(ctx), miss.key, nil, miss.ids, true, "err", err,
+				"note", "not looked for in MongoDB before the stop; some of them may be stored (an upper bound)")
+		default:
+			tc.log.Info("trimmed pending entries not decided before the stop; left pending for the next reader",
+				"stream", miss.key.String(), "count", len(miss.ids), "err", err)
 		}
-		if stored := len(miss.ids) - len(lost); stored > 0 {
-			tc.log.Info("pending entries were trimmed from the stream after they were stored (found on a second look)",
-				"stream", miss.key.String(), "count", stored)
-		}
-		tc.count(miss.key, lost, nil)
 	}
 }
 
@@ -133,18 +155,57 @@ func (tc *trimChecks) look(ctx context.Context, miss trimMiss) ([]string, error)
 	}
 }
 
-// count counts ids as lost with a warning naming them; lookErr says why
-// they were not (all) looked for, making the count an upper bound.
-func (tc *trimChecks) count(key keyspace.Key, ids []string, lookErr error) {
-	if len(ids) == 0 {
+// decide acknowledges the decided entries of key, one XACK each, and
+// counts as lost those of lost this consumer acknowledged (XACK 1): an
+// entry another replica claimed meanwhile is that replica's to count.
+// Claimed entries are already out of the pending list: all of lost count.
+// Extra log attributes go to the warning.
+func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost []string, claimed bool, extra ...any) {
+	stream := key.String()
+	acks, err := tc.ack(ctx, stream, append(append([]string(nil), stored...), lost...))
+	if err != nil && !claimed {
+		tc.log.Warn("ack of trimmed entries failed; they stay pending and are decided again when claimed", "stream", stream, "err", err)
 		return
 	}
-	tc.m.Lost.WithLabelValues(tc.tenant, metrics.CauseTrimmed).Add(float64(len(ids)))
-	args := []any{"stream", key.String(), "kind", string(key.Kind), "count", len(ids), "first_id", ids[0], "last_id", ids[len(ids)-1]}
-	if lookErr != nil {
-		args = append(args, "err", lookErr, "note", "not looked for in MongoDB before the stop; some of them may be stored (an upper bound)")
+	if len(stored) > 0 {
+		tc.log.Info("pending entries were trimmed from the stream after they were stored", "stream", stream, "count", len(stored))
 	}
+	var counted []string
+	for i, id := range lost {
+		if claimed || acks[len(stored)+i] {
+			counted = append(counted, id)
+		}
+	}
+	if len(counted) == 0 {
+		return
+	}
+	tc.m.Lost.WithLabelValues(tc.tenant, metrics.CauseTrimmed).Add(float64(len(counted)))
+	args := append([]any{"stream", stream, "kind", string(key.Kind), "count", len(counted),
+		"first_id", counted[0], "last_id", counted[len(counted)-1]}, extra...)
 	tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost", args...)
+}
+
+// ack sends one XACK per id (pipelined) and reports which ones this call
+// acknowledged.
+func (tc *trimChecks) ack(ctx context.Context, stream string, ids []string) ([]bool, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, tc.writeTimeout)
+	defer cancel()
+	pipe := tc.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.XAck(ctx, stream, tc.group, id)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("xack %s: %w", stream, err)
+	}
+	out := make([]bool, len(ids))
+	for i, c := range cmds {
+		out[i] = c.Val() == 1
+	}
+	return out, nil
 }
 
 // notStored returns the ids of entries of key with no document: neither
