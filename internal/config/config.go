@@ -103,6 +103,11 @@ type Persister struct {
 	// MaxConcurrentWrites bounds the bulk inserts in flight on each MongoDB
 	// connection across all its tenants (InflightBatches is per tenant).
 	MaxConcurrentWrites int `env:"PERSISTER_MAX_CONCURRENT_WRITES, default=4"`
+	// WriteConcurrency is adaptive (the limit of writes in flight per
+	// connection and per database moves within [1, MaxConcurrentWrites]
+	// with their latency and throughput: internal/arc) or fixed
+	// (MaxConcurrentWrites per connection, always).
+	WriteConcurrency string `env:"PERSISTER_WRITE_CONCURRENCY, default=adaptive"`
 	// MaxInflightBytes bounds the bytes of stream entries held in memory
 	// (read, batched or being written) across all tenants: a read waits
 	// until the entries it may return fit (internal/budget).
@@ -140,6 +145,9 @@ const (
 	SMNotifyOff       = "off"
 	SMDeleteKeep      = "keep"
 	SMDeleteTombstone = "tombstone"
+
+	WriteConcurrencyAdaptive = "adaptive"
+	WriteConcurrencyFixed    = "fixed"
 )
 
 // Load reads the configuration from the process environment and validates it.
@@ -319,6 +327,9 @@ func (p Persister) validateModes(ps *problems) {
 	if p.SMNotify != SMNotifyAuto && p.SMNotify != SMNotifyOff {
 		ps.bad("PERSISTER_SM_NOTIFY", "must be auto or off, got %q", p.SMNotify)
 	}
+	if p.WriteConcurrency != WriteConcurrencyAdaptive && p.WriteConcurrency != WriteConcurrencyFixed {
+		ps.bad("PERSISTER_WRITE_CONCURRENCY", "must be adaptive or fixed, got %q", p.WriteConcurrency)
+	}
 	if p.SMDeleteMode != SMDeleteKeep && p.SMDeleteMode != SMDeleteTombstone {
 		ps.bad("PERSISTER_SM_DELETE_MODE", "must be keep or tombstone, got %q", p.SMDeleteMode)
 	}
@@ -427,6 +438,7 @@ func (c *Config) Summary() map[string]any {
 		"workers":            c.Persister.Workers,
 		"inflight":           c.Persister.InflightBatches,
 		"max_writes":         c.Persister.MaxConcurrentWrites,
+		"write_concurrency":  c.Persister.WriteConcurrency,
 		"max_inflight_bytes": c.Persister.MaxInflightBytes,
 		"memory_limit":       c.Persister.MemoryLimit,
 		"http_addr":          c.Persister.HTTPAddr,

@@ -1,0 +1,356 @@
+// Package arc is adaptive request concurrency for bulk writes: a limiter
+// that lets at most Limit() writes run at once and moves that limit with
+// what it measures, in the spirit of TCP congestion control (Vegas, AIMD)
+// and Vector's adaptive request concurrency.
+//
+// Every write reports its duration, its document count and its error. The
+// limiter keeps a latency floor per batch-size class (the fastest write of
+// that size seen recently), and judges each write by its duration over the
+// floor of its class, so a small batch is never compared with a full one.
+// It raises the limit by one while writes run near their floor, the limit
+// is in use, and throughput grows; it lowers it multiplicatively when the
+// writes of a window run well above their floor, at once when one write is
+// far above it (a stalled server) or fails; and it keeps the limit within
+// [1, Max]. docs/performance.md describes the algorithm and its settings.
+package arc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Config tunes a Limiter. Zero fields take the defaults of Defaults.
+type Config struct {
+	// Max is the highest limit (PERSISTER_MAX_CONCURRENT_WRITES).
+	Max int
+	// Initial is the starting limit (default 1, at most Max).
+	Initial int
+	// Fixed keeps the limit at Max: no adaptation (today's behaviour of
+	// PERSISTER_WRITE_CONCURRENCY=fixed), measurements are still taken.
+	Fixed bool
+	// Tolerance: a window whose median write ran more than Tolerance ×
+	// its floor is congested; the limit is lowered (default 2).
+	Tolerance float64
+	// Headroom: the limit is raised only while the window's median write
+	// ran within Headroom × its floor (default 1.5).
+	Headroom float64
+	// Severe: a single write over Severe × its floor, or a failed one,
+	// lowers the limit at once, once per decrease (default 4).
+	Severe float64
+	// Decrease is the factor of a decrease for latency (default 0.7);
+	// errors and severe writes use ErrDecrease (default 0.5).
+	Decrease, ErrDecrease float64
+	// Gain: after a raise, throughput must grow by this fraction or the
+	// raise is undone (default 0.05).
+	Gain float64
+	// FloorWindow is how long a floor is remembered (default 30s): the
+	// floor is the fastest write of the last FloorWindow to 2×FloorWindow.
+	FloorWindow time.Duration
+	// MinWindow is the fewest writes of a window (default 4); a window
+	// also counts at least 2 × the limit writes.
+	MinWindow int
+	// Now is the clock (tests pass a fake one).
+	Now func() time.Time
+}
+
+// Defaults fills the zero fields of c.
+func (c Config) Defaults() Config {
+	c.Max = max(c.Max, 1)
+	if c.Initial <= 0 {
+		c.Initial = 1
+	}
+	c.Initial = min(c.Initial, c.Max)
+	def := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Tolerance, 2)
+	def(&c.Headroom, 1.5)
+	def(&c.Severe, 4)
+	def(&c.Decrease, 0.7)
+	def(&c.ErrDecrease, 0.5)
+	def(&c.Gain, 0.05)
+	if c.FloorWindow <= 0 {
+		c.FloorWindow = 30 * time.Second
+	}
+	if c.MinWindow <= 0 {
+		c.MinWindow = 4
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// classes of batch sizes: class k holds writes of [2^k, 2^(k+1)) documents.
+const classes = 18
+
+// Limiter bounds the writes in flight. Its methods are safe for concurrent
+// use.
+type Limiter struct {
+	cfg Config
+
+	mu       sync.Mutex
+	limit    int
+	inflight int
+	waiters  []chan struct{} // FIFO; a closed channel is a granted slot
+	epoch    int             // decreases so far; a write started before the last one cannot cause another
+	floors   [classes]floor
+	win      window
+	ctl      control
+}
+
+// floor is the fastest write of one size class over the last one to two
+// FloorWindows: the minimum of the current and the previous period.
+type floor struct {
+	cur, prev time.Duration // 0: none
+	since     time.Time     // start of cur
+}
+
+// window gathers the writes between two decisions.
+type window struct {
+	start     time.Time
+	ratios    []float64 // duration / floor of each write
+	docs      int
+	saturated bool // the limit was in use (all slots taken) at some point
+}
+
+// control is the state of the raise-and-check probe.
+type control struct {
+	probing  bool    // the last change was a raise, not yet confirmed
+	base     float64 // throughput (docs/s) before that raise
+	hold     int     // windows to wait before the next raise
+	cooldown int     // hold after the next failed raise
+}
+
+// New returns a limiter at cfg.Initial (cfg.Max when Fixed).
+func New(cfg Config) *Limiter {
+	cfg = cfg.Defaults()
+	l := &Limiter{cfg: cfg, limit: cfg.Initial}
+	if cfg.Fixed {
+		l.limit = cfg.Max
+	}
+	l.win.start = cfg.Now()
+	l.ctl.cooldown = 2
+	return l
+}
+
+// Token is a slot taken by Acquire; give it back with Release.
+type Token struct {
+	epoch int
+}
+
+// Acquire waits, in arrival order, until fewer than Limit() writes are in
+// flight and takes a slot. It fails only when ctx ends first.
+func (l *Limiter) Acquire(ctx context.Context) (Token, error) {
+	l.mu.Lock()
+	if len(l.waiters) == 0 && l.inflight < l.limit {
+		t := l.grantLocked()
+		l.mu.Unlock()
+		return t, nil
+	}
+	ch := make(chan struct{})
+	l.waiters = append(l.waiters, ch)
+	l.win.saturated = true
+	l.mu.Unlock()
+	select {
+	case <-ch:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return Token{epoch: l.epoch}, nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if i := slices.Index(l.waiters, ch); i >= 0 {
+			l.waiters = slices.Delete(l.waiters, i, i+1)
+			return Token{}, fmt.Errorf("wait for a write slot: %w", ctx.Err())
+		}
+		// Granted meanwhile: hand the slot on.
+		l.inflight--
+		l.wakeLocked()
+		return Token{}, fmt.Errorf("wait for a write slot: %w", ctx.Err())
+	}
+}
+
+func (l *Limiter) grantLocked() Token {
+	l.inflight++
+	if l.inflight >= l.limit {
+		l.win.saturated = true
+	}
+	return Token{epoch: l.epoch}
+}
+
+// wakeLocked grants slots to waiters while the limit allows.
+func (l *Limiter) wakeLocked() {
+	for len(l.waiters) > 0 && l.inflight < l.limit {
+		ch := l.waiters[0]
+		l.waiters = l.waiters[1:]
+		l.grantLocked()
+		close(ch)
+	}
+}
+
+// Release gives a slot back with what the write measured: its duration
+// (the write only, not the wait for a slot), its documents and its error.
+// docs == 0 means the slot was not used for a write: nothing is measured.
+// A context.Canceled error (the process stopping) is not a measurement.
+func (l *Limiter) Release(t Token, elapsed time.Duration, docs int, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inflight--
+	defer l.wakeLocked()
+	if docs <= 0 || errors.Is(err, context.Canceled) {
+		return
+	}
+	now := l.cfg.Now()
+	if err != nil {
+		if t.epoch == l.epoch {
+			l.decreaseLocked(now, l.cfg.ErrDecrease)
+		}
+		return
+	}
+	ratio := l.sampleLocked(now, elapsed, docs)
+	if ratio > l.cfg.Severe && t.epoch == l.epoch {
+		l.decreaseLocked(now, l.cfg.ErrDecrease)
+		return
+	}
+	l.win.ratios = append(l.win.ratios, ratio)
+	l.win.docs += docs
+	if len(l.win.ratios) >= max(l.cfg.MinWindow, 2*l.limit) {
+		l.decideLocked(now)
+	}
+}
+
+// sampleLocked updates the floor of the write's size class and returns
+// the write's duration over that floor (1 when the class had none).
+func (l *Limiter) sampleLocked(now time.Time, elapsed time.Duration, docs int) float64 {
+	elapsed = max(elapsed, time.Microsecond)
+	f := &l.floors[min(bitsLen(docs)-1, classes-1)]
+	if f.since.IsZero() || now.Sub(f.since) >= l.cfg.FloorWindow {
+		if now.Sub(f.since) >= 2*l.cfg.FloorWindow {
+			f.cur = 0
+		}
+		f.prev, f.cur, f.since = f.cur, 0, now
+	}
+	base := f.min()
+	if f.cur == 0 || elapsed < f.cur {
+		f.cur = elapsed
+	}
+	if base == 0 {
+		return 1
+	}
+	return float64(elapsed) / float64(base)
+}
+
+func (f *floor) min() time.Duration {
+	switch {
+	case f.cur == 0:
+		return f.prev
+	case f.prev == 0:
+		return f.cur
+	default:
+		return min(f.cur, f.prev)
+	}
+}
+
+func bitsLen(n int) int {
+	b := 0
+	for ; n > 0; n >>= 1 {
+		b++
+	}
+	return b
+}
+
+// decideLocked ends a window: lower the limit when its median write ran
+// above Tolerance × floor; undo a raise that did not raise throughput;
+// raise it when the limit was in use and writes ran near their floor.
+func (l *Limiter) decideLocked(now time.Time) {
+	w := l.win
+	l.win = window{start: now}
+	if l.cfg.Fixed {
+		return
+	}
+	slices.Sort(w.ratios)
+	median := w.ratios[len(w.ratios)/2]
+	secs := now.Sub(w.start).Seconds()
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(w.docs) / secs
+	}
+	c := &l.ctl
+	switch {
+	case median > l.cfg.Tolerance:
+		l.decreaseLocked(now, l.cfg.Decrease)
+		return
+	case c.probing && w.saturated:
+		c.probing = false
+		if rate < c.base*(1+l.cfg.Gain) {
+			// The raise bought nothing: undo it, wait longer next time.
+			l.setLimitLocked(l.limit - 1)
+			c.hold, c.cooldown = c.cooldown, min(2*c.cooldown, 64)
+			return
+		}
+		c.cooldown = 2
+	case c.probing:
+		c.probing = false // the raise was not used: judge it next time
+		return
+	}
+	if c.hold > 0 {
+		c.hold--
+		return
+	}
+	if w.saturated && median <= l.cfg.Headroom && l.limit < l.cfg.Max {
+		c.probing, c.base = true, rate
+		l.setLimitLocked(l.limit + 1)
+	}
+}
+
+// decreaseLocked multiplies the limit by factor (at least 1 lower, at
+// least 1) and starts a new epoch and window.
+func (l *Limiter) decreaseLocked(now time.Time, factor float64) {
+	l.epoch++
+	l.win = window{start: now}
+	l.ctl.probing = false
+	l.ctl.hold = 1
+	if l.cfg.Fixed {
+		return
+	}
+	l.setLimitLocked(min(l.limit-1, int(math.Floor(float64(l.limit)*factor))))
+}
+
+func (l *Limiter) setLimitLocked(n int) {
+	l.limit = min(max(n, 1), l.cfg.Max)
+}
+
+// Limit returns the current limit.
+func (l *Limiter) Limit() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.limit
+}
+
+// InFlight returns the writes in flight.
+func (l *Limiter) InFlight() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inflight
+}
+
+// Floor returns the latency floor of the largest batch-size class seen
+// (full batches under a backlog), 0 before any write.
+func (l *Limiter) Floor() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := classes - 1; i >= 0; i-- {
+		if f := l.floors[i].min(); f > 0 {
+			return f
+		}
+	}
+	return 0
+}
