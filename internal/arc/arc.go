@@ -34,13 +34,13 @@ type Config struct {
 	// PERSISTER_WRITE_CONCURRENCY=fixed), measurements are still taken.
 	Fixed bool
 	// Tolerance: a window whose median write ran more than Tolerance ×
-	// its floor is congested; the limit is lowered (default 2).
+	// its floor is congested; the limit is lowered (default 3).
 	Tolerance float64
 	// Headroom: the limit is raised only while the window's median write
-	// ran within Headroom × its floor (default 1.5).
+	// ran within Headroom × its floor (default 2).
 	Headroom float64
 	// Severe: a single write over Severe × its floor, or a failed one,
-	// lowers the limit at once, once per decrease (default 4).
+	// lowers the limit at once, once per decrease (default 8).
 	Severe float64
 	// Decrease is the factor of a decrease for latency (default 0.7);
 	// errors and severe writes use ErrDecrease (default 0.5).
@@ -52,11 +52,26 @@ type Config struct {
 	// floor is the fastest write of the last FloorWindow to 2×FloorWindow.
 	FloorWindow time.Duration
 	// MinWindow is the fewest writes of a window (default 4); a window
-	// also counts at least 2 × the limit writes.
-	MinWindow int
+	// also counts at least 2 × the limit writes, and lasts at least
+	// MinWindowTime (default 500ms): throughput is compared between
+	// windows, which must not be too short to say.
+	MinWindow     int
+	MinWindowTime time.Duration
 	// Now is the clock (tests pass a fake one).
 	Now func() time.Time
+	// OnChange, when set, is called with the new limit and the reason of
+	// every change (Reason*), under the limiter's lock: keep it short.
+	OnChange func(limit int, reason string)
 }
+
+// Reasons of a change of the limit.
+const (
+	ReasonRaise   = "raise"         // writes near their floor, limit in use
+	ReasonUndo    = "undo"          // the last raise did not raise throughput
+	ReasonLatency = "latency"       // a window's median write above Tolerance × floor
+	ReasonStall   = "stalled write" // one write above Severe × floor
+	ReasonError   = "error"         // a write failed
+)
 
 // Defaults fills the zero fields of c.
 func (c Config) Defaults() Config {
@@ -70,9 +85,9 @@ func (c Config) Defaults() Config {
 			*v = d
 		}
 	}
-	def(&c.Tolerance, 2)
-	def(&c.Headroom, 1.5)
-	def(&c.Severe, 4)
+	def(&c.Tolerance, 3)
+	def(&c.Headroom, 2)
+	def(&c.Severe, 8)
 	def(&c.Decrease, 0.7)
 	def(&c.ErrDecrease, 0.5)
 	def(&c.Gain, 0.05)
@@ -81,6 +96,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.MinWindow <= 0 {
 		c.MinWindow = 4
+	}
+	if c.MinWindowTime <= 0 {
+		c.MinWindowTime = 500 * time.Millisecond
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -124,6 +142,7 @@ type window struct {
 // control is the state of the raise-and-check probe.
 type control struct {
 	probing  bool    // the last change was a raise, not yet confirmed
+	settling bool    // the window after a raise: writes of the old limit end in it, it is not judged
 	base     float64 // throughput (docs/s) before that raise
 	hold     int     // windows to wait before the next raise
 	cooldown int     // hold after the next failed raise
@@ -211,18 +230,18 @@ func (l *Limiter) Release(t Token, elapsed time.Duration, docs int, err error) {
 	now := l.cfg.Now()
 	if err != nil {
 		if t.epoch == l.epoch {
-			l.decreaseLocked(now, l.cfg.ErrDecrease)
+			l.decreaseLocked(now, l.cfg.ErrDecrease, ReasonError)
 		}
 		return
 	}
 	ratio := l.sampleLocked(now, elapsed, docs)
 	if ratio > l.cfg.Severe && t.epoch == l.epoch {
-		l.decreaseLocked(now, l.cfg.ErrDecrease)
+		l.decreaseLocked(now, l.cfg.ErrDecrease, ReasonStall)
 		return
 	}
 	l.win.ratios = append(l.win.ratios, ratio)
 	l.win.docs += docs
-	if len(l.win.ratios) >= max(l.cfg.MinWindow, 2*l.limit) {
+	if len(l.win.ratios) >= max(l.cfg.MinWindow, 2*l.limit) && now.Sub(l.win.start) >= l.cfg.MinWindowTime {
 		l.decideLocked(now)
 	}
 }
@@ -286,13 +305,16 @@ func (l *Limiter) decideLocked(now time.Time) {
 	c := &l.ctl
 	switch {
 	case median > l.cfg.Tolerance:
-		l.decreaseLocked(now, l.cfg.Decrease)
+		l.decreaseLocked(now, l.cfg.Decrease, ReasonLatency)
+		return
+	case c.settling:
+		c.settling = false
 		return
 	case c.probing && w.saturated:
 		c.probing = false
 		if rate < c.base*(1+l.cfg.Gain) {
 			// The raise bought nothing: undo it, wait longer next time.
-			l.setLimitLocked(l.limit - 1)
+			l.setLimitLocked(l.limit-1, ReasonUndo)
 			c.hold, c.cooldown = c.cooldown, min(2*c.cooldown, 64)
 			return
 		}
@@ -306,26 +328,30 @@ func (l *Limiter) decideLocked(now time.Time) {
 		return
 	}
 	if w.saturated && median <= l.cfg.Headroom && l.limit < l.cfg.Max {
-		c.probing, c.base = true, rate
-		l.setLimitLocked(l.limit + 1)
+		c.probing, c.settling, c.base = true, true, rate
+		l.setLimitLocked(l.limit+1, ReasonRaise)
 	}
 }
 
 // decreaseLocked multiplies the limit by factor (at least 1 lower, at
 // least 1) and starts a new epoch and window.
-func (l *Limiter) decreaseLocked(now time.Time, factor float64) {
+func (l *Limiter) decreaseLocked(now time.Time, factor float64, reason string) {
 	l.epoch++
 	l.win = window{start: now}
-	l.ctl.probing = false
+	l.ctl.probing, l.ctl.settling = false, false
 	l.ctl.hold = 1
 	if l.cfg.Fixed {
 		return
 	}
-	l.setLimitLocked(min(l.limit-1, int(math.Floor(float64(l.limit)*factor))))
+	l.setLimitLocked(min(l.limit-1, int(math.Floor(float64(l.limit)*factor))), reason)
 }
 
-func (l *Limiter) setLimitLocked(n int) {
-	l.limit = min(max(n, 1), l.cfg.Max)
+func (l *Limiter) setLimitLocked(n int, reason string) {
+	n = min(max(n, 1), l.cfg.Max)
+	if n != l.limit && l.cfg.OnChange != nil {
+		l.cfg.OnChange(n, reason)
+	}
+	l.limit = n
 }
 
 // Limit returns the current limit.

@@ -170,9 +170,9 @@ func TestCongestedWindowLowersByDecrease(t *testing.T) {
 	for range 5 {
 		round(t, l, c, 500, func(int) time.Duration { return 100 * time.Millisecond })
 	}
-	// A whole window at 3 × the floor (above Tolerance, below Severe).
-	round(t, l, c, 500, func(int) time.Duration { return 300 * time.Millisecond })
-	round(t, l, c, 500, func(int) time.Duration { return 300 * time.Millisecond })
+	// A whole window at 4 × the floor (above Tolerance, below Severe).
+	round(t, l, c, 500, func(int) time.Duration { return 400 * time.Millisecond })
+	round(t, l, c, 500, func(int) time.Duration { return 400 * time.Millisecond })
 	if got := l.Limit(); got != 5 {
 		t.Errorf("limit %d, want 5 (8 × 0.7)", got)
 	}

@@ -76,7 +76,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister", MaxConcurrentWrites: p.MaxConcurrentWrites, Concurrency: p.WriteConcurrency})
+	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister", MaxConcurrentWrites: p.MaxConcurrentWrites, Concurrency: p.WriteConcurrency, Log: log})
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err

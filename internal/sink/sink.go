@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +84,8 @@ type Options struct {
 	// (the default: MaxConcurrentWrites per connection, no bound per
 	// database).
 	Concurrency string
+	// Log receives the limit changes at debug level (nil: none).
+	Log *slog.Logger
 }
 
 // Values of Options.Concurrency (PERSISTER_WRITE_CONCURRENCY).
@@ -131,12 +134,20 @@ func (w *Writer) limiters(o Options) {
 		return
 	}
 	adaptive := o.Concurrency == ConcurrencyAdaptive
-	cfg := arc.Config{Max: o.MaxConcurrentWrites, Fixed: !adaptive}
+	limiter := func(scope, name string) *arc.Limiter {
+		cfg := arc.Config{Max: o.MaxConcurrentWrites, Fixed: !adaptive}
+		if o.Log != nil {
+			cfg.OnChange = func(limit int, reason string) {
+				o.Log.Debug("write concurrency limit changed", "scope", scope, "name", name, "limit", limit, "reason", reason)
+			}
+		}
+		return arc.New(cfg)
+	}
 	w.conns, w.dbs = map[string]*arc.Limiter{}, map[string]*arc.Limiter{}
 	for _, t := range w.tenants {
 		name := t.cfg.DBConnRef
 		if w.conns[name] == nil {
-			w.conns[name] = arc.New(cfg)
+			w.conns[name] = limiter(ScopeConnection, name)
 		}
 		t.conn = w.conns[name]
 		if !adaptive {
@@ -144,7 +155,7 @@ func (w *Writer) limiters(o Options) {
 		}
 		key := name + "/" + t.cfg.DBName
 		if w.dbs[key] == nil {
-			w.dbs[key] = arc.New(cfg)
+			w.dbs[key] = limiter(ScopeDatabase, key)
 		}
 		t.dbLimit = w.dbs[key]
 	}
