@@ -202,8 +202,8 @@ func (b *Batcher) Run(ctx context.Context) error {
 		cur      []Item
 		bytes    int
 		lingered bool
-		lastLen  int    // size of the last batch handed out
-		busy     int    // jobs handed out, not done
+		lastLen  int       // size of the last batch handed out
+		busy     int       // jobs handed out, not done
 		slot     sink.Done // a write slot taken for the ready batch
 		timer    = time.NewTimer(time.Hour)
 	)

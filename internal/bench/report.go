@@ -28,9 +28,9 @@ const (
 
 // Report is the outcome of a run.
 type Report struct {
-	Config   Config
-	Machine  Machine
-	Servers  string
+	Config  Config
+	Machine Machine
+	Servers string
 	// Sweeps are the sink's rates at SweepWriters for each layout of
 	// Variants, in that order.
 	Sweeps []Sweep
