@@ -125,10 +125,32 @@ type Limiter struct {
 }
 
 // floor is the fastest write of one size class over the last one to two
-// FloorWindows: the minimum of the current and the previous period.
+// FloorWindows: the minimum of the current and the previous period, per
+// document (what writes are judged by: a class spans sizes up to twice
+// each other) and per write (what Floor reports).
 type floor struct {
-	cur, prev time.Duration // 0: none
-	since     time.Time     // start of cur
+	perDoc, write minPair
+	since         time.Time // start of the current period
+}
+
+// minPair is the minimum of the current and of the previous period.
+type minPair struct{ cur, prev time.Duration } // 0: none
+
+func (m *minPair) add(d time.Duration) {
+	if m.cur == 0 || d < m.cur {
+		m.cur = d
+	}
+}
+
+func (m minPair) min() time.Duration {
+	switch {
+	case m.cur == 0:
+		return m.prev
+	case m.prev == 0:
+		return m.cur
+	default:
+		return min(m.cur, m.prev)
+	}
 }
 
 // window gathers the writes between two decisions.
@@ -247,35 +269,27 @@ func (l *Limiter) Release(t Token, elapsed time.Duration, docs int, err error) {
 }
 
 // sampleLocked updates the floor of the write's size class and returns
-// the write's duration over that floor (1 when the class had none).
+// the write's duration per document over that floor's (1 when the class
+// had none).
 func (l *Limiter) sampleLocked(now time.Time, elapsed time.Duration, docs int) float64 {
 	elapsed = max(elapsed, time.Microsecond)
+	perDoc := max(elapsed/time.Duration(docs), time.Nanosecond)
 	f := &l.floors[min(bitsLen(docs)-1, classes-1)]
 	if f.since.IsZero() || now.Sub(f.since) >= l.cfg.FloorWindow {
 		if now.Sub(f.since) >= 2*l.cfg.FloorWindow {
-			f.cur = 0
+			f.perDoc.cur, f.write.cur = 0, 0
 		}
-		f.prev, f.cur, f.since = f.cur, 0, now
+		f.perDoc = minPair{prev: f.perDoc.cur}
+		f.write = minPair{prev: f.write.cur}
+		f.since = now
 	}
-	base := f.min()
-	if f.cur == 0 || elapsed < f.cur {
-		f.cur = elapsed
-	}
+	base := f.perDoc.min()
+	f.perDoc.add(perDoc)
+	f.write.add(elapsed)
 	if base == 0 {
 		return 1
 	}
-	return float64(elapsed) / float64(base)
-}
-
-func (f *floor) min() time.Duration {
-	switch {
-	case f.cur == 0:
-		return f.prev
-	case f.prev == 0:
-		return f.cur
-	default:
-		return min(f.cur, f.prev)
-	}
+	return float64(perDoc) / float64(base)
 }
 
 func bitsLen(n int) int {
@@ -374,7 +388,7 @@ func (l *Limiter) Floor() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := classes - 1; i >= 0; i-- {
-		if f := l.floors[i].min(); f > 0 {
+		if f := l.floors[i].write.min(); f > 0 {
 			return f
 		}
 	}

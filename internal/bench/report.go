@@ -128,7 +128,7 @@ func (r *Report) scale(name string) *DrainResult {
 // says the defaults applied.
 func (r *Report) daemonEnv() string {
 	if len(r.Config.DaemonEnv) == 0 {
-		return "at their defaults (8 MiB, 48 MiB)"
+		return "at their defaults (8 MiB, 40 MiB)"
 	}
 	var kv []string
 	for k, v := range r.Config.DaemonEnv {
