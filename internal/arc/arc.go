@@ -4,11 +4,13 @@
 // and Vector's adaptive request concurrency.
 //
 // Every write reports its duration, its document count and its error. The
-// limiter keeps a latency floor per batch-size class (the fastest write of
-// that size seen recently), and judges each write by its duration over the
-// floor of its class, so a small batch is never compared with a full one.
-// It raises the limit by one while writes run near their floor, the limit
-// is in use, and throughput grows; it lowers it multiplicatively when the
+// limiter keeps a latency floor per batch-size class (the fastest write per
+// document of that size seen recently), and judges each write by its
+// duration per document over the floor of its class, so a small batch is
+// never compared with a full one.
+// It raises the limit by one while writes run near their floor and the
+// limit is in use, and keeps a raise while throughput grows (or latency
+// stays where it was); it lowers the limit multiplicatively when the
 // writes of a window run well above their floor, at once when one write is
 // far above it (a stalled server) or fails; and it keeps the limit within
 // [1, Max]. docs/performance.md describes the algorithm and its settings.
@@ -39,15 +41,22 @@ type Config struct {
 	// Headroom: the limit is raised only while the window's median write
 	// ran within Headroom × its floor (default 2).
 	Headroom float64
-	// Severe: a single write over Severe × its floor, or a failed one,
-	// lowers the limit at once, once per decrease (default 8).
-	Severe float64
+	// Severe: a single write over Severe × its floor that took at least
+	// StallMin (default 500ms), or a failed one, lowers the limit at once,
+	// once per decrease (default 8): a stalled server, not the jitter of
+	// a small write.
+	Severe   float64
+	StallMin time.Duration
 	// Decrease is the factor of a decrease for latency (default 0.7);
 	// errors and severe writes use ErrDecrease (default 0.5).
 	Decrease, ErrDecrease float64
-	// Gain: after a raise, throughput must grow by this fraction or the
-	// raise is undone (default 0.05).
-	Gain float64
+	// Gain: after a raise, throughput must grow by this fraction, or the
+	// writes' median latency over their floor stay within LatencyGain of
+	// what it was, or the raise is undone (defaults 0.05 and 0.25): more
+	// writes in flight must buy throughput, or at least cost the server
+	// nothing (a load the server keeps up with, where they cut the wait
+	// for a slot).
+	Gain, LatencyGain float64
 	// FloorWindow is how long a floor is remembered (default 30s): the
 	// floor is the fastest write of the last FloorWindow to 2×FloorWindow.
 	FloorWindow time.Duration
@@ -91,6 +100,10 @@ func (c Config) Defaults() Config {
 	def(&c.Decrease, 0.7)
 	def(&c.ErrDecrease, 0.5)
 	def(&c.Gain, 0.05)
+	def(&c.LatencyGain, 0.25)
+	if c.StallMin <= 0 {
+		c.StallMin = 500 * time.Millisecond
+	}
 	if c.FloorWindow <= 0 {
 		c.FloorWindow = 30 * time.Second
 	}
@@ -166,6 +179,7 @@ type control struct {
 	probing  bool    // the last change was a raise, not yet confirmed
 	settling bool    // the window after a raise: writes of the old limit end in it, it is not judged
 	base     float64 // throughput (docs/s) before that raise
+	baseLat  float64 // the median write over its floor before that raise
 	hold     int     // windows to wait before the next raise
 	cooldown int     // hold after the next failed raise
 }
@@ -257,7 +271,7 @@ func (l *Limiter) Release(t Token, elapsed time.Duration, docs int, err error) {
 		return
 	}
 	ratio := l.sampleLocked(now, elapsed, docs)
-	if ratio > l.cfg.Severe && t.epoch == l.epoch {
+	if ratio > l.cfg.Severe && elapsed >= l.cfg.StallMin && t.epoch == l.epoch {
 		l.decreaseLocked(now, l.cfg.ErrDecrease, ReasonStall)
 		return
 	}
@@ -326,8 +340,9 @@ func (l *Limiter) decideLocked(now time.Time) {
 		return
 	case c.probing && w.saturated:
 		c.probing = false
-		if rate < c.base*(1+l.cfg.Gain) {
-			// The raise bought nothing: undo it, wait longer next time.
+		if rate < c.base*(1+l.cfg.Gain) && median > c.baseLat*(1+l.cfg.LatencyGain) {
+			// The raise bought no throughput and slowed the writes:
+			// undo it, wait longer next time.
 			l.setLimitLocked(l.limit-1, ReasonUndo)
 			c.hold, c.cooldown = c.cooldown, min(2*c.cooldown, 64)
 			return
@@ -342,7 +357,7 @@ func (l *Limiter) decideLocked(now time.Time) {
 		return
 	}
 	if w.saturated && median <= l.cfg.Headroom && l.limit < l.cfg.Max {
-		c.probing, c.settling, c.base = true, true, rate
+		c.probing, c.settling, c.base, c.baseLat = true, true, rate, median
 		l.setLimitLocked(l.limit+1, ReasonRaise)
 	}
 }

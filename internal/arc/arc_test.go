@@ -272,3 +272,31 @@ func waitWaiters(t *testing.T, l *Limiter, n int) {
 	}
 	t.Fatal(fmt.Sprintf("never %d waiters", n))
 }
+
+// A load the server keeps up with: more writes in flight buy no
+// throughput (the producers set it) but cost the server nothing either,
+// and cut the wait for a slot: raises are kept.
+func TestRaiseKeptWhenLatencyStaysAtTheFloor(t *testing.T) {
+	l, c := newFake(Config{Max: 4})
+	for range 200 {
+		n := round(t, l, c, 100, func(int) time.Duration { return 20 * time.Millisecond })
+		// The producers' rate: 5000 docs/s whatever the limit.
+		c.advance(time.Duration(n)*100*time.Second/5000 - 20*time.Millisecond)
+	}
+	if got := l.Limit(); got != 4 {
+		t.Errorf("limit %d, want 4", got)
+	}
+}
+
+func TestShortJitterIsNoStall(t *testing.T) {
+	l, c := newFake(Config{Max: 4, Initial: 4})
+	for range 5 {
+		round(t, l, c, 10, func(int) time.Duration { return 2 * time.Millisecond })
+	}
+	// 20 × the floor, but 40ms: jitter of a small write, not a stall.
+	tok, _ := l.Acquire(context.Background())
+	l.Release(tok, 40*time.Millisecond, 10, nil)
+	if got := l.Limit(); got != 4 {
+		t.Errorf("limit %d after one short slow write, want 4", got)
+	}
+}
