@@ -28,7 +28,7 @@ var (
 		"Bulk writes in flight now, per MongoDB connection and per database.",
 		[]string{"scope", "name"}, nil)
 	writeFloorDesc = prometheus.NewDesc("persister_write_latency_floor_seconds",
-		"Latency floor of the largest batches written: the fastest such write of the last 30 to 60 s, against which the adaptive limit judges writes.",
+		"Latency floor of the largest batches written: the fastest such write of the last 2 to 4 minutes, against which the adaptive limit judges writes.",
 		[]string{"scope", "name"}, nil)
 )
 

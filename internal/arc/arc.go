@@ -30,7 +30,8 @@ import (
 type Config struct {
 	// Max is the highest limit (PERSISTER_MAX_CONCURRENT_WRITES).
 	Max int
-	// Initial is the starting limit (default 1, at most Max).
+	// Initial is the starting limit (default 1, at most Max): the floors
+	// are learnt from writes that do not queue behind each other.
 	Initial int
 	// Fixed keeps the limit at Max: no adaptation (today's behaviour of
 	// PERSISTER_WRITE_CONCURRENCY=fixed), measurements are still taken.
@@ -52,13 +53,16 @@ type Config struct {
 	Decrease, ErrDecrease float64
 	// Gain: after a raise, throughput must grow by this fraction, or the
 	// writes' median latency over their floor stay within LatencyGain of
-	// what it was, or the raise is undone (defaults 0.05 and 0.25): more
+	// what it was, or the raise is undone (defaults 0.05 and 0.5): more
 	// writes in flight must buy throughput, or at least cost the server
 	// nothing (a load the server keeps up with, where they cut the wait
 	// for a slot).
 	Gain, LatencyGain float64
-	// FloorWindow is how long a floor is remembered (default 30s): the
+	// FloorWindow is how long a floor is remembered (default 2m): the
 	// floor is the fastest write of the last FloorWindow to 2×FloorWindow.
+	// Under a steady backlog writes queue at the server, and a floor
+	// learnt only from them would hide that queue: it must outlive the
+	// writes made at a low limit.
 	FloorWindow time.Duration
 	// MinWindow is the fewest writes of a window (default 4); a window
 	// also counts at least 2 × the limit writes, and lasts at least
@@ -100,12 +104,12 @@ func (c Config) Defaults() Config {
 	def(&c.Decrease, 0.7)
 	def(&c.ErrDecrease, 0.5)
 	def(&c.Gain, 0.05)
-	def(&c.LatencyGain, 0.25)
+	def(&c.LatencyGain, 0.5)
 	if c.StallMin <= 0 {
 		c.StallMin = 500 * time.Millisecond
 	}
 	if c.FloorWindow <= 0 {
-		c.FloorWindow = 30 * time.Second
+		c.FloorWindow = 2 * time.Minute
 	}
 	if c.MinWindow <= 0 {
 		c.MinWindow = 4
