@@ -8,12 +8,13 @@
 // document of that size seen recently), and judges each write by its
 // duration per document over the floor of its class, so a small batch is
 // never compared with a full one.
-// It raises the limit by one while writes run near their floor and the
-// limit is in use, and keeps a raise while throughput grows (or latency
-// stays where it was); it lowers the limit multiplicatively when the
-// writes of a window run well above their floor, at once when one write is
-// far above it (a stalled server) or fails; and it keeps the limit within
-// [1, Max]. docs/performance.md describes the algorithm and its settings.
+// From a window's writes it estimates, as TCP Vegas does, how many of them
+// queued at the server: writes in flight × (1 − floor / latency). It
+// raises the limit by one while less than one write queued and the limit
+// is in use, and keeps a raise while throughput grows (or latency stays
+// where it was); it lowers the limit multiplicatively when more than three
+// writes queued, at once when one write is far above its floor (a stalled
+// server) or fails; and it keeps the limit within [1, Max]. docs/performance.md describes the algorithm and its settings.
 package arc
 
 import (
@@ -36,11 +37,13 @@ type Config struct {
 	// Fixed keeps the limit at Max: no adaptation (today's behaviour of
 	// PERSISTER_WRITE_CONCURRENCY=fixed), measurements are still taken.
 	Fixed bool
-	// Tolerance: a window whose median write ran more than Tolerance ×
-	// its floor is congested; the limit is lowered (default 3).
+	// Tolerance: a window whose writes queued more than Tolerance writes
+	// at the server is congested; the limit is lowered (default 3). The
+	// queue is TCP Vegas' estimate: writes in flight × (1 − floor /
+	// latency), with the window's median write latency over its floor.
 	Tolerance float64
-	// Headroom: the limit is raised only while the window's median write
-	// ran within Headroom × its floor (default 2).
+	// Headroom: the limit is raised only while fewer than Headroom
+	// writes queued at the server (default 1).
 	Headroom float64
 	// Severe: a single write over Severe × its floor that took at least
 	// StallMin (default 500ms), or a failed one, lowers the limit at once,
@@ -81,7 +84,7 @@ type Config struct {
 const (
 	ReasonRaise   = "raise"         // writes near their floor, limit in use
 	ReasonUndo    = "undo"          // the last raise did not raise throughput
-	ReasonLatency = "latency"       // a window's median write above Tolerance × floor
+	ReasonLatency = "latency"       // a window's writes queued more than Tolerance at the server
 	ReasonStall   = "stalled write" // one write above Severe × floor
 	ReasonError   = "error"         // a write failed
 )
@@ -99,7 +102,7 @@ func (c Config) Defaults() Config {
 		}
 	}
 	def(&c.Tolerance, 3)
-	def(&c.Headroom, 2)
+	def(&c.Headroom, 1)
 	def(&c.Severe, 8)
 	def(&c.Decrease, 0.7)
 	def(&c.ErrDecrease, 0.5)
@@ -176,6 +179,7 @@ type window struct {
 	ratios    []float64 // duration / floor of each write
 	docs      int
 	saturated bool // the limit was in use (all slots taken) at some point
+	peak      int  // most writes in flight at once
 }
 
 // control is the state of the raise-and-check probe.
@@ -239,6 +243,7 @@ func (l *Limiter) Acquire(ctx context.Context) (Token, error) {
 
 func (l *Limiter) grantLocked() Token {
 	l.inflight++
+	l.win.peak = max(l.win.peak, l.inflight)
 	if l.inflight >= l.limit {
 		l.win.saturated = true
 	}
@@ -318,17 +323,19 @@ func bitsLen(n int) int {
 	return b
 }
 
-// decideLocked ends a window: lower the limit when its median write ran
-// above Tolerance × floor; undo a raise that did not raise throughput;
-// raise it when the limit was in use and writes ran near their floor.
+// decideLocked ends a window: lower the limit when its writes queued
+// more than Tolerance at the server; undo a raise that bought no
+// throughput and slowed the writes; raise it when the limit was in use
+// and less than Headroom writes queued.
 func (l *Limiter) decideLocked(now time.Time) {
 	w := l.win
-	l.win = window{start: now}
+	l.win = window{start: now, peak: l.inflight}
 	if l.cfg.Fixed {
 		return
 	}
 	slices.Sort(w.ratios)
 	median := w.ratios[len(w.ratios)/2]
+	queued := float64(w.peak) * (1 - 1/max(median, 1))
 	secs := now.Sub(w.start).Seconds()
 	rate := 0.0
 	if secs > 0 {
@@ -336,7 +343,7 @@ func (l *Limiter) decideLocked(now time.Time) {
 	}
 	c := &l.ctl
 	switch {
-	case median > l.cfg.Tolerance:
+	case queued > l.cfg.Tolerance:
 		l.decreaseLocked(now, l.cfg.Decrease, ReasonLatency)
 		return
 	case c.settling:
@@ -360,7 +367,7 @@ func (l *Limiter) decideLocked(now time.Time) {
 		c.hold--
 		return
 	}
-	if w.saturated && median <= l.cfg.Headroom && l.limit < l.cfg.Max {
+	if w.saturated && queued < l.cfg.Headroom && l.limit < l.cfg.Max {
 		c.probing, c.settling, c.base, c.baseLat = true, true, rate, median
 		l.setLimitLocked(l.limit+1, ReasonRaise)
 	}
@@ -370,7 +377,7 @@ func (l *Limiter) decideLocked(now time.Time) {
 // least 1) and starts a new epoch and window.
 func (l *Limiter) decreaseLocked(now time.Time, factor float64, reason string) {
 	l.epoch++
-	l.win = window{start: now}
+	l.win = window{start: now, peak: l.inflight}
 	l.ctl.probing, l.ctl.settling = false, false
 	l.ctl.hold = 1
 	if l.cfg.Fixed {
