@@ -46,7 +46,7 @@ type Config struct {
 	// writes queued at the server (default 1).
 	Headroom float64
 	// Severe: a single write over Severe × its floor that took at least
-	// StallMin (default 500ms), or a failed one, lowers the limit at once,
+	// StallMin (default 1s), or a failed one, lowers the limit at once,
 	// once per decrease (default 8): a stalled server, not the jitter of
 	// a small write.
 	Severe   float64
@@ -109,7 +109,7 @@ func (c Config) Defaults() Config {
 	def(&c.Gain, 0.05)
 	def(&c.LatencyGain, 0.5)
 	if c.StallMin <= 0 {
-		c.StallMin = 500 * time.Millisecond
+		c.StallMin = time.Second
 	}
 	if c.FloorWindow <= 0 {
 		c.FloorWindow = 2 * time.Minute

@@ -38,6 +38,9 @@ type BaselineResult struct {
 	Elapsed time.Duration
 	// DocBytes is the mean BSON size of a document.
 	DocBytes int
+	// CPU is the CPU time, during the run, of each started server and of
+	// the benchmark itself ("client"); nil when not measured.
+	CPU map[string]time.Duration
 }
 
 // Rate is documents per second.
@@ -70,16 +73,29 @@ type baselineShape struct{ n, batch, docBytes int }
 // SinkSweep measures the sink at each number of writes in flight with the
 // same n documents of the layout (built once), each run into fresh
 // databases, and returns the results in the order of writers.
-func SinkSweep(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, batch int, writers []int) (Sweep, error) {
+//
+// meter, when set, returns the CPU time so far of each process to account
+// for: each result gets what it used during its run.
+func SinkSweep(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, batch int, writers []int, meter func() map[string]time.Duration) (Sweep, error) {
 	sw := Sweep{Layout: l}
 	batches, size, err := buildBatches(mc, l, n, payloadBytes, batch, BaselineCommand)
 	if err != nil {
 		return sw, err
 	}
 	for _, w := range writers {
+		var cpu0 map[string]time.Duration
+		if meter != nil {
+			cpu0 = meter()
+		}
 		r, err := runBaseline(ctx, mc, l, batches, baselineShape{n: n, batch: batch, docBytes: size / max(n, 1)}, w, BaselineCommand)
 		if err != nil {
 			return sw, err
+		}
+		if meter != nil {
+			r.CPU = map[string]time.Duration{}
+			for k, v := range meter() {
+				r.CPU[k] = v - cpu0[k]
+			}
 		}
 		sw.Results = append(sw.Results, r)
 	}

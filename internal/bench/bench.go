@@ -328,7 +328,7 @@ func (r *runner) baselineStage(ctx context.Context) error {
 			return err
 		}
 		r.log.Info("sink sweep", "layout", l.Name, "docs", r.cfg.ScaleEntries, "batch", r.cfg.Batch, "writers", SweepWriters)
-		sw, err := SinkSweep(ctx, r.env.Mongo, l, r.cfg.ScaleEntries, r.cfg.PayloadBytes, r.cfg.Batch, SweepWriters)
+		sw, err := SinkSweep(ctx, r.env.Mongo, l, r.cfg.ScaleEntries, r.cfg.PayloadBytes, r.cfg.Batch, SweepWriters, r.env.processCPU)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +47,18 @@ func (e *Env) serverCPU() map[string]time.Duration {
 		if u, err := ReadUsage(pid); err == nil {
 			out[name] = u.CPU
 		}
+	}
+	return out
+}
+
+// ClientCPU names the benchmark process itself in processCPU.
+const ClientCPU = "client (the benchmark)"
+
+// processCPU is serverCPU plus the benchmark's own CPU time.
+func (e *Env) processCPU() map[string]time.Duration {
+	out := e.serverCPU()
+	if u, err := ReadUsage(os.Getpid()); err == nil {
+		out[ClientCPU] = u.CPU
 	}
 	return out
 }

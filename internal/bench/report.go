@@ -363,6 +363,14 @@ func (r *Report) paragraphs(b *strings.Builder) {
 		fmt.Fprintf(b, "\nCPU during the main drain, in %% of one core (%d cores, %.0f%% in all): %s.\n",
 			r.Machine.Cores, 100*float64(r.Machine.Cores), strings.Join(parts, ", "))
 	}
+	if best := r.Baseline; best != nil && best.Elapsed > 0 && len(best.CPU) > 0 {
+		names := slices.Sorted(maps.Keys(best.CPU))
+		var parts []string
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*best.CPU[n].Seconds()/best.Elapsed.Seconds()))
+		}
+		fmt.Fprintf(b, "\nCPU during the best sink run (4 tenants, few large fields, %d in flight), in %% of one core: %s.\n", best.Writers, strings.Join(parts, ", "))
+	}
 	if tr := r.Trace; tr != nil && len(tr.Points) > 0 {
 		fmt.Fprintf(b, "\nAdaptive limit of the connection during the trace drain (time since the daemon started: limit, at each change; read every %s; SIGSTOP at %.1f s, SIGCONT at %.1f s): %s.\n",
 			traceEvery, tr.StopAt.Seconds(), tr.ContAt.Seconds(), tr.Changes())
