@@ -56,7 +56,7 @@ func TestRunSmall(t *testing.T) {
 	if err := rep.Markdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"sink baseline", "| drain |", "| 1-stream |", "| 1000-streams |", "| 1-replica |", "| 2-replicas |", "| 1M-backlog |", "daemon peak RSS (VmHWM) while draining", "XADD reply → acknowledged", "1000 streams (50 tenants × 20 topics) vs 1 stream", "2 daemon replicas vs 1", "sink alone:", "many small fields", "adaptive limit"} {
+	for _, want := range []string{"| drain |", "| 1-stream |", "| 1000-streams |", "| 1-replica |", "| 2-replicas |", "| 1M-backlog |", "daemon peak RSS (VmHWM) while draining", "XADD reply → acknowledged", "1000 streams (50 tenants × 20 topics) vs 1 stream", "2 daemon replicas vs 1", "sink alone:", "many small fields", "adaptive limit"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}
