@@ -4,10 +4,9 @@
 // and Vector's adaptive request concurrency.
 //
 // Every write reports its duration, its document count and its error. The
-// limiter keeps a latency floor per batch-size class (the fastest write per
-// document of that size seen recently), and judges each write by its
-// duration per document over the floor of its class, so a small batch is
-// never compared with a full one.
+// limiter keeps a latency floor per batch-size class (the fastest write of
+// that size seen recently), and judges each write by its duration over the
+// floor of its class, so a small batch is never compared with a full one.
 // From a window's writes it estimates, as TCP Vegas does, how many of them
 // queued at the server: writes in flight × (1 − floor / latency). It
 // raises the limit by one while less than one write queued and the limit
@@ -126,8 +125,15 @@ func (c Config) Defaults() Config {
 	return c
 }
 
-// classes of batch sizes: class k holds writes of [2^k, 2^(k+1)) documents.
-const classes = 18
+// classes of batch sizes: class k holds writes of [2^(k/4), 2^((k+1)/4))
+// documents, a quarter of an octave: sizes within a class differ by 19%
+// at most.
+const classes = 4 * 18
+
+// class returns the size class of a write of docs documents.
+func class(docs int) int {
+	return min(int(4*math.Log2(float64(max(docs, 1)))), classes-1)
+}
 
 // Limiter bounds the writes in flight. Its methods are safe for concurrent
 // use.
@@ -146,8 +152,10 @@ type Limiter struct {
 
 // floor is the fastest write of one size class over the last one to two
 // FloorWindows: the minimum of the current and the previous period, per
-// document (what writes are judged by: a class spans sizes up to twice
-// each other) and per write (what Floor reports).
+// write and per document. A write is judged by the geometric mean of its
+// ratios to both: per write is exact where a write's fixed cost
+// dominates (small batches), per document where its cost grows with its
+// size (large ones); the mean is within 9% of either within a class.
 type floor struct {
 	perDoc, write minPair
 	since         time.Time // start of the current period
@@ -292,12 +300,11 @@ func (l *Limiter) Release(t Token, elapsed time.Duration, docs int, err error) {
 }
 
 // sampleLocked updates the floor of the write's size class and returns
-// the write's duration per document over that floor's (1 when the class
-// had none).
+// the write's duration over that floor (1 when the class had none).
 func (l *Limiter) sampleLocked(now time.Time, elapsed time.Duration, docs int) float64 {
 	elapsed = max(elapsed, time.Microsecond)
 	perDoc := max(elapsed/time.Duration(docs), time.Nanosecond)
-	f := &l.floors[min(bitsLen(docs)-1, classes-1)]
+	f := &l.floors[class(docs)]
 	if f.since.IsZero() || now.Sub(f.since) >= l.cfg.FloorWindow {
 		if now.Sub(f.since) >= 2*l.cfg.FloorWindow {
 			f.perDoc.cur, f.write.cur = 0, 0
@@ -306,21 +313,13 @@ func (l *Limiter) sampleLocked(now time.Time, elapsed time.Duration, docs int) f
 		f.write = minPair{prev: f.write.cur}
 		f.since = now
 	}
-	base := f.perDoc.min()
+	baseDoc, baseWrite := f.perDoc.min(), f.write.min()
 	f.perDoc.add(perDoc)
 	f.write.add(elapsed)
-	if base == 0 {
+	if baseDoc == 0 || baseWrite == 0 {
 		return 1
 	}
-	return float64(perDoc) / float64(base)
-}
-
-func bitsLen(n int) int {
-	b := 0
-	for ; n > 0; n >>= 1 {
-		b++
-	}
-	return b
+	return math.Sqrt(float64(perDoc) / float64(baseDoc) * float64(elapsed) / float64(baseWrite))
 }
 
 // decideLocked ends a window: lower the limit when its writes queued
