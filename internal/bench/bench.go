@@ -80,9 +80,13 @@ type Config struct {
 	Entries int
 	// MemoryEntries is the backlog of the memory stage.
 	MemoryEntries int
-	// ScaleEntries is the backlog of the sink baseline and of the streams
-	// and replicas stages (rates: they need less than the main drain).
+	// ScaleEntries is the backlog of the streams and replicas stages
+	// (rates: they need less than the main drain).
 	ScaleEntries int
+	// SweepEntries is the documents of each run of the sink sweep
+	// (default 20000; each number of writes in flight runs SweepRepeats
+	// times).
+	SweepEntries int
 	// PayloadBytes is the size of each entry's JSON payload.
 	PayloadBytes int
 	// Batch, Inflight and Writers are the daemons' PERSISTER_BATCH_SIZE,
@@ -129,6 +133,9 @@ func (c *Config) defaults() {
 	}
 	if c.ScaleEntries <= 0 {
 		c.ScaleEntries = 50000
+	}
+	if c.SweepEntries <= 0 {
+		c.SweepEntries = 20000
 	}
 	if c.PayloadBytes <= 0 {
 		c.PayloadBytes = 1024
@@ -327,8 +334,9 @@ func (r *runner) baselineStage(ctx context.Context) error {
 		if err := r.env.Reset(ctx); err != nil {
 			return err
 		}
-		r.log.Info("sink sweep", "layout", l.Name, "docs", r.cfg.ScaleEntries, "batch", r.cfg.Batch, "writers", SweepWriters)
-		sw, err := SinkSweep(ctx, r.env.Mongo, l, r.cfg.ScaleEntries, r.cfg.PayloadBytes, r.cfg.Batch, SweepWriters, r.env.processCPU)
+		n := r.cfg.SweepEntries
+		r.log.Info("sink sweep", "layout", l.Name, "docs", n, "batch", r.cfg.Batch, "writers", SweepWriters, "repeats", SweepRepeats)
+		sw, err := SinkSweep(ctx, r.env.Mongo, l, n, r.cfg.PayloadBytes, r.cfg.Batch, SweepWriters, r.env.processCPU)
 		if err != nil {
 			return err
 		}
@@ -339,8 +347,7 @@ func (r *runner) baselineStage(ctx context.Context) error {
 	}
 	best := r.rep.Sweeps[0].Best()
 	r.rep.Baseline = &best
-	n := max(r.cfg.ScaleEntries/10, 1)
-	b, err := Baseline(ctx, r.env.Mongo, Mixed, n, r.cfg.PayloadBytes, r.cfg.Batch, best.Writers, BaselineInsertMany)
+	b, err := Baseline(ctx, r.env.Mongo, Mixed, max(r.cfg.SweepEntries/4, 1), r.cfg.PayloadBytes, r.cfg.Batch, best.Writers, BaselineInsertMany)
 	if err != nil {
 		return err
 	}
@@ -382,7 +389,7 @@ func (r *runner) stopRunning(context.Context) error {
 // shapesStage drains the variants other than the main drain's layout.
 func (r *runner) shapesStage(ctx context.Context) error {
 	for _, l := range Variants[1:] {
-		if err := r.scaleDrain(ctx, l.Name, l, max(r.cfg.Entries/2, 1), 1); err != nil {
+		if err := r.scaleDrain(ctx, l.Name, l, max(r.cfg.Entries/4, 1), 1); err != nil {
 			return err
 		}
 	}

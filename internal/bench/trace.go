@@ -32,7 +32,7 @@ type TracePoint struct {
 // traceEvery is how often the trace reads the daemon's metrics.
 const traceEvery = 100 * time.Millisecond
 
-// traceStage drains half the main backlog while the server is stopped for
+// traceStage drains a quarter of the main backlog while the server is stopped for
 // TraceStopFor, TraceStopAfter into the drain, recording the limit. The
 // drain checks, as every drain does, that every entry was stored.
 func (r *runner) traceStage(ctx context.Context) error {
@@ -45,7 +45,7 @@ func (r *runner) traceStage(ctx context.Context) error {
 	during := func(ctx context.Context, ds []*Daemon) {
 		tr.record(ctx, ds[0], pid, r.cfg.TraceStopAfter, r.cfg.TraceStopFor)
 	}
-	d, _, err := r.env.Drain(ctx, "trace", Mixed, max(r.cfg.Entries/2, 1), 1, false, during)
+	d, _, err := r.env.Drain(ctx, "trace", Mixed, max(r.cfg.Entries/4, 1), 1, false, during)
 	if err != nil {
 		return err
 	}
