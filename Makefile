@@ -5,7 +5,7 @@
 #   make ferretdb  - bin/ferretdb (FerretDB + SQLite, Mongo-compatible test server)
 #   make redis     - make sure redis-server is installed
 #   make helmcheck - lint, render and check the Helm chart; check the Dockerfile
-#   make bench     - the performance benchmark (fresh redis-server + FerretDB; < 10 min; BENCH_ARGS=...)
+#   make bench     - the performance benchmark (fresh redis-server + FerretDB; < 15 min; BENCH_ARGS=...)
 #   make chronow-interop - bin/chronow-interop.cjs (the real Chronow library as a producer, for internal/interop)
 #   make chaos     - the randomized chaos soak (10 min of faults; SEED=, DURATION=, CHAOS_ARGS=...)
 
@@ -58,8 +58,10 @@ redis:
 run:
 	bash scripts/run-local.sh
 
-# The benchmark of issue 8: sink baseline, drain, steady latency, CPU and
-# memory, 1/1000 streams and 1/2 replicas, against its own fresh servers.
+# The benchmark of issues 8 and 16: the sink alone at 1/2/4/8 writes in
+# flight per layout, drains of every layout, steady latency, CPU and memory,
+# 1/1000 streams, 1/2 replicas, the adaptive limit around a stopped server,
+# against its own fresh servers (docs/performance.md).
 # The table is printed and written to bench-results.md.
 .PHONY: bench
 bench: ferretdb redis

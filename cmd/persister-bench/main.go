@@ -1,7 +1,8 @@
 // Command persister-bench measures the persister in one run: the sink's raw
 // bulk-insert rate, the drain rate of the real daemon over a backlog, the
 // XADD-to-visible latency under steady load, the daemon's CPU and memory,
-// and the drain with 1 and 1000 streams and with 2 replicas. By default it
+// the drain with 1 and 1000 streams, with 2 replicas and with 2 tenants and
+// many small fields, and the adaptive write limit around a stopped server. By default it
 // starts its own fresh redis-server and FerretDB (`make redis ferretdb`).
 //
 //	go run ./cmd/persister-bench [--entries 200000] [--memory-entries 1000000] [--markdown FILE]
@@ -49,11 +50,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.IntVar(&cfg.Entries, "entries", 200000, "backlog entries of the main drain (and of the cluster drains)")
 	fs.IntVar(&cfg.MemoryEntries, "memory-entries", 1000000, "backlog entries of the memory drain (peak RSS)")
-	fs.IntVar(&cfg.ScaleEntries, "scale-entries", 50000, "documents of the sink baseline, and backlog entries of the streams and replicas drains")
+	fs.IntVar(&cfg.ScaleEntries, "scale-entries", 50000, "backlog entries of the streams and replicas drains")
+	fs.IntVar(&cfg.SweepEntries, "sweep-entries", 20000, "documents of each run of the sink sweep (1, 2, 4 and 8 writes in flight, twice each, per layout)")
 	fs.IntVar(&cfg.PayloadBytes, "payload-bytes", 1024, "bytes of each entry's JSON payload")
 	fs.IntVar(&cfg.Batch, "batch", 500, "documents per bulk insert (baseline, and PERSISTER_BATCH_SIZE of the daemons)")
 	fs.IntVar(&cfg.Inflight, "inflight", 2, "bulk inserts in flight per tenant (PERSISTER_INFLIGHT_BATCHES of the daemons)")
-	fs.IntVar(&cfg.Writers, "writers", 4, "bulk inserts in flight per connection (baseline, and PERSISTER_MAX_CONCURRENT_WRITES of the daemons)")
+	fs.IntVar(&cfg.Writers, "writers", 4, "most bulk inserts in flight per connection and per database (PERSISTER_MAX_CONCURRENT_WRITES of the daemons; the sink baseline tries 1, 2, 4 and 8)")
 	fs.Float64Var(&cfg.LatencyRate, "latency-rate", 0, "steady producer rate in entries/s (0: half the measured drain rate)")
 	fs.DurationVar(&cfg.LatencyDuration, "latency-duration", 0, "steady producer duration (default 30s)")
 	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 0, "entries per second also looked up by _id until found during the steady load (0: off; for a real MongoDB, where _id lookups use the index)")

@@ -50,10 +50,18 @@ type Sink interface {
 
 // Slotter is implemented by sinks that bound the writes in flight across
 // batchers (sink.Writer): the batcher takes a slot before each write,
-// waiting with the flush's context, outside the write timeout.
+// waiting with the flush's context, outside the write timeout, and ends it
+// with what the write measured (its duration, documents and error: the
+// adaptive limiter's input), or with no documents when it was not used.
 type Slotter interface {
-	Slot(ctx context.Context, tenant string) (release func(), err error)
+	Slot(ctx context.Context, tenant string) (done sink.Done, err error)
 }
+
+// unused gives back a slot taken for a write that did not happen.
+func unused(d sink.Done) { d(0, 0, nil) }
+
+// noSlot is the slot of a sink without slots.
+func noSlot(time.Duration, int, error) {}
 
 // Acker acknowledges stored entries, grouped by stream.
 type Acker interface {
@@ -155,10 +163,10 @@ func (b *Batcher) State() State {
 }
 
 // job is a batch handed to a flush worker, with the write slot taken for
-// its first insert (a no-op release when the sink has no slots).
+// its first insert (a no-op when the sink has no slots).
 type job struct {
 	items []Item
-	slot  func()
+	slot  sink.Done
 }
 
 // Run batches until Close, then flushes the rest. ctx bounds the writes and
@@ -194,9 +202,9 @@ func (b *Batcher) Run(ctx context.Context) error {
 		cur      []Item
 		bytes    int
 		lingered bool
-		lastLen  int    // size of the last batch handed out
-		busy     int    // jobs handed out, not done
-		slot     func() // a write slot taken for the ready batch
+		lastLen  int       // size of the last batch handed out
+		busy     int       // jobs handed out, not done
+		slot     sink.Done // a write slot taken for the ready batch
 		timer    = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
@@ -217,7 +225,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		}
 		if take == nil && len(cur) == 0 && busy == 0 {
 			if slot != nil {
-				slot()
+				unused(slot)
 			}
 			return nil // closed, and everything written
 		}
@@ -260,7 +268,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 			timer.Stop()
 			cur, bytes = nil, 0
 			if slot != nil {
-				slot()
+				unused(slot)
 				slot = nil
 			}
 		}
@@ -271,7 +279,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 // that Run keeps filling the batch while it waits for one.
 type slotAsker struct {
 	req     chan struct{}
-	granted chan func()
+	granted chan sink.Done
 	quit    chan struct{}
 	wg      sync.WaitGroup
 	asked   bool
@@ -280,7 +288,7 @@ type slotAsker struct {
 // slotter starts the batcher's slot asker. Without a Slotter sink every
 // ask is granted at once.
 func (b *Batcher) slotter(ctx context.Context) *slotAsker {
-	a := &slotAsker{req: make(chan struct{}, 1), granted: make(chan func()), quit: make(chan struct{})}
+	a := &slotAsker{req: make(chan struct{}, 1), granted: make(chan sink.Done), quit: make(chan struct{})}
 	sl, _ := b.sink.(Slotter)
 	a.wg.Add(1)
 	go func() {
@@ -291,20 +299,20 @@ func (b *Batcher) slotter(ctx context.Context) *slotAsker {
 			case <-a.quit:
 				return
 			}
-			release := func() {}
+			var release sink.Done = noSlot
 			if sl != nil {
 				r, err := sl.Slot(ctx, b.cfg.Tenant)
 				if err != nil {
 					// ctx ended: Run abandons the batch; grant a no-op
 					// so that its ask is answered.
-					r = func() {}
+					r = noSlot
 				}
 				release = r
 			}
 			select {
 			case a.granted <- release:
 			case <-a.quit:
-				release()
+				unused(release)
 				return
 			}
 		}
@@ -348,10 +356,10 @@ func (b *Batcher) finish(ctx context.Context, items []Item, acked bool) error {
 
 // flush writes items until each is stored and acked, rescued, or ctx ends.
 // slot is the write slot taken for the first insert (nil: take one).
-func (b *Batcher) flush(ctx context.Context, items []Item, slot func()) {
+func (b *Batcher) flush(ctx context.Context, items []Item, slot sink.Done) {
 	defer func() {
 		if slot != nil {
-			slot() // not used (nothing to write)
+			unused(slot) // nothing was written with it
 		}
 	}()
 	b.m.BatchSize.Observe(float64(len(items)))
@@ -390,12 +398,12 @@ func (b *Batcher) flush(ctx context.Context, items []Item, slot func()) {
 // (Insert) and returns the items now stored and those to try again. The
 // first insert uses *slot when set (and clears it); the others take a write
 // slot of their own.
-func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (stored, retry []Item) {
+func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *sink.Done) (stored, retry []Item) {
 	byColl, order := groupByCollection(items)
 	stored = make([]Item, 0, len(items))
 	for _, coll := range order {
 		group := byColl[coll]
-		release := func() {}
+		var release sink.Done = noSlot
 		if *slot != nil {
 			release, *slot = *slot, nil
 		} else if sl, ok := b.sink.(Slotter); ok {
@@ -409,9 +417,14 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (st
 		}
 		start := time.Now()
 		out := Insert(ctx, b.sink, b.cfg.Tenant, coll, group, b.rescuer, b.cfg.WriteTimeout)
-		release()
+		elapsed := time.Since(start)
+		congestion := out.Err
+		if out.Err != nil && out.Decisions[0] == Halt {
+			congestion = nil // an operator's problem, not the server's load
+		}
+		release(elapsed, len(group), congestion)
 		if out.Err != nil {
-			b.m.FlushDuration.WithLabelValues(metrics.ResultError).Observe(time.Since(start).Seconds())
+			b.m.FlushDuration.WithLabelValues(metrics.ResultError).Observe(elapsed.Seconds())
 			label := metrics.ClassUnknownOutcome
 			if out.Decisions[0] == Halt {
 				label = metrics.ClassFatal
@@ -421,7 +434,7 @@ func (b *Batcher) writeOnce(ctx context.Context, items []Item, slot *func()) (st
 			retry = append(retry, group...)
 			continue
 		}
-		b.m.FlushDuration.WithLabelValues(metrics.ResultOK).Observe(time.Since(start).Seconds())
+		b.m.FlushDuration.WithLabelValues(metrics.ResultOK).Observe(elapsed.Seconds())
 		b.setErr(nil, false)
 		var s []Item
 		s, retry = b.apply(ctx, group, out, retry)

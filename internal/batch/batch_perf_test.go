@@ -179,10 +179,10 @@ type slotSink struct {
 // slotChan is a Slotter with cap(s) write slots.
 type slotChan chan struct{}
 
-func (s slotChan) Slot(ctx context.Context, _ string) (func(), error) {
+func (s slotChan) Slot(ctx context.Context, _ string) (sink.Done, error) {
 	select {
 	case s <- struct{}{}:
-		return func() { <-s }, nil
+		return func(time.Duration, int, error) { <-s }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

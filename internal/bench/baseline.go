@@ -38,6 +38,11 @@ type BaselineResult struct {
 	Elapsed time.Duration
 	// DocBytes is the mean BSON size of a document.
 	DocBytes int
+	// CPU is the CPU time, during the run, of each started server and of
+	// the benchmark itself ("client"); nil when not measured.
+	CPU map[string]time.Duration
+	// Runs is how many runs this is the fastest of (sweeps only).
+	Runs int
 }
 
 // Rate is documents per second.
@@ -54,11 +59,84 @@ type baselineBatch struct {
 // like the daemon's writes: n messages documents of the layout, built by
 // message.Builder exactly as the daemon builds them, each into its tenant's
 // fresh database (created with the daemon's schema), in batches of one
-// tenant's documents, writers at a time (the daemon's
-// PERSISTER_MAX_CONCURRENT_WRITES), from one client. Everything is built
-// before the clock starts.
+// tenant's documents, writers at a time, from one client. Everything is
+// built before the clock starts.
 func Baseline(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, batch, writers int, method string) (BaselineResult, error) {
-	res := BaselineResult{Method: method, Docs: n, Batch: batch, Writers: writers, Tenants: l.Tenants}
+	batches, size, err := buildBatches(mc, l, n, payloadBytes, batch, method)
+	if err != nil {
+		return BaselineResult{}, err
+	}
+	return runBaseline(ctx, mc, l, batches, baselineShape{n: n, batch: batch, docBytes: size / max(n, 1)}, writers, method)
+}
+
+// baselineShape is what a prepared set of batches holds.
+type baselineShape struct{ n, batch, docBytes int }
+
+// SinkSweep measures the sink at each number of writes in flight with the
+// same n documents of the layout (built once), each run into fresh
+// databases, and returns the results in the order of writers.
+//
+// meter, when set, returns the CPU time so far of each process to account
+// for: each result gets what it used during its run.
+func SinkSweep(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, batch int, writers []int, meter func() map[string]time.Duration) (Sweep, error) {
+	sw := Sweep{Layout: l}
+	batches, size, err := buildBatches(mc, l, n, payloadBytes, batch, BaselineCommand)
+	if err != nil {
+		return sw, err
+	}
+	sw.Results = make([]BaselineResult, len(writers))
+	for round := range SweepRepeats {
+		for i, w := range writers {
+			var cpu0 map[string]time.Duration
+			if meter != nil {
+				cpu0 = meter()
+			}
+			r, err := runBaseline(ctx, mc, l, batches, baselineShape{n: n, batch: batch, docBytes: size / max(n, 1)}, w, BaselineCommand)
+			if err != nil {
+				return sw, err
+			}
+			if meter != nil {
+				r.CPU = map[string]time.Duration{}
+				for k, v := range meter() {
+					r.CPU[k] = v - cpu0[k]
+				}
+			}
+			if prev := sw.Results[i]; prev.Elapsed == 0 || r.Rate() > prev.Rate() {
+				sw.Results[i] = r
+			}
+			sw.Results[i].Runs = round + 1
+		}
+	}
+	return sw, nil
+}
+
+// SweepRepeats is how many times the sweep runs each number of writes in
+// flight, interleaved (1, 2, 4, 8, 1, 2, …); each keeps its fastest run,
+// the sink's rate with the least interference from anything else on the
+// machine.
+const SweepRepeats = 2
+
+// Sweep is the sink's rate of one layout at several writes in flight.
+type Sweep struct {
+	Layout  Layout
+	Results []BaselineResult
+}
+
+// Best is the fastest result (the sink's real limit for the layout).
+func (s Sweep) Best() BaselineResult {
+	var best BaselineResult
+	for _, r := range s.Results {
+		if best.Elapsed == 0 || r.Rate() > best.Rate() {
+			best = r
+		}
+	}
+	return best
+}
+
+// runBaseline writes the prepared batches, writers at a time, into fresh
+// databases of the layout, and checks that every document is there.
+func runBaseline(ctx context.Context, mc *mongo.Client, l Layout, batches []baselineBatch, shape baselineShape, writers int, method string) (BaselineResult, error) {
+	res := BaselineResult{Method: method, Docs: shape.n, Batch: shape.batch, Writers: writers, Tenants: l.Tenants, DocBytes: shape.docBytes}
 	for _, t := range l.TenantIDs() {
 		db := mc.Database(DBName(t))
 		if err := db.Drop(ctx); err != nil {
@@ -68,11 +146,6 @@ func Baseline(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, 
 			return res, err
 		}
 	}
-	batches, size, err := buildBatches(mc, l, n, payloadBytes, batch, method)
-	if err != nil {
-		return res, err
-	}
-	res.DocBytes = size / max(n, 1)
 	work := make(chan baselineBatch)
 	g, gctx := errgroup.WithContext(ctx)
 	start := time.Now()
@@ -111,8 +184,8 @@ func Baseline(ctx context.Context, mc *mongo.Client, l Layout, n, payloadBytes, 
 	if err != nil {
 		return res, fmt.Errorf("count baseline documents: %w", err)
 	}
-	if stored != int64(n) {
-		return res, fmt.Errorf("baseline: %d documents stored, want %d", stored, n)
+	if stored != int64(shape.n) {
+		return res, fmt.Errorf("baseline: %d documents stored, want %d", stored, shape.n)
 	}
 	return res, nil
 }

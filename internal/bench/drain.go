@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,18 @@ func (e *Env) serverCPU() map[string]time.Duration {
 	return out
 }
 
+// ClientCPU names the benchmark process itself in processCPU.
+const ClientCPU = "client (the benchmark)"
+
+// processCPU is serverCPU plus the benchmark's own CPU time.
+func (e *Env) processCPU() map[string]time.Duration {
+	out := e.serverCPU()
+	if u, err := ReadUsage(os.Getpid()); err == nil {
+		out[ClientCPU] = u.CPU
+	}
+	return out
+}
+
 // DrainResult is one drain of a backlog.
 type DrainResult struct {
 	Name     string
@@ -67,6 +80,8 @@ type DrainResult struct {
 	CPU time.Duration
 	// PeakRSS is the largest VmHWM among the daemons.
 	PeakRSS int64
+	// ServerCPU is the CPU time of each started server during the drain.
+	ServerCPU map[string]time.Duration
 }
 
 // Rate is entries stored per second.
@@ -170,6 +185,7 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 		return res, nil, err
 	}
 	e.Log.Info("backlog loaded", "stage", name, "entries", n, "streams", l.Streams(), "xadd_per_s", int(res.LoadRate))
+	srv0 := e.serverCPU()
 	start := time.Now()
 	ds, err := e.StartDaemons(l, name, replicas, nil)
 	if err != nil {
@@ -194,34 +210,12 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 		}
 		return res, nil, err
 	}
-	w := newAckWatcher(e.RDB, l.StreamKeys())
-	last := time.Now()
-	for {
-		acked, done, err := w.poll(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		if acked > 0 && res.FirstAck == 0 {
-			res.FirstAck = time.Since(start)
-		}
-		if done {
-			res.Elapsed = time.Since(start)
-			break
-		}
-		for _, d := range ds {
-			if exited, err := d.Exited(); exited {
-				return fail(fmt.Errorf("%s exited during the drain: %v", d.Name, err))
-			}
-		}
-		if time.Since(last) > 10*time.Second {
-			last = time.Now()
-			e.Log.Info("draining", "stage", name, "acked", acked, "of", n, "elapsed", time.Since(start).Round(time.Second).String())
-		}
-		select {
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := e.waitDrained(ctx, name, l, n, ds, start, &res); err != nil {
+		return fail(err)
+	}
+	res.ServerCPU = map[string]time.Duration{}
+	for name, c := range e.serverCPU() {
+		res.ServerCPU[name] = c - srv0[name]
 	}
 	for _, d := range ds {
 		u, err := ReadUsage(d.Pid())
@@ -245,6 +239,41 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 		return res, ds, nil
 	}
 	return res, nil, StopAll(ds)
+}
+
+// waitDrained polls Redis until every entry of the layout's streams is
+// acknowledged, setting res.FirstAck and res.Elapsed; it fails when a
+// daemon exits or ctx ends.
+func (e *Env) waitDrained(ctx context.Context, name string, l Layout, n int, ds []*Daemon, start time.Time, res *DrainResult) error {
+	w := newAckWatcher(e.RDB, l.StreamKeys())
+	last := time.Now()
+	for {
+		acked, done, err := w.poll(ctx)
+		if err != nil {
+			return err
+		}
+		if acked > 0 && res.FirstAck == 0 {
+			res.FirstAck = time.Since(start)
+		}
+		if done {
+			res.Elapsed = time.Since(start)
+			return nil
+		}
+		for _, d := range ds {
+			if exited, err := d.Exited(); exited {
+				return fmt.Errorf("%s exited during the drain: %v", d.Name, err)
+			}
+		}
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			e.Log.Info("draining", "stage", name, "acked", acked, "of", n, "elapsed", time.Since(start).Round(time.Second).String())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // countStored counts the messages documents of the layout's databases with

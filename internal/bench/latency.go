@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -59,6 +61,59 @@ type probe struct {
 	next       time.Time
 }
 
+// latencyStage runs the steady load at half the drain rate (or the given
+// rate) and at a quarter, against the drain's daemon (or a warmed-up one).
+func (r *runner) latencyStage(ctx context.Context) error {
+	cfg, env := r.cfg, r.env
+	if r.running == nil {
+		// The streams must exist and be consumed before the clock
+		// starts (discovery runs every 10s): drain a few entries each.
+		_, ds, err := env.Drain(ctx, "latency-warmup", Mixed, 10*Mixed.Streams(), 1, true, nil)
+		if err != nil {
+			return err
+		}
+		r.running = ds
+	}
+	rate := cfg.LatencyRate
+	if rate <= 0 {
+		rate = r.rep.Drain.Rate() / 2
+	}
+	r.log.Info("steady latency", "rate", int(rate), "duration", cfg.LatencyDuration.String(), "probes_per_s", cfg.ProbeRate)
+	var profDone chan struct{}
+	if cfg.ProfileDir != "" {
+		profDone = make(chan struct{})
+		go func() {
+			defer close(profDone)
+			secs := strconv.Itoa(max(1, int(cfg.LatencyDuration.Seconds())-1))
+			if err := r.running[0].Fetch(ctx, "/debug/pprof/profile?seconds="+secs, filepath.Join(cfg.ProfileDir, "latency-cpu.pprof")); err != nil {
+				r.log.Warn("latency cpu profile", "err", err)
+			}
+		}()
+	}
+	l, err := env.Latency(ctx, Mixed, r.running, rate, cfg.LatencyDuration, cfg.ProbeRate, cfg.Entries)
+	if profDone != nil {
+		<-profDone
+		if err := r.running[0].Fetch(ctx, "/metrics", filepath.Join(cfg.ProfileDir, "latency-metrics.txt")); err != nil {
+			r.log.Warn("latency metrics", "err", err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	r.rep.Latency = &l
+	r.log.Info("steady latency done", "entries", l.Entries, "probes", len(l.Visible),
+		"p50_ms", ms(l.Quantile(.5)), "p99_ms", ms(l.Quantile(.99)), "max_ms", ms(l.Quantile(1)))
+	// The same at half that rate, for the shape of the curve.
+	low, err := env.Latency(ctx, Mixed, r.running, rate/2, cfg.LatencyDuration/3, 0, cfg.Entries+l.Entries+1000)
+	if err != nil {
+		return err
+	}
+	r.rep.LatencyLow = &low
+	r.log.Info("steady latency at half the rate done", "entries", low.Entries,
+		"p50_ms", ms(low.Quantile(.5)), "p99_ms", ms(low.Quantile(.99)), "max_ms", ms(low.Quantile(1)))
+	return nil
+}
+
 // Latency publishes entries of the layout at rate per second for d, with
 // the daemons ds already running, and measures for every entry the time
 // from its XADD reply to its acknowledgement (watchAcks); with probeRate >
@@ -86,58 +141,9 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 	g.Go(func() error {
 		defer close(probes)
 		defer close(acks)
-		pub := &publisher.Publisher{RDB: e.RDB, Prefix: KeyPrefix}
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		start := time.Now()
-		n := 0
-		for {
-			el := time.Since(start)
-			if el >= d {
-				break
-			}
-			due := int(rate*el.Seconds()) - n
-			if due > 0 {
-				ms := make([]publisher.Message, due)
-				for i := range ms {
-					ms[i] = l.Message(seq0+n+i, e.PayloadBytes)
-				}
-				ids, err := pub.PublishBatch(gctx, ms)
-				if err != nil {
-					return err
-				}
-				reply := time.Now()
-				for i, m := range ms {
-					id, err := parseStreamID(ids[i])
-					if err != nil {
-						return err
-					}
-					select {
-					case acks <- sent{stream: m.Key(KeyPrefix), id: id, reply: reply}:
-					case <-gctx.Done():
-						return gctx.Err()
-					}
-					if every == 0 || (n+i)%every != 0 {
-						continue
-					}
-					p := probe{tenant: m.Tenant, id: message.Identity(m.Namespace, m.Topic, ids[i]), reply: reply}
-					select {
-					case probes <- p:
-					case <-gctx.Done():
-						return gctx.Err()
-					}
-				}
-				n += due
-			}
-			select {
-			case <-tick.C:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		res.Entries = n
-		res.Achieved = float64(n) / time.Since(start).Seconds()
-		return nil
+		var err error
+		res.Entries, res.Achieved, err = e.produce(gctx, l, rate, d, seq0, every, acks, probes)
+		return err
 	})
 	g.Go(func() error {
 		var err error
@@ -177,6 +183,58 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 	return res, nil
 }
 
+// produce publishes entries of the layout at rate per second for d, every
+// 5 ms in one pipeline, hands each entry to acks and every every-th (0:
+// none) to probes, and returns the entries sent and the achieved rate.
+func (e *Env) produce(ctx context.Context, l Layout, rate float64, d time.Duration, seq0, every int, acks chan<- sent, probes chan<- probe) (int, float64, error) {
+	pub := &publisher.Publisher{RDB: e.RDB, Prefix: KeyPrefix}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d {
+		due := int(rate*time.Since(start).Seconds()) - n
+		if due > 0 {
+			ms := make([]publisher.Message, due)
+			for i := range ms {
+				ms[i] = l.Message(seq0+n+i, e.PayloadBytes)
+			}
+			ids, err := pub.PublishBatch(ctx, ms)
+			if err != nil {
+				return n, 0, err
+			}
+			reply := time.Now()
+			for i, m := range ms {
+				id, err := parseStreamID(ids[i])
+				if err != nil {
+					return n, 0, err
+				}
+				select {
+				case acks <- sent{stream: m.Key(KeyPrefix), id: id, reply: reply}:
+				case <-ctx.Done():
+					return n, 0, ctx.Err()
+				}
+				if every == 0 || (n+i)%every != 0 {
+					continue
+				}
+				p := probe{tenant: m.Tenant, id: message.Identity(m.Namespace, m.Topic, ids[i]), reply: reply}
+				select {
+				case probes <- p:
+				case <-ctx.Done():
+					return n, 0, ctx.Err()
+				}
+			}
+			n += due
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return n, 0, ctx.Err()
+		}
+	}
+	return n, float64(n) / time.Since(start).Seconds(), nil
+}
+
 // A probe is first looked for probeFirst after its XADD reply, then every
 // eighth of its age (between probeMin and probeMax): a measured latency is
 // at most ~12% (or probeMin) above the truth, never below it, and a slow
@@ -213,7 +271,6 @@ func (e *Env) watchProbes(ctx context.Context, probes <-chan probe) ([]time.Dura
 		}
 		return c
 	}
-	proj := options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})
 	take := func(p probe, ok bool) {
 		if !ok {
 			open = false
@@ -252,23 +309,8 @@ func (e *Env) watchProbes(ctx context.Context, probes <-chan probe) ([]time.Dura
 			}
 			due = append(due, i)
 		}
-		found := make([]time.Time, len(due))
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(probeParallel)
-		for j, i := range due {
-			c, id := coll(pending[i].tenant), pending[i].id
-			g.Go(func() error {
-				err := c.FindOne(gctx, bson.D{{Key: "_id", Value: id}}, proj).Err()
-				switch {
-				case err == nil:
-					found[j] = time.Now()
-				case !errors.Is(err, mongo.ErrNoDocuments):
-					return fmt.Errorf("find probe %s: %w", id, err)
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
+		found, err := lookup(ctx, coll, pending, due)
+		if err != nil {
 			return nil, err
 		}
 		now = time.Now()
@@ -310,6 +352,29 @@ func (e *Env) watchProbes(ctx context.Context, probes <-chan probe) ([]time.Dura
 		}
 	}
 	return out, nil
+}
+
+// lookup finds the due probes by _id, probeParallel at a time, and
+// returns when each was found (zero: not yet).
+func lookup(ctx context.Context, coll func(string) *mongo.Collection, pending []probe, due []int) ([]time.Time, error) {
+	proj := options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})
+	found := make([]time.Time, len(due))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(probeParallel)
+	for j, i := range due {
+		c, id := coll(pending[i].tenant), pending[i].id
+		g.Go(func() error {
+			err := c.FindOne(gctx, bson.D{{Key: "_id", Value: id}}, proj).Err()
+			switch {
+			case err == nil:
+				found[j] = time.Now()
+			case !errors.Is(err, mongo.ErrNoDocuments):
+				return fmt.Errorf("find probe %s: %w", id, err)
+			}
+			return nil
+		})
+	}
+	return found, g.Wait()
 }
 
 // flushes sums the daemons' successful bulk-write duration histograms.

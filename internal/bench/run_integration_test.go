@@ -25,13 +25,24 @@ func TestRunSmall(t *testing.T) {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	rep, err := Run(ctx, Config{Entries: 3000, MemoryEntries: 4000, ScaleEntries: 2000, LatencyDuration: 3 * time.Second, WorkDir: t.TempDir(),
-		Stages: DefaultStages}, log)
+	rep, err := Run(ctx, Config{Entries: 3000, MemoryEntries: 4000, ScaleEntries: 2000, SweepEntries: 1000, LatencyDuration: 3 * time.Second, WorkDir: t.TempDir(),
+		TraceStopAfter: 300 * time.Millisecond, TraceStopFor: 500 * time.Millisecond, Stages: DefaultStages}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Baseline == nil || rep.Drain == nil || rep.Latency == nil || rep.scale("1-stream") == nil || rep.scale("1000-streams") == nil || rep.scale("1-replica") == nil || rep.scale("2-replicas") == nil || rep.scale("1M-backlog") == nil {
 		t.Fatalf("missing stages: %+v", rep)
+	}
+	if len(rep.Sweeps) != len(Variants) || len(rep.Sweeps[0].Results) != len(SweepWriters) {
+		t.Errorf("sink sweeps: %d layouts (want %d), %d writer counts in the first", len(rep.Sweeps), len(Variants), len(rep.Sweeps[0].Results))
+	}
+	for _, l := range Variants[1:] {
+		if rep.scale(l.Name) == nil {
+			t.Errorf("no drain of layout %s", l.Name)
+		}
+	}
+	if rep.Trace == nil || len(rep.Trace.Points) == 0 {
+		t.Errorf("no trace of the write limit: %+v", rep.Trace)
 	}
 	if rep.Latency.Entries == 0 || len(rep.Latency.Acked) != rep.Latency.Entries {
 		t.Errorf("latency: %d entries, %d latencies", rep.Latency.Entries, len(rep.Latency.Acked))
@@ -45,7 +56,7 @@ func TestRunSmall(t *testing.T) {
 	if err := rep.Markdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"sink baseline", "| drain |", "| 1-stream |", "| 1000-streams |", "| 1-replica |", "| 2-replicas |", "| 1M-backlog |", "daemon peak RSS (VmHWM) while draining", "XADD reply → acknowledged", "1000 streams (50 tenants × 20 topics) vs 1 stream", "2 daemon replicas vs 1"} {
+	for _, want := range []string{"| drain |", "| 1-stream |", "| 1000-streams |", "| 1-replica |", "| 2-replicas |", "| 1M-backlog |", "daemon peak RSS (VmHWM) while draining", "XADD reply → acknowledged", "1000 streams (50 tenants × 20 topics) vs 1 stream", "2 daemon replicas vs 1", "sink alone:", "many small fields", "adaptive limit"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}

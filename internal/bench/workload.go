@@ -26,12 +26,43 @@ const KeyPrefix = "cwbench:"
 const DBPrefix = "bench_"
 
 // Layout spreads entries over tenants, namespaces and topics, round robin
-// over the streams, so every stream holds the same share of a backlog.
+// over the streams, so every stream holds the same share of a backlog, and
+// gives their payloads a shape.
 type Layout struct {
 	Name       string
 	Tenants    int
 	Namespaces int
 	Topics     int
+	// Shape is the payload's shape: ShapeLarge (the zero value) or
+	// ShapeSmall.
+	Shape string
+}
+
+// Payload shapes.
+const (
+	// ShapeLarge is an order of a dozen fields padded by one long string
+	// (Payload).
+	ShapeLarge = "few large fields"
+	// ShapeSmall is an object of many short fields (SmallFieldsPayload).
+	ShapeSmall = "many small fields"
+)
+
+// WithShape returns the layout with another payload shape and a name
+// that says so.
+func (l Layout) WithShape(shape string) Layout {
+	l.Shape = shape
+	if shape == ShapeSmall {
+		l.Name += "-small"
+	}
+	return l
+}
+
+// ShapeName is the layout's payload shape for the table.
+func (l Layout) ShapeName() string {
+	if l.Shape == "" {
+		return ShapeLarge
+	}
+	return l.Shape
 }
 
 // Streams is the number of streams of the layout.
@@ -39,7 +70,7 @@ func (l Layout) Streams() int { return l.Tenants * l.Namespaces * l.Topics }
 
 // String describes the layout for the table.
 func (l Layout) String() string {
-	return fmt.Sprintf("%d streams (%d tenants × %d namespaces × %d topics)", l.Streams(), l.Tenants, l.Namespaces, l.Topics)
+	return fmt.Sprintf("%d streams (%d tenants × %d namespaces × %d topics), %s", l.Streams(), l.Tenants, l.Namespaces, l.Topics, l.ShapeName())
 }
 
 // TenantIDs lists the layout's tenants.
@@ -76,9 +107,13 @@ func (l Layout) StreamKeys() []string {
 // payload of payloadBytes bytes, two headers.
 func (l Layout) Message(seq, payloadBytes int) publisher.Message {
 	t, n, p := l.Stream(seq % l.Streams())
+	payload := Payload(seq, payloadBytes)
+	if l.Shape == ShapeSmall {
+		payload = SmallFieldsPayload(seq, payloadBytes)
+	}
 	return publisher.Message{
 		Tenant: t, Namespace: n, Topic: p,
-		Payload: Payload(seq, payloadBytes),
+		Payload: payload,
 		Headers: map[string]string{"traceId": "trace-" + strconv.Itoa(seq), "source": "persister-bench"},
 	}
 }
@@ -99,6 +134,40 @@ func Payload(seq, size int) string {
 	pad := size - b.Len() - len(`"}`)
 	for i := 0; i < pad; i++ {
 		b.WriteByte('a' + byte((seq+i)%26))
+	}
+	b.WriteString(`"}`)
+	return b.String()
+}
+
+// SmallFieldsPayload returns a JSON object of exactly size bytes (at least
+// ~100) made of many short fields: integers, short strings, booleans and
+// floats in turn, about 14 bytes each (70 fields in 1 KB), the shape of a
+// flat event or metrics record.
+func SmallFieldsPayload(seq, size int) string {
+	var b strings.Builder
+	b.Grow(size)
+	fmt.Fprintf(&b, `{"id":%d`, seq)
+	for i := 0; ; i++ {
+		var f string
+		switch i % 4 {
+		case 0:
+			f = fmt.Sprintf(`,"n%02d":%d`, i, (seq*31+i)%100000)
+		case 1:
+			f = fmt.Sprintf(`,"s%02d":"%c%c%c"`, i, 'a'+byte((seq+i)%26), 'a'+byte(i%26), 'a'+byte((seq/26+i)%26))
+		case 2:
+			f = fmt.Sprintf(`,"b%02d":%t`, i, (seq+i)%3 == 0)
+		default:
+			f = fmt.Sprintf(`,"f%02d":%d.%d`, i, seq%1000, i%10+1)
+		}
+		// Room for this field and the closing pad string ,"z":"…"}.
+		if b.Len()+len(f)+len(`,"z":""}`) > size {
+			break
+		}
+		b.WriteString(f)
+	}
+	b.WriteString(`,"z":"`)
+	for b.Len() < size-len(`"}`) {
+		b.WriteByte('x')
 	}
 	b.WriteString(`"}`)
 	return b.String()

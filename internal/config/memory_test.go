@@ -26,8 +26,8 @@ func TestMemorySettings(t *testing.T) {
 
 func TestSoftMemoryLimit(t *testing.T) {
 	p := Persister{MaxInflightBytes: 8 << 20}
-	if got, why := p.SoftMemoryLimit(""); got != 48<<20 || !strings.HasPrefix(why, "auto") {
-		t.Errorf("auto: %d (%s), want 48 MiB", got, why)
+	if got, why := p.SoftMemoryLimit(""); got != 40<<20 || !strings.HasPrefix(why, "auto") {
+		t.Errorf("auto: %d (%s), want 40 MiB", got, why)
 	}
 	if got, why := p.SoftMemoryLimit("200MiB"); got != 0 || !strings.Contains(why, "GOMEMLIMIT=200MiB") {
 		t.Errorf("GOMEMLIMIT set: %d (%s), want 0 (the runtime's own)", got, why)

@@ -76,7 +76,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	if err != nil {
 		return nil, err
 	}
-	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister", MaxConcurrentWrites: p.MaxConcurrentWrites})
+	w, err := sink.New(ctx, cfg.Chronos, sink.Options{AppName: "chronow-persister", MaxConcurrentWrites: p.MaxConcurrentWrites, Concurrency: p.WriteConcurrency, Log: log})
 	if err != nil {
 		_ = rdb.Close()
 		return nil, err
@@ -92,6 +92,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, version stri
 	}
 	d.refusals = acl.Watch(rdb, log)
 	metrics.RegisterBudget(reg, d.budget.Used, d.budget.Limit())
+	metrics.RegisterWriteLimits(reg, d.writeLimits)
 	d.setupBadInput()
 	for _, t := range tenants {
 		d.tenants[t.TenantID] = pipeline.New(pipeline.Deps{
@@ -188,6 +189,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("persister stopped")
 	return err
+}
+
+// writeLimits reads the sink's write limiters for the metrics.
+func (d *Daemon) writeLimits() []metrics.WriteLimit {
+	ls := d.sink.Limits()
+	out := make([]metrics.WriteLimit, len(ls))
+	for i, l := range ls {
+		out[i] = metrics.WriteLimit{Scope: l.Scope, Name: l.Name, Limit: l.Limit, InFlight: l.InFlight, Floor: l.Floor.Seconds()}
+	}
+	return out
 }
 
 func (d *Daemon) close() {

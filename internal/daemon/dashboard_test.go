@@ -294,6 +294,7 @@ func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
 		"persister_entries_stored_total", "persister_store_latency_seconds", "persister_write_errors_total",
 		"persister_entries_dead_lettered_total", "persister_entries_lost_total", "persister_streams",
 		"persister_tenant_halted", "persister_build_info",
+		"persister_write_concurrency_limit", "persister_writes_in_flight", "persister_write_latency_floor_seconds",
 	} {
 		if !used[want] {
 			t.Errorf("dashboard does not show %s", want)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,9 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/writeconcern"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
+	"github.com/chronow/persister/internal/arc"
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/metrics"
 )
 
 // ErrUnknownTenant is returned for a tenant that is not configured.
@@ -41,8 +44,10 @@ func (r Result) Stored() bool { return r.Class == ClassNone || r.Class == ClassD
 type Writer struct {
 	clients map[string]*mongo.Client
 	tenants map[string]*tenant
-	// slots bounds the bulk writes in flight per connection (nil: no bound).
-	slots map[string]chan struct{}
+	// conns bounds the bulk writes in flight per connection, dbs per
+	// database (adaptive concurrency only); nil maps: no bound.
+	conns map[string]*arc.Limiter
+	dbs   map[string]*arc.Limiter
 	// cmdBufs recycles insert command buffers (*[]byte).
 	cmdBufs sync.Pool
 }
@@ -53,6 +58,9 @@ const maxPooledCmd = 4 << 20
 type tenant struct {
 	cfg config.TenantDatabase
 	db  *mongo.Database
+	// conn and dbLimit are the write limiters of its connection and of
+	// its database (nil: no bound).
+	conn, dbLimit *arc.Limiter
 
 	mu       sync.Mutex
 	schemaOK bool
@@ -70,7 +78,21 @@ type Options struct {
 	// it is in flight (ours, the driver's copy, its wire message), so this
 	// bounds memory as well as the load put on the server.
 	MaxConcurrentWrites int
+	// Concurrency is ConcurrencyAdaptive (the limit of each connection and
+	// of each database moves within [1, MaxConcurrentWrites] with the
+	// writes' latency and throughput: internal/arc) or ConcurrencyFixed
+	// (the default: MaxConcurrentWrites per connection, no bound per
+	// database).
+	Concurrency string
+	// Log receives the limit changes at debug level (nil: none).
+	Log *slog.Logger
 }
+
+// Values of Options.Concurrency (PERSISTER_WRITE_CONCURRENCY).
+const (
+	ConcurrencyAdaptive = "adaptive"
+	ConcurrencyFixed    = "fixed"
+)
 
 // New creates the clients. It does not wait for any server: MongoDB may be
 // down at start; writes retry until it is up.
@@ -96,17 +118,74 @@ func New(ctx context.Context, ch config.Chronos, o Options) (*Writer, error) {
 			return nil, fmt.Errorf("mongo connection %q (%s): %w", name, config.RedactURI(dc.MongoURI), scrub(err, dc.MongoURI))
 		}
 		w.clients[name] = c
-		if o.MaxConcurrentWrites > 0 {
-			if w.slots == nil {
-				w.slots = map[string]chan struct{}{}
-			}
-			w.slots[name] = make(chan struct{}, o.MaxConcurrentWrites)
-		}
 	}
 	for _, t := range ch.Tenants() {
 		w.tenants[t.TenantID] = &tenant{cfg: t, db: w.clients[t.DBConnRef].Database(t.DBName)}
 	}
+	w.limiters(o)
 	return w, nil
+}
+
+// limiters makes the write limiters: one per connection, and with
+// adaptive concurrency one per database too (a server may serialise the
+// writes of a database: FerretDB's SQLite backend does).
+func (w *Writer) limiters(o Options) {
+	if o.MaxConcurrentWrites <= 0 {
+		return
+	}
+	adaptive := o.Concurrency == ConcurrencyAdaptive
+	limiter := func(scope, name string) *arc.Limiter {
+		cfg := arc.Config{Max: o.MaxConcurrentWrites, Fixed: !adaptive}
+		if o.Log != nil {
+			cfg.OnChange = func(limit int, reason string) {
+				o.Log.Debug("write concurrency limit changed", "scope", scope, "name", name, "limit", limit, "reason", reason)
+			}
+		}
+		return arc.New(cfg)
+	}
+	w.conns, w.dbs = map[string]*arc.Limiter{}, map[string]*arc.Limiter{}
+	for _, t := range w.tenants {
+		name := t.cfg.DBConnRef
+		if w.conns[name] == nil {
+			w.conns[name] = limiter(ScopeConnection, name)
+		}
+		t.conn = w.conns[name]
+		if !adaptive {
+			continue
+		}
+		key := name + "/" + t.cfg.DBName
+		if w.dbs[key] == nil {
+			w.dbs[key] = limiter(ScopeDatabase, key)
+		}
+		t.dbLimit = w.dbs[key]
+	}
+}
+
+// Limit is the state of one write limiter, for metrics.
+type Limit struct {
+	// Scope is "connection" or "database"; Name is the connection's name,
+	// or the database's (connection/database).
+	Scope, Name string
+	Limit       int
+	InFlight    int
+	Floor       time.Duration
+}
+
+// Scopes of Limit.
+const (
+	ScopeConnection = metrics.ScopeConnection
+	ScopeDatabase   = metrics.ScopeDatabase
+)
+
+// Limits returns the state of every write limiter.
+func (w *Writer) Limits() []Limit {
+	var out []Limit
+	for scope, m := range map[string]map[string]*arc.Limiter{ScopeConnection: w.conns, ScopeDatabase: w.dbs} {
+		for name, l := range m {
+			out = append(out, Limit{Scope: scope, Name: name, Limit: l.Limit(), InFlight: l.InFlight(), Floor: l.Floor()})
+		}
+	}
+	return out
 }
 
 // Close disconnects every client.
@@ -152,25 +231,45 @@ func (w *Writer) EnsureSchema(ctx context.Context, tenantID string) error {
 	return nil
 }
 
-// Slot waits until a write may start on the tenant's connection and
-// returns the function that ends it; with no bound (or an unknown tenant,
-// which Insert reports) it returns at once. The batcher takes a slot before
-// each Insert, so the wait is not part of the write timeout. It fails only
-// when ctx ends first.
-func (w *Writer) Slot(ctx context.Context, tenantID string) (func(), error) {
-	var slots chan struct{}
-	if t, ok := w.tenants[tenantID]; ok {
-		slots = w.slots[t.cfg.DBConnRef]
+// Done ends a write begun with Slot, with what it measured: the write's
+// duration (not the wait for its slot), its documents and its error (nil,
+// or the error of the command as a whole). docs == 0 gives back a slot
+// that was not used.
+type Done func(elapsed time.Duration, docs int, err error)
+
+// Slot waits until a write may start on the tenant's database and
+// connection and returns the function that ends it; with no bound (or an
+// unknown tenant, which Insert reports) it returns at once. The database's
+// slot is taken first, so a write waiting for its database holds no slot
+// of the connection that other tenants could use. The batcher takes a
+// slot before each Insert, so the wait is not part of the write timeout.
+// It fails only when ctx ends first.
+func (w *Writer) Slot(ctx context.Context, tenantID string) (Done, error) {
+	t, ok := w.tenants[tenantID]
+	if !ok || t.conn == nil {
+		return func(time.Duration, int, error) {}, nil
 	}
-	if slots == nil {
-		return func() {}, nil
+	var dbTok arc.Token
+	if t.dbLimit != nil {
+		tok, err := t.dbLimit.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		dbTok = tok
 	}
-	select {
-	case slots <- struct{}{}:
-		return func() { <-slots }, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for a write slot: %w", ctx.Err())
+	connTok, err := t.conn.Acquire(ctx)
+	if err != nil {
+		if t.dbLimit != nil {
+			t.dbLimit.Release(dbTok, 0, 0, nil)
+		}
+		return nil, err
 	}
+	return func(elapsed time.Duration, docs int, err error) {
+		t.conn.Release(connTok, elapsed, docs, err)
+		if t.dbLimit != nil {
+			t.dbLimit.Release(dbTok, elapsed, docs, err)
+		}
+	}, nil
 }
 
 // Insert writes docs (BSON documents with a deterministic _id) into one

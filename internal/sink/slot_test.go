@@ -27,7 +27,7 @@ func TestSlotBoundsWritesPerConnection(t *testing.T) {
 	go func() {
 		r3, err := w.Slot(ctx, config.DefaultTenant)
 		if err == nil {
-			r3()
+			r3(0, 0, nil)
 		}
 		got <- err
 	}()
@@ -36,7 +36,7 @@ func TestSlotBoundsWritesPerConnection(t *testing.T) {
 		t.Fatalf("third slot granted while two writes are in flight (err %v)", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	r1()
+	r1(0, 0, nil)
 	select {
 	case err := <-got:
 		if err != nil {
@@ -45,7 +45,7 @@ func TestSlotBoundsWritesPerConnection(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("third slot not granted after one write ended")
 	}
-	r2()
+	r2(0, 0, nil)
 	// Waiting ends with the context.
 	r4, _ := w.Slot(ctx, config.DefaultTenant)
 	r5, _ := w.Slot(ctx, config.DefaultTenant)
@@ -54,13 +54,13 @@ func TestSlotBoundsWritesPerConnection(t *testing.T) {
 	if _, err := w.Slot(cctx, config.DefaultTenant); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("full and context ended: got %v, want DeadlineExceeded", err)
 	}
-	r4()
-	r5()
+	r4(0, 0, nil)
+	r5(0, 0, nil)
 	// Unknown tenants are not held up (Insert reports them).
 	if r, err := w.Slot(ctx, "nobody"); err != nil {
 		t.Errorf("unknown tenant: %v", err)
 	} else {
-		r()
+		r(0, 0, nil)
 	}
 }
 
