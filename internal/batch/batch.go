@@ -69,7 +69,7 @@ type Acker interface {
 }
 
 // Rescuer stores another way what cannot be stored as usual, for the
-// daemon, replay and dead letters alike (dlq.Rescuer): Rescue turns an item
+// daemon, replay and dead letters alike (rescue.Rescuer): Rescue turns an item
 // the database refused for good into an item that can be stored (a stub
 // with the raw bytes kept aside, or a dead letter); RescueEntry does the
 // same for an entry no document could be built for (e.g. one over the
