@@ -115,6 +115,25 @@ type Filter struct {
 	Range Range
 }
 
+// orAll returns f with an empty (zero) Range replaced by All, as Replay and
+// Verify read it.
+func (f Filter) orAll() Filter {
+	if f.Range == (Range{}) {
+		f.Range = All
+	}
+	return f
+}
+
+// stopwatch starts timing a report: the returned func, deferred, sets
+// *seconds to the time since and then calls total.
+func stopwatch(seconds *float64, total func()) func() {
+	start := time.Now()
+	return func() {
+		*seconds = time.Since(start).Seconds()
+		total()
+	}
+}
+
 func (f Filter) match(k keyspace.Key) bool {
 	return (f.Tenant == "" || k.Tenant == f.Tenant) &&
 		(f.Namespace == "" || k.Namespace == f.Namespace) &&
