@@ -23,70 +23,69 @@ func TestNilIsUnlimited(t *testing.T) {
 	}
 }
 
-func TestAcquireWaitsForRelease(t *testing.T) {
-	b := New(100)
-	ctx := context.Background()
-	if err := b.Acquire(ctx, 60); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan struct{})
-	go func() {
-		if err := b.Acquire(ctx, 50); err != nil {
-			t.Error(err)
-		}
-		close(got)
-	}()
-	select {
-	case <-got:
-		t.Fatal("60+50 bytes granted on a 100-byte budget")
-	case <-time.After(50 * time.Millisecond):
-	}
-	b.Release(60)
-	select {
-	case <-got:
-	case <-time.After(5 * time.Second):
-		t.Fatal("waiter not granted after release")
-	}
-	if u := b.Used(); u != 50 {
-		t.Fatalf("used %d, want 50", u)
+// A request that does not fit waits until a release makes room: one that
+// fits the rest, or an oversized one once the budget is empty.
+func TestWaiterGrantedOnRelease(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		held, want        int64
+		early, notGranted string
+	}{
+		{"AcquireWaitsForRelease", 60, 50, "60+50 bytes granted on a 100-byte budget", "waiter not granted after release"},
+		{"OversizedGrantedWhenEmpty", 10, 1000, "oversized request granted while bytes were held", "oversized request never granted on an empty budget"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, ctx := holding(t, 100, tc.held)
+			got := make(chan struct{})
+			go func() {
+				if err := b.Acquire(ctx, tc.want); err != nil {
+					t.Error(err)
+				}
+				close(got)
+			}()
+			select {
+			case <-got:
+				t.Fatal(tc.early)
+			case <-time.After(50 * time.Millisecond):
+			}
+			b.Release(tc.held)
+			granted(t, got, tc.notGranted)
+			wantUsed(t, b, tc.want)
+		})
 	}
 }
 
-func TestOversizedGrantedWhenEmpty(t *testing.T) {
-	b := New(100)
+// holding returns a budget of limit bytes with n of them acquired.
+func holding(t *testing.T, limit, n int64) (*Budget, context.Context) {
+	t.Helper()
+	b := New(limit)
 	ctx := context.Background()
-	if err := b.Acquire(ctx, 10); err != nil {
+	if err := b.Acquire(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan struct{})
-	go func() {
-		if err := b.Acquire(ctx, 1000); err != nil {
-			t.Error(err)
-		}
-		close(got)
-	}()
-	select {
-	case <-got:
-		t.Fatal("oversized request granted while bytes were held")
-	case <-time.After(50 * time.Millisecond):
-	}
-	b.Release(10)
+	return b, ctx
+}
+
+// granted waits up to 5s for got to be closed; msg says what failed.
+func granted(t *testing.T, got <-chan struct{}, msg string) {
+	t.Helper()
 	select {
 	case <-got:
 	case <-time.After(5 * time.Second):
-		t.Fatal("oversized request never granted on an empty budget")
+		t.Fatal(msg)
 	}
-	if u := b.Used(); u != 1000 {
-		t.Fatalf("used %d, want 1000", u)
+}
+
+// wantUsed fails the test unless b holds want bytes.
+func wantUsed(t *testing.T, b *Budget, want int64) {
+	t.Helper()
+	if u := b.Used(); u != want {
+		t.Fatalf("used %d, want %d", u, want)
 	}
 }
 
 func TestFIFO(t *testing.T) {
-	b := New(100)
-	ctx := context.Background()
-	if err := b.Acquire(ctx, 100); err != nil {
-		t.Fatal(err)
-	}
+	b, ctx := holding(t, 100, 100)
 	order := make(chan int, 3)
 	var wg sync.WaitGroup
 	for i, n := range []int64{80, 10, 10} {
@@ -135,9 +134,7 @@ func TestFIFO(t *testing.T) {
 	}
 	b.Release(20)
 	wg.Wait()
-	if u := b.Used(); u != 100 {
-		t.Fatalf("used %d, want 100", u)
-	}
+	wantUsed(t, b, 100)
 }
 
 func TestAcquireCancelled(t *testing.T) {
@@ -156,36 +153,22 @@ func TestAcquireCancelled(t *testing.T) {
 	if err := b.Acquire(context.Background(), 40); err != nil {
 		t.Fatal(err)
 	}
-	if u := b.Used(); u != 90 {
-		t.Fatalf("used %d, want 90", u)
-	}
+	wantUsed(t, b, 90)
 }
 
 func TestAddSettlesAndGrants(t *testing.T) {
-	b := New(100)
-	ctx := context.Background()
-	if err := b.Acquire(ctx, 90); err != nil {
-		t.Fatal(err)
-	}
+	b, ctx := holding(t, 100, 90)
 	// The read returned more than reserved: held past the limit.
 	b.Add(40)
-	if u := b.Used(); u != 130 {
-		t.Fatalf("used %d, want 130", u)
-	}
+	wantUsed(t, b, 130)
 	got := make(chan struct{})
 	go func() {
 		_ = b.Acquire(ctx, 30)
 		close(got)
 	}()
 	b.Add(-60) // 70 held: 30 more fit
-	select {
-	case <-got:
-	case <-time.After(5 * time.Second):
-		t.Fatal("negative Add did not grant the waiter")
-	}
-	if u := b.Used(); u != 100 {
-		t.Fatalf("used %d, want 100", u)
-	}
+	granted(t, got, "negative Add did not grant the waiter")
+	wantUsed(t, b, 100)
 }
 
 func TestConcurrentNeverOverLimit(t *testing.T) {

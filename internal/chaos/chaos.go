@@ -299,18 +299,11 @@ func (w *world) scrape() (stop func()) {
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-scrapeCtx.Done():
-				return
-			case <-t.C:
-			}
+		e2e.Every(scrapeCtx, 200*time.Millisecond, func() {
 			for _, rp := range w.replicas {
 				rp.counts.Refresh()
 			}
-		}
+		})
 	}()
 	return func() { stopScrape(); bg.Wait() }
 }

@@ -53,6 +53,35 @@ func startClusterStreams(t *testing.T, n int) (*testenv.Cluster, *redis.ClusterC
 	return c, c.Client(t), clusterStreams(t, c, n)
 }
 
+// startClusterOneEach starts 30 streams on a cluster with one entry each
+// and returns them with a recorder for them.
+func startClusterOneEach(t *testing.T) (*testenv.Cluster, *redis.ClusterClient, []string, *clusterRec, *Streams) {
+	c, rdb, keys := startClusterStreams(t, 30)
+	xaddAll(t, rdb, keys, 1)
+	rec, streams := newClusterRec(rdb, keys)
+	return c, rdb, keys, rec, streams
+}
+
+// waitFirstEntries waits up to 30s until rec has handled n entries.
+func waitFirstEntries(t *testing.T, rec *clusterRec, n int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
+		return rec.count() == n, fmt.Sprint(rec.count())
+	})
+}
+
+// splitByMaster returns the keys whose slot master i serves and the others.
+func splitByMaster(c *testenv.Cluster, keys []string, i int) (on, others []string) {
+	for _, k := range keys {
+		if c.Master(Slot(k)) == i {
+			on = append(on, k)
+		} else {
+			others = append(others, k)
+		}
+	}
+	return on, others
+}
+
 // newClusterRec returns a recorder that acks what it handles in the group
 // "persister", and the reader's streams set to keys.
 func newClusterRec(rdb redis.UniversalClient, keys []string) (*clusterRec, *Streams) {
@@ -232,12 +261,9 @@ func head(s []string) []string {
 // are still read; after a restart (empty, no persistence) the reader
 // recreates the groups on its streams and reads what is added there.
 func TestClusterReaderNodeDown(t *testing.T) {
-	c, rdb, keys := startClusterStreams(t, 30)
+	c, rdb, keys, rec, streams := startClusterOneEach(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	xaddAll(t, rdb, keys, 1)
-
-	rec, streams := newClusterRec(rdb, keys)
 	var emu sync.Mutex
 	errs := 0
 	r := NewReader(rdb, ReaderConfig{
@@ -245,19 +271,10 @@ func TestClusterReaderNodeDown(t *testing.T) {
 		OnError: func(string, error) { emu.Lock(); errs++; emu.Unlock() },
 	}, streams, rec.handle, quiet())
 	done := runReader(ctx, r)
-	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
-		return rec.count() == len(keys), fmt.Sprint(rec.count())
-	})
+	waitFirstEntries(t, rec, len(keys))
 
 	c.Nodes[2].Kill(t)
-	var live, dead []string
-	for _, k := range keys {
-		if c.Master(Slot(k)) == 2 {
-			dead = append(dead, k)
-		} else {
-			live = append(live, k)
-		}
-	}
+	dead, live := splitByMaster(c, keys, 2)
 	// go-redis needs a moment to see the node gone; keep adding to the
 	// live streams until the reader has read them.
 	before := rec.count()
@@ -433,19 +450,15 @@ func xreadgroupCalls(t *testing.T, c *testenv.Cluster) int64 {
 // once per IdlePoll once their wait has grown, not once per Poll, and that
 // an entry added to a quiet stream is still read.
 func TestClusterReaderIdleBackoff(t *testing.T) {
-	c, rdb, keys := startClusterStreams(t, 30)
+	c, rdb, keys, rec, streams := startClusterOneEach(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	xaddAll(t, rdb, keys, 1)
-	rec, streams := newClusterRec(rdb, keys)
 	r := NewReader(rdb, ReaderConfig{
 		Group: "persister", Consumer: "c1", Count: 100, Block: time.Second,
 		Poll: 10 * time.Millisecond, IdlePoll: 200 * time.Millisecond,
 	}, streams, rec.handle, quiet())
 	done := runReader(ctx, r)
-	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
-		return rec.count() == len(keys), fmt.Sprint(rec.count())
-	})
+	waitFirstEntries(t, rec, len(keys))
 	time.Sleep(time.Second) // every wait has grown to IdlePoll
 	before := xreadgroupCalls(t, c)
 	const quietFor = 2 * time.Second
@@ -488,17 +501,8 @@ func TestClusterReaderMasterHung(t *testing.T) {
 		Poll: 10 * time.Millisecond, IdlePoll: 50 * time.Millisecond,
 	}, streams, rec.handle, quiet())
 	done := runReader(ctx, r)
-	waitFor(t, 30*time.Second, "first entries", func() (bool, string) {
-		return rec.count() == len(keys), fmt.Sprint(rec.count())
-	})
-	var live, hung []string
-	for _, k := range keys {
-		if c.Master(Slot(k)) == 1 {
-			hung = append(hung, k)
-		} else {
-			live = append(live, k)
-		}
-	}
+	waitFirstEntries(t, rec, len(keys))
+	hung, live := splitByMaster(c, keys, 1)
 	// Entries for the master about to hang go in first.
 	for k, ids := range xaddAll(t, rdb, hung, 2) {
 		want[k] = append(want[k], ids...)

@@ -151,13 +151,7 @@ func TestReader(t *testing.T) {
 	t.Run("own pending first after a restart, trimmed ones without a body", func(t *testing.T) {
 		fresh(t)
 		key := "cw:t:ns:topic:p"
-		first := addN(t, rdb, key, 10)
-		rc1 := &handRecorder{}
-		stop := startReader(t, rdb, "c1", []string{key}, rc1)
-		waitFor(t, 15*time.Second, "first read", func() (bool, string) {
-			got, _, _ := rc1.snapshot()
-			return len(got) == 10, fmt.Sprintf("%d of 10", len(got))
-		})
+		first, _, stop := readAdded(t, rdb, key, 10)
 		_ = stop() // nothing acked: all 10 pending on c1
 		if err := rdb.XDel(ctx, key, first[0][len(key)+1:], first[1][len(key)+1:]).Err(); err != nil {
 			t.Fatal(err)
@@ -165,10 +159,7 @@ func TestReader(t *testing.T) {
 		later := addN(t, rdb, key, 5)
 		rc2 := &handRecorder{}
 		stop = startReader(t, rdb, "c1", []string{key}, rc2)
-		waitFor(t, 15*time.Second, "pending then new", func() (bool, string) {
-			got, _, _ := rc2.snapshot()
-			return len(got) == 15, fmt.Sprintf("%d of 15", len(got))
-		})
+		waitHanded(t, rc2, 15, "pending then new")
 		_ = stop()
 		got, nilBody, screened := rc2.snapshot()
 		if !sameSet(got[:10], first) || !sameSet(got[10:], later) {
@@ -185,23 +176,14 @@ func TestReader(t *testing.T) {
 	t.Run("a vanished group is recreated at 0", func(t *testing.T) {
 		fresh(t)
 		key := "cw:t:ns:topic:g"
-		want := addN(t, rdb, key, 5)
-		rc := &handRecorder{}
-		stop := startReader(t, rdb, "c1", []string{key}, rc)
-		waitFor(t, 15*time.Second, "first read", func() (bool, string) {
-			got, _, _ := rc.snapshot()
-			return len(got) == 5, fmt.Sprintf("%d of 5", len(got))
-		})
+		want, rc, stop := readAdded(t, rdb, key, 5)
 		// Redis restarted empty / purgeTopic: stream and group gone, then
 		// the producer writes again.
 		if err := rdb.Del(ctx, key).Err(); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, addN(t, rdb, key, 7)...)
-		waitFor(t, 15*time.Second, "entries after the group vanished", func() (bool, string) {
-			got, _, _ := rc.snapshot()
-			return len(got) == 12, fmt.Sprintf("%d of 12", len(got))
-		})
+		waitHanded(t, rc, 12, "entries after the group vanished")
 		_ = stop()
 		if got, _, _ := rc.snapshot(); !sameSet(got, want) {
 			t.Errorf("handed %v, want %v", got, want)
@@ -256,4 +238,24 @@ func TestReader(t *testing.T) {
 			t.Fatal("Run did not stop on a handler error")
 		}
 	})
+}
+
+// waitHanded waits up to 15s until rc has been handed n entries.
+func waitHanded(t *testing.T, rc *handRecorder, n int, what string) {
+	t.Helper()
+	waitFor(t, 15*time.Second, what, func() (bool, string) {
+		got, _, _ := rc.snapshot()
+		return len(got) == n, fmt.Sprintf("%d of %d", len(got), n)
+	})
+}
+
+// readAdded adds n entries to key, starts reader c1 on it and waits until
+// it has handed all n; it returns their ids, the recorder and stop.
+func readAdded(t *testing.T, rdb *redis.Client, key string, n int) ([]string, *handRecorder, func() error) {
+	t.Helper()
+	ids := addN(t, rdb, key, n)
+	rc := &handRecorder{}
+	stop := startReader(t, rdb, "c1", []string{key}, rc)
+	waitHanded(t, rc, n, "first read")
+	return ids, rc, stop
 }

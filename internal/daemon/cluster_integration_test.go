@@ -26,12 +26,7 @@ var (
 // test's 18 streams.
 func clusterMessages(n, offset int) []publisher.Message {
 	s := e2e.Spread{Tenants: clusterTenants, Namespaces: clusterNS, Topics: clusterTopics}
-	out := make([]publisher.Message, n)
-	for i := range out {
-		k := offset + i
-		out[i] = s.Message(k, fmt.Sprintf(`{"seq":%d,"big":9007199254740993,"note":"cluster"}`, k), fmt.Sprintf("c-%d", k))
-	}
-	return out
+	return spreadMessages(s, n, offset, `{"seq":%d,"big":9007199254740993,"note":"cluster"}`, "c")
 }
 
 // metricSum sums the samples of a metric family on a daemon's /metrics.

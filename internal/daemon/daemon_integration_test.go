@@ -27,10 +27,16 @@ var (
 // messages builds n Chronow messages spread over tenants, namespaces and topics.
 func messages(n, offset int) []publisher.Message {
 	s := e2e.Spread{Tenants: tenants, Namespaces: namespaces, Topics: topics}
+	return spreadMessages(s, n, offset, `{"seq":%d,"big":9007199254740993,"nested":{"list":[1,"two",null,true,2.5]},"note":"héllo"}`, "t")
+}
+
+// spreadMessages builds messages offset to offset+n-1 spread by s: message k
+// has payloadFormat with k as payload and traceId tracePrefix-k.
+func spreadMessages(s e2e.Spread, n, offset int, payloadFormat, tracePrefix string) []publisher.Message {
 	out := make([]publisher.Message, n)
 	for i := range out {
 		k := offset + i
-		out[i] = s.Message(k, fmt.Sprintf(`{"seq":%d,"big":9007199254740993,"nested":{"list":[1,"two",null,true,2.5]},"note":"héllo"}`, k), fmt.Sprintf("t-%d", k))
+		out[i] = s.Message(k, fmt.Sprintf(payloadFormat, k), fmt.Sprintf("%s-%d", tracePrefix, k))
 	}
 	return out
 }

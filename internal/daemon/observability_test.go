@@ -51,6 +51,28 @@ func scrapeMetrics(addr string) (obsScrape, error) {
 	return parseMetrics(string(body))
 }
 
+// eventuallyScraped scrapes addr's /metrics until cond holds of a scrape
+// (see e2e.Eventually) and returns that scrape.
+func eventuallyScraped(t *testing.T, addr string, timeout time.Duration, what string, cond func(obsScrape) (bool, string)) obsScrape {
+	t.Helper()
+	var last obsScrape
+	e2e.Eventually(t, timeout, what, func() (bool, string) {
+		s, err := scrapeMetrics(addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		last = s
+		return cond(s)
+	})
+	return last
+}
+
+// backlog returns the summed stream lag and pending entries and the largest
+// oldest unacknowledged age of a scrape.
+func (s obsScrape) backlog() (lag, pending, age float64) {
+	return s.sum("persister_stream_lag_entries"), s.sum("persister_stream_pending_entries"), s.max("persister_oldest_unacked_age_seconds")
+}
+
 // parseMetrics reads the Prometheus text format (the subset client_golang
 // writes: one sample per line, label values quoted with \\ \" \n escapes).
 func parseMetrics(text string) (obsScrape, error) {
@@ -234,15 +256,8 @@ func TestMetricsFollowABacklogDraining(t *testing.T) {
 	if code, body := getStatus(addr, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d %q, want 200", code, body)
 	}
-	var backlog obsScrape
-	e2e.Eventually(t, 60*time.Second, "the whole backlog as lag+pending, oldest age >= 1s", func() (bool, string) {
-		s, err := scrapeMetrics(addr)
-		if err != nil {
-			return false, err.Error()
-		}
-		backlog = s
-		lag, pend := s.sum("persister_stream_lag_entries"), s.sum("persister_stream_pending_entries")
-		age := s.max("persister_oldest_unacked_age_seconds")
+	backlog := eventuallyScraped(t, addr, 60*time.Second, "the whole backlog as lag+pending, oldest age >= 1s", func(s obsScrape) (bool, string) {
+		lag, pend, age := s.backlog()
 		return lag+pend == n && age >= 1, fmt.Sprintf("lag %v pending %v age %v", lag, pend, age)
 	})
 	t.Logf("scrape while MongoDB is stopped:\n%s", backlog.lines(obsFamilies...))
@@ -261,16 +276,9 @@ func TestMetricsFollowABacklogDraining(t *testing.T) {
 	}
 
 	resume()
-	var drained obsScrape
 	maxAge := backlog.max("persister_oldest_unacked_age_seconds")
-	e2e.Eventually(t, 120*time.Second, "lag, pending and oldest age at 0 and every entry stored", func() (bool, string) {
-		s, err := scrapeMetrics(addr)
-		if err != nil {
-			return false, err.Error()
-		}
-		drained = s
-		lag, pend := s.sum("persister_stream_lag_entries"), s.sum("persister_stream_pending_entries")
-		age := s.max("persister_oldest_unacked_age_seconds")
+	drained := eventuallyScraped(t, addr, 120*time.Second, "lag, pending and oldest age at 0 and every entry stored", func(s obsScrape) (bool, string) {
+		lag, pend, age := s.backlog()
 		maxAge = max(maxAge, age)
 		stored := s.sum("persister_entries_stored_total", "collection", "messages")
 		return lag == 0 && pend == 0 && age == 0 && stored == n,

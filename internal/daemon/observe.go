@@ -59,14 +59,20 @@ func (d *Daemon) initSeries() {
 
 // HTTPAddr returns the address the HTTP server listens on, or "" until Run
 // has bound it (tests set PERSISTER_HTTP_ADDR=127.0.0.1:0).
-func (d *Daemon) HTTPAddr() string {
+func (d *Daemon) HTTPAddr() string { return d.addr(&d.httpAddr) }
+
+func (d *Daemon) setHTTPAddr(addr string) { d.setAddr(&d.httpAddr, addr) }
+
+// addr reads a bound address field (httpAddr, probeAddr) under d.mu.
+func (d *Daemon) addr(field *string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.httpAddr
+	return *field
 }
 
-func (d *Daemon) setHTTPAddr(addr string) {
+// setAddr sets a bound address field under d.mu.
+func (d *Daemon) setAddr(field *string, addr string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.httpAddr = addr
+	*field = addr
 }

@@ -78,14 +78,6 @@ func (p *probeServer) stop(ctx context.Context) {
 }
 
 // ProbeAddr returns the address the probe server listens on, or "".
-func (d *Daemon) ProbeAddr() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.probeAddr
-}
+func (d *Daemon) ProbeAddr() string { return d.addr(&d.probeAddr) }
 
-func (d *Daemon) setProbeAddr(addr string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.probeAddr = addr
-}
+func (d *Daemon) setProbeAddr(addr string) { d.setAddr(&d.probeAddr, addr) }

@@ -35,6 +35,34 @@ func with(change func(map[string]any)) map[string]any {
 	return v
 }
 
+// set returns good() with k set to v.
+func set(k string, v any) map[string]any {
+	return with(func(m map[string]any) { m[k] = v })
+}
+
+// without returns good() without k.
+func without(k string) map[string]any {
+	return with(func(m map[string]any) { delete(m, k) })
+}
+
+// field checks that the document's field k is want.
+func field(k string, want any) func(*testing.T, bson.M) {
+	return func(t *testing.T, d bson.M) {
+		t.Helper()
+		eq(t, d, k, want)
+	}
+}
+
+// fieldAndRaw checks that the document's field k is want and that
+// _system.raw keeps the field as it was read.
+func fieldAndRaw(k string, want, raw any) func(*testing.T, bson.M) {
+	return func(t *testing.T, d bson.M) {
+		t.Helper()
+		eq(t, d, k, want)
+		eq(t, d["_system"].(bson.M)["raw"].(bson.M), k, raw)
+	}
+}
+
 func TestBuild(t *testing.T) {
 	now := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
 	const id = "1732561300000-7"
@@ -67,24 +95,11 @@ func TestBuild(t *testing.T) {
 				}
 			},
 		},
-		{
-			name:    "payload not json",
-			values:  with(func(v map[string]any) { v["payload"] = "{oops" }),
-			defects: []message.Defect{message.DefectPayloadNotJSON},
-			check: func(t *testing.T, d bson.M) {
-				eq(t, d, "payload", "{oops")
-				eq(t, d["_system"].(bson.M)["raw"].(bson.M), "payload", "{oops")
-			},
-		},
-		{
-			name:    "payload missing",
-			values:  with(func(v map[string]any) { delete(v, "payload") }),
-			defects: []message.Defect{message.DefectPayloadMissing},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "payload", nil) },
-		},
+		{name: "payload not json", values: set("payload", "{oops"), defects: []message.Defect{message.DefectPayloadNotJSON}, check: fieldAndRaw("payload", "{oops", "{oops")},
+		{name: "payload missing", values: without("payload"), defects: []message.Defect{message.DefectPayloadMissing}, check: field("payload", nil)},
 		{
 			name:    "dollar and dotted keys",
-			values:  with(func(v map[string]any) { v["payload"] = `{"$set":{"a.b":1},"x":[{"$y":2}]}` }),
+			values:  set("payload", `{"$set":{"a.b":1},"x":[{"$y":2}]}`),
 			defects: []message.Defect{message.DefectKeysEscaped},
 			check: func(t *testing.T, d bson.M) {
 				p := d["payload"].(bson.M)
@@ -108,101 +123,21 @@ func TestBuild(t *testing.T) {
 				eq(t, raw, "headers", `{"trace.id":"t","$m":"\ud83c"}`)
 			},
 		},
-		{
-			name:    "headers not json",
-			values:  with(func(v map[string]any) { v["headers"] = "nope" }),
-			defects: []message.Defect{message.DefectHeadersNotJSON},
-			check: func(t *testing.T, d bson.M) {
-				eq(t, d, "headers", bson.M{})
-				eq(t, d["_system"].(bson.M)["raw"].(bson.M), "headers", "nope")
-			},
-		},
-		{
-			name:    "headers not object",
-			values:  with(func(v map[string]any) { v["headers"] = "[1]" }),
-			defects: []message.Defect{message.DefectHeadersNotObject},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "headers", bson.M{}) },
-		},
-		{
-			name:    "headers missing",
-			values:  with(func(v map[string]any) { delete(v, "headers") }),
-			defects: []message.Defect{message.DefectHeadersMissing},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "headers", bson.M{}) },
-		},
-		{
-			name:    "original id missing",
-			values:  with(func(v map[string]any) { delete(v, "originalMsgId") }),
-			defects: []message.Defect{DefectOriginalIDMissing},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "msgId", nil) },
-		},
-		{
-			name:    "original id invalid",
-			values:  with(func(v map[string]any) { v["originalMsgId"] = "12-x" }),
-			defects: []message.Defect{DefectOriginalIDInvalid},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "msgId", "12-x") },
-		},
-		{
-			name:    "original id without sequence",
-			values:  with(func(v map[string]any) { v["originalMsgId"] = "1732561200123" }),
-			defects: []message.Defect{DefectOriginalIDInvalid},
-		},
-		{
-			name:    "reason missing",
-			values:  with(func(v map[string]any) { delete(v, "reason") }),
-			defects: []message.Defect{DefectReasonMissing},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "reason", nil) },
-		},
-		{
-			name:   "reason empty is fine",
-			values: with(func(v map[string]any) { v["reason"] = "" }),
-			check:  func(t *testing.T, d bson.M) { eq(t, d, "reason", "") },
-		},
-		{
-			name:    "deliveries missing",
-			values:  with(func(v map[string]any) { delete(v, "deliveries") }),
-			defects: []message.Defect{DefectDeliveriesMissing},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "deliveries", nil) },
-		},
-		{
-			name:    "deliveries not a number",
-			values:  with(func(v map[string]any) { v["deliveries"] = "five" }),
-			defects: []message.Defect{DefectDeliveriesInvalid},
-			check: func(t *testing.T, d bson.M) {
-				eq(t, d, "deliveries", nil)
-				eq(t, d["_system"].(bson.M)["raw"].(bson.M), "deliveries", "five")
-			},
-		},
-		{
-			name:    "deliveries negative",
-			values:  with(func(v map[string]any) { v["deliveries"] = "-1" }),
-			defects: []message.Defect{DefectDeliveriesInvalid},
-		},
-		{
-			name:    "deliveries fractional",
-			values:  with(func(v map[string]any) { v["deliveries"] = "2.5" }),
-			defects: []message.Defect{DefectDeliveriesInvalid},
-		},
-		{
-			name:    "failedAt missing falls back to the dlq id time",
-			values:  with(func(v map[string]any) { delete(v, "failedAt") }),
-			defects: []message.Defect{DefectFailedAtMissing},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "failedAt", idTime) },
-		},
-		{
-			name:    "failedAt invalid",
-			values:  with(func(v map[string]any) { v["failedAt"] = "yesterday" }),
-			defects: []message.Defect{DefectFailedAtInvalid},
-			check: func(t *testing.T, d bson.M) {
-				eq(t, d, "failedAt", idTime)
-				eq(t, d["_system"].(bson.M)["raw"].(bson.M), "failedAt", "yesterday")
-			},
-		},
-		{
-			name:    "field not a string",
-			values:  with(func(v map[string]any) { v["deliveries"] = int64(3) }),
-			defects: []message.Defect{message.DefectFieldNotString},
-			check:   func(t *testing.T, d bson.M) { eq(t, d, "deliveries", int64(3)) },
-		},
+		{name: "headers not json", values: set("headers", "nope"), defects: []message.Defect{message.DefectHeadersNotJSON}, check: fieldAndRaw("headers", bson.M{}, "nope")},
+		{name: "headers not object", values: set("headers", "[1]"), defects: []message.Defect{message.DefectHeadersNotObject}, check: field("headers", bson.M{})},
+		{name: "headers missing", values: without("headers"), defects: []message.Defect{message.DefectHeadersMissing}, check: field("headers", bson.M{})},
+		{name: "original id missing", values: without("originalMsgId"), defects: []message.Defect{DefectOriginalIDMissing}, check: field("msgId", nil)},
+		{name: "original id invalid", values: set("originalMsgId", "12-x"), defects: []message.Defect{DefectOriginalIDInvalid}, check: field("msgId", "12-x")},
+		{name: "original id without sequence", values: set("originalMsgId", "1732561200123"), defects: []message.Defect{DefectOriginalIDInvalid}},
+		{name: "reason missing", values: without("reason"), defects: []message.Defect{DefectReasonMissing}, check: field("reason", nil)},
+		{name: "reason empty is fine", values: set("reason", ""), check: field("reason", "")},
+		{name: "deliveries missing", values: without("deliveries"), defects: []message.Defect{DefectDeliveriesMissing}, check: field("deliveries", nil)},
+		{name: "deliveries not a number", values: set("deliveries", "five"), defects: []message.Defect{DefectDeliveriesInvalid}, check: fieldAndRaw("deliveries", nil, "five")},
+		{name: "deliveries negative", values: set("deliveries", "-1"), defects: []message.Defect{DefectDeliveriesInvalid}},
+		{name: "deliveries fractional", values: set("deliveries", "2.5"), defects: []message.Defect{DefectDeliveriesInvalid}},
+		{name: "failedAt missing falls back to the dlq id time", values: without("failedAt"), defects: []message.Defect{DefectFailedAtMissing}, check: field("failedAt", idTime)},
+		{name: "failedAt invalid", values: set("failedAt", "yesterday"), defects: []message.Defect{DefectFailedAtInvalid}, check: fieldAndRaw("failedAt", idTime, "yesterday")},
+		{name: "field not a string", values: set("deliveries", int64(3)), defects: []message.Defect{message.DefectFieldNotString}, check: field("deliveries", int64(3))},
 		{
 			name:   "unknown fields are kept, escaped",
 			values: with(func(v map[string]any) { v["$x.y"] = "1"; v["k\xffey"] = "2" }),

@@ -19,6 +19,7 @@ import (
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/daemon"
+	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/internal/testenv"
 )
 
@@ -143,4 +144,17 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, last)
+}
+
+// Writer opens a sink.Writer on the MongoDB of tenants (an Env and Config
+// of redisURL and mongoURI), closed on cleanup.
+func Writer(ctx context.Context, t testing.TB, redisURL, mongoURI string, tenants ...string) *sink.Writer {
+	t.Helper()
+	cfg := Config(t, Env(t, redisURL, mongoURI, tenants, nil))
+	w, err := sink.New(ctx, cfg.Chronos, sink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(ctx) })
+	return w
 }

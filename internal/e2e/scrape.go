@@ -104,3 +104,17 @@ func (c *Counts[C]) scrape() (C, error) {
 	}
 	return c.parse(body)
 }
+
+// Every calls f every interval until ctx is done, and returns then.
+func Every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f()
+	}
+}

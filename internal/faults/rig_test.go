@@ -370,29 +370,23 @@ func (rp *replica) ready() (int, string) {
 // scrapeLoop keeps every live replica's counters fresh, so a SIGKILL loses
 // at most the last fraction of a second of counts.
 func (r *rig) scrapeLoop(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		r.mu.Lock()
-		reps := append([]*replica(nil), r.replicas...)
-		r.mu.Unlock()
-		for _, rp := range reps {
+	e2e.Every(ctx, 250*time.Millisecond, func() {
+		for _, rp := range r.replicaList() {
 			rp.Refresh()
 		}
-	}
+	})
+}
+
+// replicaList returns a copy of the rig's replicas.
+func (r *rig) replicaList() []*replica {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*replica(nil), r.replicas...)
 }
 
 func (r *rig) totals() counters {
-	r.mu.Lock()
-	reps := append([]*replica(nil), r.replicas...)
-	r.mu.Unlock()
 	var c counters
-	for _, rp := range reps {
+	for _, rp := range r.replicaList() {
 		rp.Refresh()
 		c = c.plus(rp.Totals())
 	}

@@ -111,71 +111,46 @@ func (d *jdec) value(inArray bool) (any, error) {
 	case c == '{':
 		d.i++
 		doc := &wDoc{ordered: true}
-		d.ws()
-		if d.i < len(d.s) && d.s[d.i] == '}' {
-			d.i++
-			return doc, nil
-		}
-		for {
-			d.ws()
+		err := d.list('}', func() error {
 			if d.i >= len(d.s) || d.s[d.i] != '"' {
-				return nil, d.errf("want a key")
+				return d.errf("want a key")
 			}
 			k, err := d.str()
 			if err != nil {
-				return nil, err
+				return err
 			}
 			d.ws()
 			if d.i >= len(d.s) || d.s[d.i] != ':' {
-				return nil, d.errf("want ':'")
+				return d.errf("want ':'")
 			}
 			d.i++
 			d.ws()
 			v, err := d.value(false)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			doc.add(d.escapeKey(k), v)
-			d.ws()
-			if d.i < len(d.s) && d.s[d.i] == ',' {
-				d.i++
-				continue
-			}
-			if d.i < len(d.s) && d.s[d.i] == '}' {
-				d.i++
-				return doc, nil
-			}
-			return nil, d.errf("want ',' or '}'")
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
+		return doc, nil
 	case c == '[':
 		if inArray {
 			d.info.arrayInArray = true
 		}
 		d.i++
 		arr := wArr{}
-		d.ws()
-		if d.i < len(d.s) && d.s[d.i] == ']' {
-			d.i++
-			return arr, nil
-		}
-		for {
-			d.ws()
+		err := d.list(']', func() error {
 			v, err := d.value(true)
-			if err != nil {
-				return nil, err
-			}
 			arr = append(arr, v)
-			d.ws()
-			if d.i < len(d.s) && d.s[d.i] == ',' {
-				d.i++
-				continue
-			}
-			if d.i < len(d.s) && d.s[d.i] == ']' {
-				d.i++
-				return arr, nil
-			}
-			return nil, d.errf("want ',' or ']'")
+			return err
+		})
+		if err != nil {
+			return nil, err
 		}
+		return arr, nil
 	case c == '"':
 		return d.str()
 	case c == 't' && strings.HasPrefix(d.s[d.i:], "true"):
@@ -191,6 +166,33 @@ func (d *jdec) value(inArray bool) (any, error) {
 		return d.number()
 	}
 	return nil, d.errf("unexpected %q", d.s[d.i])
+}
+
+// list reads the items of an object or array whose opening bracket was
+// just read, up to and including close: item reads one (white space before
+// it is skipped), commas separate them.
+func (d *jdec) list(close byte, item func() error) error {
+	d.ws()
+	if d.i < len(d.s) && d.s[d.i] == close {
+		d.i++
+		return nil
+	}
+	for {
+		d.ws()
+		if err := item(); err != nil {
+			return err
+		}
+		d.ws()
+		if d.i < len(d.s) && d.s[d.i] == ',' {
+			d.i++
+			continue
+		}
+		if d.i < len(d.s) && d.s[d.i] == close {
+			d.i++
+			return nil
+		}
+		return d.errf("want ',' or '%c'", close)
+	}
 }
 
 func (d *jdec) number() (any, error) {

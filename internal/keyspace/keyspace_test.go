@@ -2,6 +2,7 @@ package keyspace
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -22,18 +23,29 @@ func TestParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := Parse(tt.prefix, tt.key)
+		var wantErr error
 		if tt.wantErr {
-			if !errors.Is(err, ErrNotChronowKey) {
-				t.Errorf("Parse(%q, %q) error = %v, want ErrNotChronowKey", tt.prefix, tt.key, err)
-			}
-			continue
+			wantErr = ErrNotChronowKey
 		}
-		if err != nil || got != tt.want {
-			t.Errorf("Parse(%q, %q) = %+v, %v; want %+v", tt.prefix, tt.key, got, err, tt.want)
+		checkParse(t, fmt.Sprintf("Parse(%q, %q)", tt.prefix, tt.key), tt.key, got, err, tt.want, wantErr)
+	}
+}
+
+// checkParse checks one parse of key (described by call): the wanted error,
+// or else the wanted Key, which must print as key again.
+func checkParse(t *testing.T, call, key string, got Key, err error, want Key, wantErr error) {
+	t.Helper()
+	if wantErr != nil {
+		if !errors.Is(err, wantErr) {
+			t.Errorf("%s error = %v, want %v", call, err, wantErr)
 		}
-		if got.String() != tt.key {
-			t.Errorf("String() = %q, want %q", got.String(), tt.key)
-		}
+		return
+	}
+	if err != nil || got != want {
+		t.Errorf("%s = %+v, %v; want %+v", call, got, err, want)
+	}
+	if got.String() != key {
+		t.Errorf("String() = %q, want %q", got.String(), key)
 	}
 }
 
@@ -82,18 +94,7 @@ func TestLayoutParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := tt.l.Parse(tt.key)
-		if tt.wantErr != nil {
-			if !errors.Is(err, tt.wantErr) {
-				t.Errorf("%+v.Parse(%q) error = %v, want %v", tt.l, tt.key, err, tt.wantErr)
-			}
-			continue
-		}
-		if err != nil || got != tt.want {
-			t.Errorf("%+v.Parse(%q) = %+v, %v; want %+v", tt.l, tt.key, got, err, tt.want)
-		}
-		if got.String() != tt.key {
-			t.Errorf("String() = %q, want %q", got.String(), tt.key)
-		}
+		checkParse(t, fmt.Sprintf("%+v.Parse(%q)", tt.l, tt.key), tt.key, got, err, tt.want, tt.wantErr)
 	}
 }
 

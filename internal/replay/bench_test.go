@@ -12,7 +12,6 @@ import (
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/replay"
-	"github.com/chronow/persister/internal/sink"
 )
 
 // BenchmarkReplay20k replays 20,000 topic entries (4 streams, ~1 KB
@@ -21,12 +20,7 @@ import (
 func BenchmarkReplay20k(b *testing.B) {
 	ctx := context.Background()
 	rs, ms, rdb, mc := e2e.StartServers(b)
-	cfg := e2e.Config(b, e2e.Env(b, rs.URL, ms.URI, []string{"acme"}, nil))
-	w, err := sink.New(ctx, cfg.Chronos, sink.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { w.Close(ctx) })
+	w := e2e.Writer(ctx, b, rs.URL, ms.URI, "acme")
 	const total = 20000
 	p := publisher.Publisher{RDB: rdb, Prefix: prefix, MaxLen: -1}
 	payload := `{"text":"` + strings.Repeat("x", 1000) + `","n":1}`

@@ -13,22 +13,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/chronow/persister/internal/batch"
 	"github.com/chronow/persister/internal/discovery"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
-	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/internal/rescue"
 )
 
-// Store is the part of sink.Writer replay uses.
-type Store interface {
-	Insert(ctx context.Context, tenant, collection string, docs [][]byte) ([]sink.Result, error)
-	Database(tenant string) (*mongo.Database, error)
-}
-
-var _ Store = (*sink.Writer)(nil)
+// Store is the part of sink.Writer replay uses (inserts and a tenant's
+// database), the same part as rescue needs.
+type Store = rescue.Store
 
 // ErrFatal wraps a write error that retrying cannot fix (authentication,
 // authorization, a conflicting legacy index).
@@ -113,6 +108,25 @@ type Filter struct {
 	Kinds []keyspace.Kind
 	// Range is the inclusive id range (the zero value is empty: use All).
 	Range Range
+}
+
+// orAll returns f with an empty (zero) Range replaced by All, as Replay and
+// Verify read it.
+func (f Filter) orAll() Filter {
+	if f.Range == (Range{}) {
+		f.Range = All
+	}
+	return f
+}
+
+// stopwatch starts timing a report: the returned func, deferred, sets
+// *seconds to the time since and then calls total.
+func stopwatch(seconds *float64, total func()) func() {
+	start := time.Now()
+	return func() {
+		*seconds = time.Since(start).Seconds()
+		total()
+	}
 }
 
 func (f Filter) match(k keyspace.Key) bool {

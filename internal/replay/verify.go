@@ -125,15 +125,9 @@ type redisEntry struct {
 
 // Verify compares Redis and MongoDB over the filter's range without writing.
 func (r *Replayer) Verify(ctx context.Context, f Filter) (*VerifyReport, error) {
-	if f.Range == (Range{}) {
-		f.Range = All
-	}
+	f = f.orAll()
 	rep := &VerifyReport{Range: f.Range.String()}
-	start := time.Now()
-	defer func() {
-		rep.Seconds = time.Since(start).Seconds()
-		rep.total()
-	}()
+	defer stopwatch(&rep.Seconds, rep.total)()
 	keys, m, err := r.plan(ctx, f, "verify", &rep.Unconfigured)
 	if err != nil {
 		return rep, err

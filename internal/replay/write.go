@@ -105,15 +105,9 @@ func (r *Replayer) plan(ctx context.Context, f Filter, verb string, unconfigured
 // counted as present and left as they are. On error the report holds what
 // was done so far, and the error says where to resume.
 func (r *Replayer) Replay(ctx context.Context, f Filter) (*Report, error) {
-	if f.Range == (Range{}) {
-		f.Range = All
-	}
+	f = f.orAll()
 	rep := &Report{Range: f.Range.String()}
-	start := time.Now()
-	defer func() {
-		rep.Seconds = time.Since(start).Seconds()
-		rep.total()
-	}()
+	defer stopwatch(&rep.Seconds, rep.total)()
 	keys, m, err := r.plan(ctx, f, "replay", &rep.Unconfigured)
 	if err != nil {
 		return rep, err

@@ -56,35 +56,36 @@ func appendJSON(dst []byte, v bson.RawValue, depth int) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
-		dst = append(dst, '{')
-		for i, e := range elems {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSString(dst, e.Key())
-			dst = append(dst, ':')
-			if dst, err = appendJSON(dst, e.Value(), depth+1); err != nil {
-				return dst, err
-			}
-		}
-		return append(dst, '}'), nil
+		return appendJSONList(dst, '{', '}', len(elems), func(dst []byte, i int) ([]byte, error) {
+			dst = append(appendJSString(dst, elems[i].Key()), ':')
+			return appendJSON(dst, elems[i].Value(), depth+1)
+		})
 	case bsontype.Array:
 		vals, err := v.Array().Values()
 		if err != nil {
 			return dst, err
 		}
-		dst = append(dst, '[')
-		for i, e := range vals {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendJSON(dst, e, depth+1); err != nil {
-				return dst, err
-			}
-		}
-		return append(dst, ']'), nil
+		return appendJSONList(dst, '[', ']', len(vals), func(dst []byte, i int) ([]byte, error) {
+			return appendJSON(dst, vals[i], depth+1)
+		})
 	}
 	return dst, fmt.Errorf("BSON type %s has no JSON form", v.Type)
+}
+
+// appendJSONList appends open, the n items that item appends separated by
+// commas, and close.
+func appendJSONList(dst []byte, open, close byte, n int, item func(dst []byte, i int) ([]byte, error)) ([]byte, error) {
+	dst = append(dst, open)
+	for i := range n {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = item(dst, i); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, close), nil
 }
 
 // appendJSNumber formats f as JavaScript's Number.prototype.toString does

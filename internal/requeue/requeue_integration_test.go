@@ -19,7 +19,6 @@ import (
 	"github.com/chronow/persister/internal/publisher"
 	"github.com/chronow/persister/internal/replay"
 	"github.com/chronow/persister/internal/requeue"
-	"github.com/chronow/persister/internal/sink"
 )
 
 const prefix = "cw:"
@@ -27,12 +26,7 @@ const prefix = "cw:"
 func TestRequeue(t *testing.T) {
 	ctx := context.Background()
 	rs, ms, rdb, mc := e2e.StartServers(t)
-	cfg := e2e.Config(t, e2e.Env(t, rs.URL, ms.URI, []string{"acme"}, nil))
-	w, err := sink.New(ctx, cfg.Chronos, sink.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close(ctx) })
+	w := e2e.Writer(ctx, t, rs.URL, ms.URI, "acme")
 	db := mc.Database(e2e.DBName("acme"))
 
 	// Chronow's dead letters, stored the way the daemon stores them.

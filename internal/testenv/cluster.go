@@ -101,17 +101,28 @@ func redisVersion(bin string) (int, error) {
 
 // Addrs returns the masters' host:port addresses.
 func (c *Cluster) Addrs() []string {
-	out := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		out[i] = n.Addr
+	return nodeAddrs(c.Nodes, func(n *Redis) string { return n.Addr })
+}
+
+// NodesJSON returns the addresses as Chronow's REDIS_CLUSTER_NODES value.
+func (c *Cluster) NodesJSON() string {
+	return nodesJSON(c.Addrs())
+}
+
+// nodeAddrs returns addr of each node, in order.
+func nodeAddrs[N any](nodes []N, addr func(N) string) []string {
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		out[i] = addr(n)
 	}
 
 	return out
 }
 
-// NodesJSON returns the addresses as Chronow's REDIS_CLUSTER_NODES value.
-func (c *Cluster) NodesJSON() string {
-	b, _ := json.Marshal(c.Addrs())
+// nodesJSON returns addrs as Chronow's REDIS_CLUSTER_NODES value (a JSON
+// array of host:port strings).
+func nodesJSON(addrs []string) string {
+	b, _ := json.Marshal(addrs)
 	return string(b)
 }
 

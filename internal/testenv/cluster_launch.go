@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -57,18 +56,12 @@ func LaunchCluster(ctx context.Context, dir string, masters int, extra ...string
 
 // Addrs returns the masters' host:port addresses.
 func (cs *ClusterServer) Addrs() []string {
-	out := make([]string, len(cs.Nodes))
-	for i, n := range cs.Nodes {
-		out[i] = n.Addr
-	}
-
-	return out
+	return nodeAddrs(cs.Nodes, func(n *Server) string { return n.Addr })
 }
 
 // NodesJSON returns the addresses as Chronow's REDIS_CLUSTER_NODES value.
 func (cs *ClusterServer) NodesJSON() string {
-	b, _ := json.Marshal(cs.Addrs())
-	return string(b)
+	return nodesJSON(cs.Addrs())
 }
 
 // Stop kills every node.

@@ -40,11 +40,7 @@ func LaunchRedis(dir string, extra ...string) (*Server, error) {
 			return nil, fmt.Errorf("redis-server not in $PATH and $%s is empty (run `make redis`): %w", EnvRedisServerBin, err)
 		}
 	}
-	data := filepath.Join(dir, "redis-data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
-	}
-	port, release, err := reservePort()
+	data, port, release, err := launchDirAndPort(dir, "redis-data")
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +62,20 @@ func LaunchRedis(dir string, extra ...string) (*Server, error) {
 	return s, s.launch(r.ping)
 }
 
+// launchDirAndPort creates the server's data directory dir/sub and reserves
+// a free port for it (release frees the reservation).
+func launchDirAndPort(dir, sub string) (data string, port int, release func(), err error) {
+	data = filepath.Join(dir, sub)
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return "", 0, nil, err
+	}
+	port, release, err = reservePort()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	return data, port, release, nil
+}
+
 // LaunchFerretDB starts bin/ferretdb (found like StartMongo finds it) on a
 // free port with its SQLite state and log under dir, and waits until a
 // mongo-driver ping succeeds. logLevel "" means "warn".
@@ -84,11 +94,7 @@ func LaunchFerretDB(dir, logLevel string) (*Server, error) {
 	if logLevel == "" {
 		logLevel = "warn"
 	}
-	state := filepath.Join(dir, "ferretdb-state")
-	if err := os.MkdirAll(state, 0o755); err != nil {
-		return nil, err
-	}
-	port, release, err := reservePort()
+	state, port, release, err := launchDirAndPort(dir, "ferretdb-state")
 	if err != nil {
 		return nil, err
 	}

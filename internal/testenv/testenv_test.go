@@ -370,33 +370,32 @@ func TestMissingBinary(t *testing.T) {
 	t.Setenv(EnvFerretDBBin, filepath.Join(t.TempDir(), "no-such-ferretdb"))
 	t.Setenv(EnvRedisServerBin, filepath.Join(t.TempDir(), "no-such-redis-server"))
 
-	t.Run("local skips", func(t *testing.T) {
-		t.Setenv("CI", "")
+	// Locally a missing binary skips the test; with CI set it fails it.
+	for _, tc := range []struct {
+		name, ci string
+		skip     bool
+	}{
+		{"local skips", "", true},
+		{"CI fails", "true", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CI", tc.ci)
 
-		for name, f := range map[string]func(testing.TB){
-			"mongo": func(tb testing.TB) { StartMongo(tb) },
-			"redis": func(tb testing.TB) { StartRedis(tb) },
-		} {
-			fake := runFake(t, f)
-			if fake.skipped == "" || fake.fatal != "" {
-				t.Errorf("%s: want skip, got skip=%q fatal=%q", name, fake.skipped, fake.fatal)
+			for name, f := range map[string]func(testing.TB){
+				"mongo": func(tb testing.TB) { StartMongo(tb) },
+				"redis": func(tb testing.TB) { StartRedis(tb) },
+			} {
+				fake := runFake(t, f)
+				switch {
+				case tc.skip && (fake.skipped == "" || fake.fatal != ""):
+					t.Errorf("%s: want skip, got skip=%q fatal=%q", name, fake.skipped, fake.fatal)
+				case !tc.skip && (fake.fatal == "" || fake.skipped != ""):
+					t.Errorf("%s: want fatal, got skip=%q fatal=%q", name, fake.skipped, fake.fatal)
+				}
+				if tc.skip {
+					t.Logf("%s: %s", name, fake.skipped)
+				}
 			}
-
-			t.Logf("%s: %s", name, fake.skipped)
-		}
-	})
-
-	t.Run("CI fails", func(t *testing.T) {
-		t.Setenv("CI", "true")
-
-		for name, f := range map[string]func(testing.TB){
-			"mongo": func(tb testing.TB) { StartMongo(tb) },
-			"redis": func(tb testing.TB) { StartRedis(tb) },
-		} {
-			fake := runFake(t, f)
-			if fake.fatal == "" || fake.skipped != "" {
-				t.Errorf("%s: want fatal, got skip=%q fatal=%q", name, fake.skipped, fake.fatal)
-			}
-		}
-	})
+		})
+	}
 }

@@ -202,18 +202,10 @@ func WriteManifests(w io.Writer, r *Rendered) error {
 	return nil
 }
 
-// CopyTree copies the directory src to dst (for broken copies of the chart in tests).
+// CopyTree copies the directory src to dst (for broken copies of the chart
+// in tests): CopyContext with nothing ignored.
 func CopyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		return copyEntry(p, filepath.Join(dst, rel), d)
-	})
+	return CopyContext(src, dst, &Ignore{})
 }
 
 // copyEntry copies one entry of a walk to target: a directory is created, a

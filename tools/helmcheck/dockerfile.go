@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -230,25 +231,13 @@ func CheckDockerfile(df *Dockerfile, spec DockerfileSpec) (build Stage, runIdx i
 	exec := func(kw string, want []string) {
 		ins := final.Find(kw)
 		var got []string
-		if len(ins) != 1 || json.Unmarshal([]byte(ins[0].Args), &got) != nil || !equal(got, want) {
+		if len(ins) != 1 || json.Unmarshal([]byte(ins[0].Args), &got) != nil || !slices.Equal(got, want) {
 			p.Addf("final stage %s %v, want exec form %q", kw, ins, want)
 		}
 	}
 	exec("ENTRYPOINT", []string{"/persister"})
 	exec("CMD", []string{"run"})
 	return build, runIdx, cmd, p.Err()
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // BuildLikeDocker runs the build stage's go build command the way the image

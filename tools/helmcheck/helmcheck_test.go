@@ -105,95 +105,60 @@ func TestBrokenChartFails(t *testing.T) {
 	if err := (Checker{ChartDir: good, RepoRoot: repoRoot}).Check(); err != nil {
 		t.Fatalf("the unbroken copy must pass first: %v", err)
 	}
+	// A case either replaces edit[0] by edit[1] in file, or calls mutate.
 	cases := []struct {
 		name   string
+		file   string
+		edit   [2]string
 		mutate func(t *testing.T, dir string)
 		want   string
 	}{
-		{"template syntax error", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/service.yaml", "{{- if .Values.service.enabled }}", "{{- if .Values.service.enabled }}{{ if }}")
-		}, "parse error"},
-		{"nil pointer in a template", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/pdb.yaml", "spec:", "spec:\n  x: {{ .Values.nope.deeper }}")
-		}, "nil pointer"},
-		{"rendered YAML invalid", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/service.yaml", "spec:", "spec: [unclosed\n  x:")
-		}, "service.yaml"},
-		{"misspelt Kubernetes field", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/deployment.yaml", "terminationGracePeriodSeconds:", "terminationGracePeriodSecond:")
-		}, "unknown field"},
-		{"readiness probe path", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", `{{- $path := "/readyz" }}`, `{{- $path := "/ready" }}`)
-		}, `readinessProbe path "/ready"`},
-		{"privilege escalation", func(t *testing.T, dir string) {
-			edit(t, dir, "values.yaml", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true")
-		}, "allowPrivilegeEscalation"},
-		{"root filesystem writable", func(t *testing.T, dir string) {
-			edit(t, dir, "values.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
-		}, "readOnlyRootFilesystem"},
-		{"secret inlined", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", "- name: MONGO_URI\n  valueFrom:\n    secretKeyRef:\n      name: {{ $v.mongo.uri.secretName | quote }}",
-				"- name: MONGO_URI\n  value: {{ $v.mongo.uri.secretName | quote }}\n  valueFrom:\n    secretKeyRef:\n      name: {{ $v.mongo.uri.secretName | quote }}")
-		}, "MONGO_URI must come from a secretKeyRef"},
-		{"wrong secret key", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", `key: {{ required "redis.password.secretKey`, `key: password{{ required "redis.password.secretKey`)
-		}, "env REDIS_PASSWORD from Secret"},
-		{"grace not above the daemon's", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", "{{- add $grace $margin }}", "{{- $grace }}")
-		}, "terminationGracePeriodSeconds"},
-		{"daemon setting dropped", func(t *testing.T, dir string) {
-			edit(t, dir, "ci/all-on-values.yaml", "  workers: 2\n", "")
-		}, "env PERSISTER_WORKERS (read by the daemon) is never set by the chart: add config.workers"},
-		{"setting the daemon does not read", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", `(ne $key "shutdownGraceSeconds")`, `(ne $key "nothing")`)
-		}, "env PERSISTER_SHUTDOWN_GRACE_SECONDS is not read by the daemon"},
-		{"consumer name not the pod name", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", "fieldPath: metadata.name", "fieldPath: metadata.uid")
-		}, "PERSISTER_CONSUMER must come from the pod name"},
-		{"sidecar not on localhost", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", `{{- "redis://127.0.0.1:6379/0" }}`, `{{- "redis://redis:6379/0" }}`)
-		}, "want Redis on localhost"},
-		{"dashboard not JSON", func(t *testing.T, dir string) {
+		{name: "template syntax error", file: "templates/service.yaml", edit: [2]string{"{{- if .Values.service.enabled }}", "{{- if .Values.service.enabled }}{{ if }}"}, want: "parse error"},
+		{name: "nil pointer in a template", file: "templates/pdb.yaml", edit: [2]string{"spec:", "spec:\n  x: {{ .Values.nope.deeper }}"}, want: "nil pointer"},
+		{name: "rendered YAML invalid", file: "templates/service.yaml", edit: [2]string{"spec:", "spec: [unclosed\n  x:"}, want: "service.yaml"},
+		{name: "misspelt Kubernetes field", file: "templates/deployment.yaml", edit: [2]string{"terminationGracePeriodSeconds:", "terminationGracePeriodSecond:"}, want: "unknown field"},
+		{name: "readiness probe path", file: "templates/_helpers.tpl", edit: [2]string{`{{- $path := "/readyz" }}`, `{{- $path := "/ready" }}`}, want: `readinessProbe path "/ready"`},
+		{name: "privilege escalation", file: "values.yaml", edit: [2]string{"allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true"}, want: "allowPrivilegeEscalation"},
+		{name: "root filesystem writable", file: "values.yaml", edit: [2]string{"readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false"}, want: "readOnlyRootFilesystem"},
+		{name: "secret inlined", file: "templates/_helpers.tpl", edit: [2]string{"- name: MONGO_URI\n  valueFrom:\n    secretKeyRef:\n      name: {{ $v.mongo.uri.secretName | quote }}",
+			"- name: MONGO_URI\n  value: {{ $v.mongo.uri.secretName | quote }}\n  valueFrom:\n    secretKeyRef:\n      name: {{ $v.mongo.uri.secretName | quote }}"}, want: "MONGO_URI must come from a secretKeyRef"},
+		{name: "wrong secret key", file: "templates/_helpers.tpl", edit: [2]string{`key: {{ required "redis.password.secretKey`, `key: password{{ required "redis.password.secretKey`}, want: "env REDIS_PASSWORD from Secret"},
+		{name: "grace not above the daemon's", file: "templates/_helpers.tpl", edit: [2]string{"{{- add $grace $margin }}", "{{- $grace }}"}, want: "terminationGracePeriodSeconds"},
+		{name: "daemon setting dropped", file: "ci/all-on-values.yaml", edit: [2]string{"  workers: 2\n", ""}, want: "env PERSISTER_WORKERS (read by the daemon) is never set by the chart: add config.workers"},
+		{name: "setting the daemon does not read", file: "templates/_helpers.tpl", edit: [2]string{`(ne $key "shutdownGraceSeconds")`, `(ne $key "nothing")`}, want: "env PERSISTER_SHUTDOWN_GRACE_SECONDS is not read by the daemon"},
+		{name: "consumer name not the pod name", file: "templates/_helpers.tpl", edit: [2]string{"fieldPath: metadata.name", "fieldPath: metadata.uid"}, want: "PERSISTER_CONSUMER must come from the pod name"},
+		{name: "sidecar not on localhost", file: "templates/_helpers.tpl", edit: [2]string{`{{- "redis://127.0.0.1:6379/0" }}`, `{{- "redis://redis:6379/0" }}`}, want: "want Redis on localhost"},
+		{name: "dashboard not JSON", mutate: func(t *testing.T, dir string) {
 			if err := os.WriteFile(filepath.Join(dir, "files/dashboard.json"), []byte("{not json"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, "files/dashboard.json is not valid JSON"},
-		{"dashboard missing", func(t *testing.T, dir string) {
+		}, want: "files/dashboard.json is not valid JSON"},
+		{name: "dashboard missing", mutate: func(t *testing.T, dir string) {
 			if err := os.Remove(filepath.Join(dir, "files/dashboard.json")); err != nil {
 				t.Fatal(err)
 			}
-		}, "files/dashboard.json is missing"},
-		{"dashboard label", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/dashboard-configmap.yaml", "{{- with .Values.dashboard.labels }}", "{{- with dict }}")
-		}, "Grafana sidecar discovery"},
-		{"alerts without groups", func(t *testing.T, dir string) {
+		}, want: "files/dashboard.json is missing"},
+		{name: "dashboard label", file: "templates/dashboard-configmap.yaml", edit: [2]string{"{{- with .Values.dashboard.labels }}", "{{- with dict }}"}, want: "Grafana sidecar discovery"},
+		{name: "alerts without groups", mutate: func(t *testing.T, dir string) {
 			if err := os.WriteFile(filepath.Join(dir, "files/alerts.yaml"), []byte("rules: []\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, "files/alerts.yaml has no rule groups"},
-		{"rule groups dropped", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/prometheusrule.yaml", "{{- toYaml $rules.groups | nindent 4 }}", "[]")
-		}, "spec.groups is empty"},
-		{"service selecting nothing", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/service.yaml", "targetPort: persister-http", "targetPort: http")
-		}, "targetPort http"},
-		{"keda scaling the wrong object", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/scaledobject.yaml", "name: {{ include \"persister.fullname\" . }}\n  minReplicaCount", "name: other\n  minReplicaCount")
-		}, "scaleTargetRef"},
-		{"bitnami example drifted", func(t *testing.T, dir string) {
-			edit(t, dir, "examples/bitnami-redis-values.yaml", `value: "25s"`, `value: "30s"`)
-		}, "master.sidecars[0] differs from persister.sidecarContainer"},
-		{"sidecar template without its volumes", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/_helpers.tpl", "{{- include \"persister.volumes\" . }}\n{{- end }}", "{{- end }}")
-		}, "has no volume"},
-		{"a refusal accepted", func(t *testing.T, dir string) {
-			edit(t, dir, "templates/validate.yaml", `{{- if and (eq .Values.mode "sidecar") .Values.keda.enabled }}`, `{{- if false }}`)
-		}, `refusal "keda in sidecar mode": rendered without error`},
+		}, want: "files/alerts.yaml has no rule groups"},
+		{name: "rule groups dropped", file: "templates/prometheusrule.yaml", edit: [2]string{"{{- toYaml $rules.groups | nindent 4 }}", "[]"}, want: "spec.groups is empty"},
+		{name: "service selecting nothing", file: "templates/service.yaml", edit: [2]string{"targetPort: persister-http", "targetPort: http"}, want: "targetPort http"},
+		{name: "keda scaling the wrong object", file: "templates/scaledobject.yaml", edit: [2]string{"name: {{ include \"persister.fullname\" . }}\n  minReplicaCount", "name: other\n  minReplicaCount"}, want: "scaleTargetRef"},
+		{name: "bitnami example drifted", file: "examples/bitnami-redis-values.yaml", edit: [2]string{`value: "25s"`, `value: "30s"`}, want: "master.sidecars[0] differs from persister.sidecarContainer"},
+		{name: "sidecar template without its volumes", file: "templates/_helpers.tpl", edit: [2]string{"{{- include \"persister.volumes\" . }}\n{{- end }}", "{{- end }}"}, want: "has no volume"},
+		{name: "a refusal accepted", file: "templates/validate.yaml", edit: [2]string{`{{- if and (eq .Values.mode "sidecar") .Values.keda.enabled }}`, `{{- if false }}`}, want: `refusal "keda in sidecar mode": rendered without error`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := chartCopy(t)
-			tc.mutate(t, dir)
+			if tc.mutate != nil {
+				tc.mutate(t, dir)
+			} else {
+				edit(t, dir, tc.file, tc.edit[0], tc.edit[1])
+			}
 			err := (Checker{ChartDir: dir, RepoRoot: repoRoot}).Check()
 			if err == nil {
 				t.Fatal("Check passed on a broken chart")
