@@ -16,18 +16,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/chronow/persister/internal/bench"
+	"github.com/chronow/persister/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { cli.Main(run) }
 
 type envFlags map[string]string
 
@@ -69,15 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 20, "length of the CPU profile taken with --profile")
 	fs.StringVar(&markdown, "markdown", "", "also write the report as markdown to this file")
 	fs.Var(daemonEnv, "daemon-env", "KEY=VALUE added to the daemons' environment (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "persister-bench: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, ok := cli.Parse(fs, args, stderr); !ok {
+		return code
 	}
 	for s := range strings.SplitSeq(stages, ",") {
 		if s = strings.TrimSpace(s); s != "" {

@@ -9,24 +9,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/chronow/persister/internal/chaos"
+	"github.com/chronow/persister/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { cli.Main(run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cfg chaos.Config
@@ -39,15 +33,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Settle, "settle", 3*time.Minute, "longest quiet period allowed for the replicas to store everything")
 	fs.StringVar(&cfg.Dir, "dir", "", "output directory: history.log, schedule.json, summary.json, logs and server data (default: a new temp dir, kept)")
 	fs.StringVar(&cfg.Bin, "persister-bin", "", "persister binary (default: go build ./cmd/persister)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "persister-chaos: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, ok := cli.Parse(fs, args, stderr); !ok {
+		return code
 	}
 	if cfg.Duration <= 0 || cfg.Replicas <= 0 || cfg.Rate <= 0 {
 		fmt.Fprintln(stderr, "persister-chaos: -duration, -replicas and -rate must be positive")
