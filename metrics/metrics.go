@@ -80,22 +80,14 @@ type Metrics struct {
 // New creates the metrics and registers them on reg.
 func New(reg prometheus.Registerer, version string) *Metrics {
 	m := &Metrics{
-		StreamLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_stream_lag_entries",
-			Help: "Entries in the streams not yet delivered to the persister's group (XINFO GROUPS lag, computed when Redis reports null).",
-		}, []string{"tenant", "kind"}),
-		StreamPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_stream_pending_entries",
-			Help: "Entries delivered to the persister's group and not yet acknowledged (stored).",
-		}, []string{"tenant", "kind"}),
-		OldestUnackedAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_oldest_unacked_age_seconds",
-			Help: "Age, from its stream id time, of the oldest entry not yet stored (pending or undelivered).",
-		}, []string{"tenant", "kind"}),
-		EntriesStored: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_entries_stored_total",
-			Help: "Entries stored and acknowledged, by collection and outcome (inserted, or duplicate = already stored).",
-		}, []string{"tenant", "collection", "outcome"}),
+		StreamLag: gaugeVec("persister_stream_lag_entries",
+			"Entries in the streams not yet delivered to the persister's group (XINFO GROUPS lag, computed when Redis reports null).", "tenant", "kind"),
+		StreamPending: gaugeVec("persister_stream_pending_entries",
+			"Entries delivered to the persister's group and not yet acknowledged (stored).", "tenant", "kind"),
+		OldestUnackedAge: gaugeVec("persister_oldest_unacked_age_seconds",
+			"Age, from its stream id time, of the oldest entry not yet stored (pending or undelivered).", "tenant", "kind"),
+		EntriesStored: counterVec("persister_entries_stored_total",
+			"Entries stored and acknowledged, by collection and outcome (inserted, or duplicate = already stored).", "tenant", "collection", "outcome"),
 		StoreLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "persister_store_latency_seconds",
 			Help:    "Time from an entry's stream id time to its acknowledgement after the write.",
@@ -111,62 +103,36 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help:    "Duration of one bulk write, by result (ok, error).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}, []string{"result"}),
-		WriteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_write_errors_total",
-			Help: "MongoDB write errors by class (retryable, permanent, fatal, unknown_outcome).",
-		}, []string{"tenant", "class"}),
-		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_entries_dead_lettered_total",
-			Help: "Entries the persister itself routed to dead_letters because they could not be stored as messages, by reason.",
-		}, []string{"tenant", "reason"}),
-		Lost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_entries_lost_total",
-			Help: "Entries that reached Redis but can never be stored, by cause: trimmed_before_stored (read, trimmed while pending), trimmed_before_read (trimmed before the group read them).",
-		}, []string{"tenant", "cause"}),
-		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_entries_malformed_total",
-			Help: "Entries stored with a defect recorded in _system.defects, by defect.",
-		}, []string{"tenant", "defect"}),
-		Streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_streams",
-			Help: "Streams found by discovery, by kind and state (consumed, unconfigured_tenant).",
-		}, []string{"kind", "state"}),
-		KeysIgnored: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_keys_ignored",
-			Help: "Chronow-shaped stream keys found by the last discovery pass that are not consumed, by kind and reason (unconfigured_tenant, other_prefix, prefix_form, ambiguous_prefix). Each key is logged once with what to set.",
-		}, []string{"kind", "reason"}),
-		TenantHalted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_tenant_halted",
-			Help: "1 while a tenant's writes are halted by a fatal error (authentication, authorization, conflicting index).",
-		}, []string{"tenant"}),
-		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_redis_errors_total",
-			Help: "Redis command errors by operation.",
-		}, []string{"op"}),
-		EntriesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_entries_read_total",
-			Help: "Entries read from streams (new, pending re-reads and claims).",
-		}, []string{"tenant", "kind"}),
-		Acked: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_entries_acked_total",
-			Help: "Entries acknowledged with XACK.",
-		}, []string{"tenant", "kind"}),
-		Claimed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_entries_claimed_total",
-			Help: "Pending entries of other consumers claimed with XAUTOCLAIM.",
-		}, []string{"tenant", "kind"}),
-		InflightEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_inflight_entries",
-			Help: "Entries read and held in memory, not yet acknowledged.",
-		}, []string{"tenant"}),
+		WriteErrors: counterVec("persister_write_errors_total",
+			"MongoDB write errors by class (retryable, permanent, fatal, unknown_outcome).", "tenant", "class"),
+		DeadLettered: counterVec("persister_entries_dead_lettered_total",
+			"Entries the persister itself routed to dead_letters because they could not be stored as messages, by reason.", "tenant", "reason"),
+		Lost: counterVec("persister_entries_lost_total",
+			"Entries that reached Redis but can never be stored, by cause: trimmed_before_stored (read, trimmed while pending), trimmed_before_read (trimmed before the group read them).", "tenant", "cause"),
+		Malformed: counterVec("persister_entries_malformed_total",
+			"Entries stored with a defect recorded in _system.defects, by defect.", "tenant", "defect"),
+		Streams: gaugeVec("persister_streams",
+			"Streams found by discovery, by kind and state (consumed, unconfigured_tenant).", "kind", "state"),
+		KeysIgnored: gaugeVec("persister_keys_ignored",
+			"Chronow-shaped stream keys found by the last discovery pass that are not consumed, by kind and reason (unconfigured_tenant, other_prefix, prefix_form, ambiguous_prefix). Each key is logged once with what to set.", "kind", "reason"),
+		TenantHalted: gaugeVec("persister_tenant_halted",
+			"1 while a tenant's writes are halted by a fatal error (authentication, authorization, conflicting index).", "tenant"),
+		RedisErrors: counterVec("persister_redis_errors_total",
+			"Redis command errors by operation.", "op"),
+		EntriesRead: counterVec("persister_entries_read_total",
+			"Entries read from streams (new, pending re-reads and claims).", "tenant", "kind"),
+		Acked: counterVec("persister_entries_acked_total",
+			"Entries acknowledged with XACK.", "tenant", "kind"),
+		Claimed: counterVec("persister_entries_claimed_total",
+			"Pending entries of other consumers claimed with XAUTOCLAIM.", "tenant", "kind"),
+		InflightEntries: gaugeVec("persister_inflight_entries",
+			"Entries read and held in memory, not yet acknowledged.", "tenant"),
 		LagCollected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "persister_lag_collected_timestamp_seconds",
 			Help: "Unix time of the last pass that measured every consumed stream (lag, pending, oldest age, unseen trims).",
 		}),
-		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "persister_build_info",
-			Help: "Build information; always 1.",
-		}, []string{"version", "goversion"}),
+		BuildInfo: gaugeVec("persister_build_info",
+			"Build information; always 1.", "version", "goversion"),
 	}
 	reg.MustRegister(m.StreamLag, m.StreamPending, m.OldestUnackedAge, m.EntriesStored, m.StoreLatency,
 		m.BatchSize, m.FlushDuration, m.WriteErrors, m.DeadLettered, m.Lost, m.Malformed, m.Streams, m.KeysIgnored,

@@ -19,26 +19,16 @@ type SharedMemory struct {
 
 func newSharedMemory() SharedMemory {
 	return SharedMemory{
-		SMWritten: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_sm_values_written_total",
-			Help: "Shared-memory documents written, by op (value, tombstone, rescued: the server refused the value; val null, the exact text kept).",
-		}, []string{"tenant", "op"}),
-		SMSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_sm_values_skipped_total",
-			Help: "Shared-memory observations not written, by reason: unchanged (same content as stored), superseded (a newer observation of the key came within the flush window), stale (a newer version is stored).",
-		}, []string{"tenant", "reason"}),
-		SMFoundByReconcile: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_sm_found_by_reconcile_total",
-			Help: "Shared-memory values written because a reconcile pass found them changed, not a notification: changes made while the persister was down, or missed notifications.",
-		}, []string{"tenant"}),
-		SMNotifications: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_sm_notifications_total",
-			Help: "Keyspace notifications received for shared-memory keys, by class (write, delete, ignored: expiry, eviction, TTL changes, or deletes in keep mode).",
-		}, []string{"event"}),
-		SMKeysIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "persister_sm_keys_ignored_total",
-			Help: "Shared-memory keys seen but not carried, by reason (unconfigured_tenant, not_string, other_prefix, prefix_form, ambiguous_prefix); counted at every sighting.",
-		}, []string{"reason"}),
+		SMWritten: counterVec("persister_sm_values_written_total",
+			"Shared-memory documents written, by op (value, tombstone, rescued: the server refused the value; val null, the exact text kept).", "tenant", "op"),
+		SMSkipped: counterVec("persister_sm_values_skipped_total",
+			"Shared-memory observations not written, by reason: unchanged (same content as stored), superseded (a newer observation of the key came within the flush window), stale (a newer version is stored).", "tenant", "reason"),
+		SMFoundByReconcile: counterVec("persister_sm_found_by_reconcile_total",
+			"Shared-memory values written because a reconcile pass found them changed, not a notification: changes made while the persister was down, or missed notifications.", "tenant"),
+		SMNotifications: counterVec("persister_sm_notifications_total",
+			"Keyspace notifications received for shared-memory keys, by class (write, delete, ignored: expiry, eviction, TTL changes, or deletes in keep mode).", "event"),
+		SMKeysIgnored: counterVec("persister_sm_keys_ignored_total",
+			"Shared-memory keys seen but not carried, by reason (unconfigured_tenant, not_string, other_prefix, prefix_form, ambiguous_prefix); counted at every sighting.", "reason"),
 		SMReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "persister_sm_reconcile_duration_seconds",
 			Help:    "Duration of one successful reconcile pass (SCAN, hash comparison, reads handed to the writer).",
