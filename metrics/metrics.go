@@ -127,10 +127,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			"Pending entries of other consumers claimed with XAUTOCLAIM.", "tenant", "kind"),
 		InflightEntries: gaugeVec("persister_inflight_entries",
 			"Entries read and held in memory, not yet acknowledged.", "tenant"),
-		LagCollected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "persister_lag_collected_timestamp_seconds",
-			Help: "Unix time of the last pass that measured every consumed stream (lag, pending, oldest age, unseen trims).",
-		}),
+		LagCollected: gauge("persister_lag_collected_timestamp_seconds",
+			"Unix time of the last pass that measured every consumed stream (lag, pending, oldest age, unseen trims)."),
 		BuildInfo: gaugeVec("persister_build_info",
 			"Build information; always 1.", "version", "goversion"),
 	}

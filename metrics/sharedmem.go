@@ -34,22 +34,14 @@ func newSharedMemory() SharedMemory {
 			Help:    "Duration of one successful reconcile pass (SCAN, hash comparison, reads handed to the writer).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 		}),
-		SMReconcileKeys: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "persister_sm_reconcile_keys_scanned_total",
-			Help: "Shared-memory keys of configured tenants found by reconcile scans.",
-		}),
-		SMReconcileLast: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "persister_sm_reconcile_last_success_timestamp_seconds",
-			Help: "Unix time of the end of the last successful reconcile pass.",
-		}),
-		SMPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "persister_sm_pending_values",
-			Help: "Shared-memory keys whose latest value waits for a flush.",
-		}),
-		SMLiveCapture: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "persister_sm_live_capture",
-			Help: "1 while keyspace notifications are subscribed on every master and notify-keyspace-events is known to hold the needed flags; 0 when values arrive through reconcile only.",
-		}),
+		SMReconcileKeys: counter("persister_sm_reconcile_keys_scanned_total",
+			"Shared-memory keys of configured tenants found by reconcile scans."),
+		SMReconcileLast: gauge("persister_sm_reconcile_last_success_timestamp_seconds",
+			"Unix time of the end of the last successful reconcile pass."),
+		SMPending: gauge("persister_sm_pending_values",
+			"Shared-memory keys whose latest value waits for a flush."),
+		SMLiveCapture: gauge("persister_sm_live_capture",
+			"1 while keyspace notifications are subscribed on every master and notify-keyspace-events is known to hold the needed flags; 0 when values arrive through reconcile only."),
 	}
 }
 
