@@ -124,43 +124,26 @@ type Config struct {
 	DaemonEnv map[string]string
 }
 
+// positiveOr sets *v to d unless *v is positive.
+func positiveOr[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
 func (c *Config) defaults() {
-	if c.Entries <= 0 {
-		c.Entries = 200000
-	}
-	if c.MemoryEntries <= 0 {
-		c.MemoryEntries = 1000000
-	}
-	if c.ScaleEntries <= 0 {
-		c.ScaleEntries = 50000
-	}
-	if c.SweepEntries <= 0 {
-		c.SweepEntries = 20000
-	}
-	if c.PayloadBytes <= 0 {
-		c.PayloadBytes = 1024
-	}
-	if c.Batch <= 0 {
-		c.Batch = 500
-	}
-	if c.Inflight <= 0 {
-		c.Inflight = 2
-	}
-	if c.Writers <= 0 {
-		c.Writers = 4
-	}
-	if c.LatencyDuration <= 0 {
-		c.LatencyDuration = 30 * time.Second
-	}
-	if c.ProfileSeconds <= 0 {
-		c.ProfileSeconds = 20
-	}
-	if c.TraceStopAfter <= 0 {
-		c.TraceStopAfter = 5 * time.Second
-	}
-	if c.TraceStopFor <= 0 {
-		c.TraceStopFor = 4 * time.Second
-	}
+	positiveOr(&c.Entries, 200000)
+	positiveOr(&c.MemoryEntries, 1000000)
+	positiveOr(&c.ScaleEntries, 50000)
+	positiveOr(&c.SweepEntries, 20000)
+	positiveOr(&c.PayloadBytes, 1024)
+	positiveOr(&c.Batch, 500)
+	positiveOr(&c.Inflight, 2)
+	positiveOr(&c.Writers, 4)
+	positiveOr(&c.LatencyDuration, 30*time.Second)
+	positiveOr(&c.ProfileSeconds, 20)
+	positiveOr(&c.TraceStopAfter, 5*time.Second)
+	positiveOr(&c.TraceStopFor, 4*time.Second)
 	if len(c.Stages) == 0 {
 		c.Stages = DefaultStages
 	}
