@@ -63,10 +63,8 @@ func unused(d sink.Done) { d(0, 0, nil) }
 // noSlot is the slot of a sink without slots.
 func noSlot(time.Duration, int, error) {}
 
-// Acker acknowledges stored entries, grouped by stream.
-type Acker interface {
-	Ack(ctx context.Context, ids map[string][]string) error
-}
+// Acker acknowledges stored entries (consumer.Acker).
+type Acker = hold.Acker
 
 // Rescuer stores another way what cannot be stored as usual, for the
 // daemon, replay and dead letters alike (rescue.Rescuer): Rescue turns an item
@@ -335,23 +333,30 @@ func (a *slotAsker) stop() {
 	a.wg.Wait()
 }
 
-// finish is the one way an entry leaves the batcher, and so the pipeline,
-// whatever happened to it (stored, already there, rescued, refused, or the
-// process stopping). With acked, the entries are acknowledged first: one
-// XACK round trip for all their streams, retried while Redis is
-// unreachable, until ctx ends. Then every entry's hold is let go: its
-// memory budget, its in-flight count, and (once acknowledged) its in-hand
-// record. Entries not acknowledged stay pending in Redis and are read again
-// later (the own pending drain at start, or a claim): never lost.
+// finish is the way an entry leaves the batcher, whatever happened to it
+// (stored, already there, rescued, refused, or the process stopping): it
+// hands the entries to hold.Leave, the one way out of a tenant pipeline.
+// With acked, they are acknowledged (one XACK round trip for all their
+// streams, retried while Redis is unreachable, until ctx ends) and counted;
+// either way their holds are let go. Entries not acknowledged stay pending
+// in Redis and are read again later (the own pending drain at start, or a
+// claim): never lost.
 func (b *Batcher) finish(ctx context.Context, items []Item, acked bool) error {
-	var err error
+	way := hold.GivenUp
 	if acked {
-		err = b.ack(ctx, items)
+		way = hold.Acked
 	}
-	for _, it := range items {
-		it.Hold.Done(acked && err == nil)
+	outs := make([]hold.Out, len(items))
+	for i, it := range items {
+		outs[i] = hold.Out{Stream: it.Stream, ID: it.ID, Hold: it.Hold}
 	}
-	return err
+	if _, err := hold.Leave(ctx, retryingAcker{b}, outs, way); err != nil {
+		return err
+	}
+	if acked {
+		b.countAcked(items)
+	}
+	return nil
 }
 
 // flush writes items until each is stored and acked, rescued, or ctx ends.
@@ -515,27 +520,35 @@ func groupByCollection(items []Item) (map[string][]Item, []string) {
 	return byColl, order
 }
 
-// ack acknowledges stored items, retrying while Redis is unreachable, and
-// counts them; finish calls it.
-func (b *Batcher) ack(ctx context.Context, items []Item) error {
-	ids := map[string][]string{}
-	for _, it := range items {
-		ids[it.Stream] = append(ids[it.Stream], it.ID)
-	}
+// retryingAcker is the batcher's acker that retries while Redis is
+// unreachable, until ctx ends: a stored entry must not be left pending
+// for a blip.
+type retryingAcker struct{ b *Batcher }
+
+func (r retryingAcker) Ack(ctx context.Context, ids map[string][]string) error {
 	for attempt := 0; ; attempt++ {
-		err := b.acker.Ack(ctx, ids)
+		err := r.b.acker.Ack(ctx, ids)
 		if err == nil {
-			break
+			return nil
 		}
 		if retry.Log(attempt + 1) {
-			b.log.Warn("ack failed; retrying", "entries", len(items), "attempt", attempt+1, "err", err)
+			r.b.log.Warn("ack failed; retrying", "streams", len(ids), "attempt", attempt+1, "err", err)
 		}
 		select {
-		case <-time.After(b.backoff(attempt + 1)):
+		case <-time.After(r.b.backoff(attempt + 1)):
 		case <-ctx.Done():
-			return fmt.Errorf("ack %d entries: %w", len(items), ctx.Err())
+			return fmt.Errorf("ack: %w", ctx.Err())
 		}
 	}
+}
+
+func (r retryingAcker) AckEach(ctx context.Context, stream string, ids []string) ([]bool, error) {
+	return r.b.acker.AckEach(ctx, stream, ids)
+}
+
+// countAcked counts acknowledged items and observes their latency from
+// XADD to acknowledged.
+func (b *Batcher) countAcked(items []Item) {
 	// Metric children are looked up once per kind, not once per entry.
 	now := time.Now()
 	var (
@@ -556,7 +569,6 @@ func (b *Batcher) ack(ctx context.Context, items []Item) error {
 	if n > 0 {
 		b.m.Acked.WithLabelValues(b.cfg.Tenant, kind).Add(float64(n))
 	}
-	return nil
 }
 
 func (b *Batcher) setErr(err error, fatal bool) {

@@ -34,6 +34,10 @@ func (a countAcker) Ack(_ context.Context, ids map[string][]string) error {
 	return nil
 }
 
+func (a countAcker) AckEach(ctx context.Context, stream string, ids []string) ([]bool, error) {
+	return allAcked(ids), a.Ack(ctx, map[string][]string{stream: ids})
+}
+
 // BenchmarkBatcher1KB is the batcher's own cost per entry (channel, batching,
 // metrics, grouping acks by stream) with a sink and an acker that cost
 // nothing: 1 KB documents over 40 streams, batches of 500, 2 in flight.

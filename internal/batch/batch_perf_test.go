@@ -46,6 +46,18 @@ func (a *recordAcker) Ack(_ context.Context, ids map[string][]string) error {
 	return nil
 }
 
+func (a *recordAcker) AckEach(ctx context.Context, stream string, ids []string) ([]bool, error) {
+	return allAcked(ids), a.Ack(ctx, map[string][]string{stream: ids})
+}
+
+func allAcked(ids []string) []bool {
+	out := make([]bool, len(ids))
+	for i := range out {
+		out[i] = true
+	}
+	return out
+}
+
 func TestGroupByCollection(t *testing.T) {
 	items := func(colls ...string) []Item {
 		var out []Item

@@ -40,3 +40,25 @@ func (a *Acker) Ack(ctx context.Context, ids map[string][]string) error {
 	}
 	return nil
 }
+
+// AckEach sends one XACK per id of stream (pipelined) and reports which
+// ones this call acknowledged (XACK answered 1): an entry another consumer
+// acknowledged meanwhile answers 0.
+func (a *Acker) AckEach(ctx context.Context, stream string, ids []string) ([]bool, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	pipe := a.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.XAck(ctx, stream, a.group, id)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("xack %s: %w", stream, err)
+	}
+	out := make([]bool, len(ids))
+	for i, c := range cmds {
+		out[i] = c.Val() == 1
+	}
+	return out, nil
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/config"
+	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/internal/rescue"
@@ -35,10 +36,8 @@ func PoisonID(key keyspace.Key, entryID string) string {
 // entries delivered too often without being stored.
 const ReasonPoison = string(DefectPoison)
 
-// Acker acknowledges entries, grouped by stream (consumer.Acker).
-type Acker interface {
-	Ack(ctx context.Context, ids map[string][]string) error
-}
+// Acker acknowledges entries (consumer.Acker).
+type Acker = hold.Acker
 
 // PoisonConfig tunes Poison.
 type PoisonConfig struct {
@@ -184,7 +183,11 @@ func (p *Poison) deadLetter(ctx context.Context, stream string, msgs []redis.XMe
 			return err
 		}
 	}
-	if err := p.acker.Ack(ctx, map[string][]string{stream: acked}); err != nil {
+	outs := make([]hold.Out, len(acked))
+	for i, id := range acked {
+		outs[i] = hold.Out{Stream: stream, ID: id} // screened before they were taken: no hold
+	}
+	if _, err := hold.Leave(ctx, p.acker, outs, hold.Acked); err != nil {
 		return fmt.Errorf("ack: %w", err)
 	}
 	kind := string(key.Kind)

@@ -1,12 +1,15 @@
 // Package hold keeps account of the entries a tenant pipeline holds in
-// hand: read from Redis, handed on to be stored, not yet let go.
+// hand (read from Redis, handed on to be stored, not yet let go) and is
+// their one way out: Leave.
 //
 // An entry in hand holds three things: its share of the memory budget
 // (PERSISTER_MAX_INFLIGHT_BYTES), its count in persister_inflight_entries,
 // and its in-hand record, which keeps the claim sweeper from handing the
-// same entry on a second time while it is being written. Hold.Done lets go
-// of all three at once; the batcher calls it for every entry that leaves it,
-// acknowledged or not (batch.Batcher.finish).
+// same entry on a second time while it is being written. Every entry a
+// pipeline read leaves through Leave, whichever path it took (stored,
+// duplicate, rescued, dead-lettered as poison, trimmed while pending, or
+// given up at a stop): Leave sends the XACK when the entry is done with
+// and lets go of its hold (Hold.Done) in the same call.
 package hold
 
 import (

@@ -102,7 +102,7 @@ func New(d Deps) *Tenant {
 			Screen:  d.Screen,
 		}, tp.streams, tp.handle, log))
 	}
-	tp.trims = &trimChecks{tenant: d.Tenant, dbs: d.Store, rdb: d.RDB, group: p.Group, writeTimeout: p.WriteTimeout,
+	tp.trims = &trimChecks{tenant: d.Tenant, dbs: d.Store, acker: d.Acker, writeTimeout: p.WriteTimeout,
 		in: make(chan trimMiss, 256), m: d.Metrics, log: log}
 	tp.claimer = newClaimer(d, tp)
 	return tp
@@ -172,7 +172,8 @@ func (tp *Tenant) take(ctx context.Context, stream string, msgs []redis.XMessage
 		it.Hold = tp.holds.Take(stream, msg.ID, charge, now)
 		keep += charge
 		if err := tp.batcher.Add(context.WithoutCancel(ctx), it); err != nil {
-			it.Hold.Done(true)
+			// The batcher is closed (a stop): the entry stays pending.
+			_, _ = hold.Leave(ctx, tp.acker, []hold.Out{{Stream: stream, ID: msg.ID, Hold: it.Hold}}, hold.GivenUp)
 			return err
 		}
 	}

@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/dlq"
+	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/message"
 	"github.com/chronow/persister/internal/rescue"
@@ -96,8 +96,7 @@ type trimChecks struct {
 	dbs    interface {
 		Database(string) (*mongo.Database, error)
 	}
-	rdb          redis.UniversalClient
-	group        string
+	acker        hold.Acker
 	writeTimeout time.Duration
 	in           chan trimMiss
 	m            *metrics.Metrics
@@ -185,27 +184,19 @@ func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost
 	tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost", args...)
 }
 
-// ack sends one XACK per id (pipelined) and reports which ones this call
-// acknowledged.
+// ack acknowledges the entries of stream, one XACK each (hold.Leave), and
+// reports which ones this call acknowledged.
 func (tc *trimChecks) ack(ctx context.Context, stream string, ids []string) ([]bool, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, tc.writeTimeout)
 	defer cancel()
-	pipe := tc.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, len(ids))
+	outs := make([]hold.Out, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.XAck(ctx, stream, tc.group, id)
+		outs[i] = hold.Out{Stream: stream, ID: id} // trimmed entries are never in hand: no hold
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("xack %s: %w", stream, err)
-	}
-	out := make([]bool, len(ids))
-	for i, c := range cmds {
-		out[i] = c.Val() == 1
-	}
-	return out, nil
+	return hold.Leave(ctx, tc.acker, outs, hold.AckedEach)
 }
 
 // notStored returns the ids of entries of key with no document: neither
