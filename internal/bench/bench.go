@@ -309,33 +309,60 @@ func (r *runner) connect(ctx context.Context, undo *[]func()) error {
 	return nil
 }
 
-// baselineStage sweeps the sink's writes in flight for every variant; the
-// main layout's best is the Baseline, InsertMany is measured at its
-// writes in flight for reference.
+// baselineStage sweeps the sink's writes in flight for every variant, then
+// runs the two best of each sweep again at the size of the layout's drain
+// (when it is larger and that drain is a stage): the best of those is the
+// sink's limit each drain is compared with. InsertMany is measured at the
+// main layout's best writes in flight for reference.
 func (r *runner) baselineStage(ctx context.Context) error {
-	for _, l := range Variants {
+	for i, l := range Variants {
 		if err := r.env.Reset(ctx); err != nil {
 			return err
 		}
 		n := r.cfg.SweepEntries
 		r.log.Info("sink sweep", "layout", l.Name, "docs", n, "batch", r.cfg.Batch, "writers", SweepWriters, "repeats", SweepRepeats)
-		sw, err := SinkSweep(ctx, r.env.Mongo, l, n, r.cfg.PayloadBytes, r.cfg.Batch, SweepWriters, r.env.processCPU)
+		sw, err := SinkSweep(ctx, r.env.Mongo, l, n, r.cfg.PayloadBytes, r.cfg.Batch, SweepWriters, SweepRepeats, r.env.processCPU)
 		if err != nil {
 			return err
 		}
-		r.rep.Sweeps = append(r.rep.Sweeps, sw)
 		for _, b := range sw.Results {
 			r.log.Info("sink sweep done", "layout", l.Name, "writers", b.Writers, "docs_per_s", int(b.Rate()), "doc_bytes", b.DocBytes)
 		}
+		stage := StageShapes
+		if i == 0 {
+			stage = StageDrain
+		}
+		if full := r.drainSize(l); full > n && slices.Contains(r.cfg.Stages, stage) {
+			top := sw.Top(2)
+			r.log.Info("sink at the drain's size", "layout", l.Name, "docs", full, "writers", top)
+			at, err := SinkSweep(ctx, r.env.Mongo, l, full, r.cfg.PayloadBytes, r.cfg.Batch, top, 1, r.env.processCPU)
+			if err != nil {
+				return err
+			}
+			sw.Full = at.Results
+			for _, b := range sw.Full {
+				r.log.Info("sink at the drain's size done", "layout", l.Name, "writers", b.Writers, "docs_per_s", int(b.Rate()))
+			}
+		}
+		r.rep.Sweeps = append(r.rep.Sweeps, sw)
 	}
 	best := r.rep.Sweeps[0].Best()
 	r.rep.Baseline = &best
-	b, err := Baseline(ctx, r.env.Mongo, Mixed, max(r.cfg.SweepEntries/4, 1), r.cfg.PayloadBytes, r.cfg.Batch, best.Writers, BaselineInsertMany)
+	b, err := Baseline(ctx, r.env.Mongo, Mixed, max(r.cfg.SweepEntries/4, 1), r.cfg.PayloadBytes, r.cfg.Batch, r.rep.Sweeps[0].SweepBest().Writers, BaselineInsertMany)
 	if err != nil {
 		return err
 	}
 	r.rep.BaselineInsertMany = &b
 	return nil
+}
+
+// drainSize is how many entries the drain of layout l stores: the main
+// backlog for the main layout, half of it for the other variants.
+func (r *runner) drainSize(l Layout) int {
+	if l.Name == Mixed.Name {
+		return r.cfg.Entries
+	}
+	return max(r.cfg.Entries/2, 1)
 }
 
 // drainStage drains the main backlog, leaving the daemon running for the
@@ -374,7 +401,7 @@ func (r *runner) stopRunning(context.Context) error {
 // weighed on the rate: 0.88–0.89 × the sink instead of 0.95 for 200,000).
 func (r *runner) shapesStage(ctx context.Context) error {
 	for _, l := range Variants[1:] {
-		if err := r.scaleDrain(ctx, l.Name, l, max(r.cfg.Entries/2, 1), 1); err != nil {
+		if err := r.scaleDrain(ctx, l.Name, l, r.drainSize(l), 1); err != nil {
 			return err
 		}
 	}

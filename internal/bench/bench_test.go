@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +162,42 @@ func TestMarkdownMarksTargets(t *testing.T) {
 	for _, want := range []string{"1,900 entries/s = 0.95 × best sink (2,000 docs/s, 2 in flight) | ≥ 0.9 × best sink | yes |",
 		"70.0 MiB (1M-backlog: 1,000,000 entries, 4 tenants) | ≤ 64 MiB | **no** |",
 		"= 0.95 × | ≥ 1.0 × | **no** |", "with 4 writes in flight (two replicas' worth) vs its best (2) | 800 vs 1,000 docs/s = 0.80 ×"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// With runs at the drain's size, the drain is judged against their best,
+// not the sweep's (whose best is still shown); Top ranks the sweep.
+func TestMarkdownJudgesAgainstTheDrainSize(t *testing.T) {
+	res := func(w int, docs, rate float64) BaselineResult {
+		return BaselineResult{Method: BaselineCommand, Docs: int(docs), Batch: 500, Writers: w, Tenants: 4,
+			Elapsed: time.Duration(float64(time.Second) * docs / rate), DocBytes: 1300}
+	}
+	sw := Sweep{Layout: Mixed, Results: []BaselineResult{res(1, 1000, 400), res(2, 1000, 1000), res(4, 1000, 800), res(8, 1000, 500)}}
+	if got := sw.Top(2); !slices.Equal(got, []int{2, 4}) {
+		t.Fatalf("Top(2) = %v, want [2 4]", got)
+	}
+	sw.Full = []BaselineResult{res(2, 10000, 700), res(4, 10000, 750)}
+	if b := sw.Best(); b.Writers != 4 || sw.SweepBest().Writers != 2 {
+		t.Fatalf("Best %d in flight, SweepBest %d; want 4 and 2", b.Writers, sw.SweepBest().Writers)
+	}
+	best := sw.Best()
+	rep := &Report{
+		Config:   Config{PayloadBytes: 1024, Entries: 10000, Batch: 500, Inflight: 2},
+		Sweeps:   []Sweep{sw},
+		Baseline: &best,
+		Drain:    &DrainResult{Name: "drain", Layout: Mixed, Entries: 10000, Replicas: 1, Elapsed: 15 * time.Second},
+	}
+	var b strings.Builder
+	if err := rep.Markdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"| 400 / 1,000 / 800 / 500 docs/s: best 1,000 with 2 in flight |  | |",
+		"| same at the size of its drain: 10,000 docs, the sweep's two best (2 / 4 in flight), once each | 700 / 750 docs/s: best 750 with 4 in flight | (the limit) | |",
+		"667 entries/s = 0.89 × best sink (750 docs/s, 4 in flight) | ≥ 0.9 × best sink | **no** |"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
 		}

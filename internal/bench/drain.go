@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -212,6 +213,13 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 	}
 	if err := e.waitDrained(ctx, name, l, n, ds, start, &res); err != nil {
 		return fail(err)
+	}
+	for _, d := range ds {
+		// The daemon's metrics at the end of the drain, kept in the work
+		// dir (batch sizes, write durations, the adaptive limits).
+		if err := d.Fetch(ctx, "/metrics", filepath.Join(e.Dir, d.Name+"-metrics.txt")); err != nil {
+			e.Log.Warn("metrics not saved", "daemon", d.Name, "err", err)
+		}
 	}
 	res.ServerCPU = map[string]time.Duration{}
 	for name, c := range e.serverCPU() {

@@ -34,7 +34,7 @@ type Report struct {
 	// Sweeps are the sink's rates at SweepWriters for each layout of
 	// Variants, in that order.
 	Sweeps []Sweep
-	// Baseline is the best of the main layout's sweep: the sink's limit.
+	// Baseline is the main layout's sink limit (Sweep.Best).
 	Baseline *BaselineResult
 	// BaselineInsertMany is the same sink through Collection.InsertMany.
 	BaselineInsertMany *BaselineResult
@@ -189,29 +189,45 @@ func (r *Report) writeConcurrency() string {
 	return "adaptive"
 }
 
-// sinkRows are the sweeps, one row per layout, and InsertMany.
+// sinkRows are the sweeps, one row per layout (and one for its runs at the
+// drain's size), and InsertMany.
 func (r *Report) sinkRows(b *strings.Builder) {
 	for _, sw := range r.Sweeps {
 		if len(sw.Results) == 0 {
 			continue
 		}
-		var ws, rates []string
-		for _, x := range sw.Results {
-			ws = append(ws, strconv.Itoa(x.Writers))
-			rates = append(rates, num(x.Rate()))
+		first, limit := sw.Results[0], "(the limit)"
+		if len(sw.Full) > 0 {
+			limit = ""
 		}
-		best, first := sw.Best(), sw.Results[0]
 		runs := ""
 		if first.Runs > 1 {
 			runs = fmt.Sprintf(" (the faster of %d runs each)", first.Runs)
 		}
-		fmt.Fprintf(b, "| sink alone: %s docs of %d B (%s) into %d tenant databases, %d per bulk insert, pre-built insert commands sent with the driver (no client work), %s in flight%s | %s docs/s: best %s with %d in flight | (the limit) | |\n",
-			num(float64(first.Docs)), first.DocBytes, sw.Layout.ShapeName(), sw.Layout.Tenants, first.Batch, strings.Join(ws, " / "), runs,
-			strings.Join(rates, " / "), num(best.Rate()), best.Writers)
+		ws, rates := writersAndRates(sw.Results)
+		best := sw.SweepBest()
+		fmt.Fprintf(b, "| sink alone: %s docs of %d B (%s) into %d tenant databases, %d per bulk insert, pre-built insert commands sent with the driver (no client work), %s in flight%s | %s docs/s: best %s with %d in flight | %s | |\n",
+			num(float64(first.Docs)), first.DocBytes, sw.Layout.ShapeName(), sw.Layout.Tenants, first.Batch, ws, runs, rates, num(best.Rate()), best.Writers, limit)
+		if len(sw.Full) > 0 {
+			ws, rates := writersAndRates(sw.Full)
+			best := sw.Best()
+			fmt.Fprintf(b, "| same at the size of its drain: %s docs, the sweep's two best (%s in flight), once each | %s docs/s: best %s with %d in flight | (the limit) | |\n",
+				num(float64(best.Docs)), ws, rates, num(best.Rate()), best.Writers)
+		}
 	}
 	if bl := r.BaselineInsertMany; bl != nil {
 		fmt.Fprintf(b, "| same with Collection.InsertMany (%s docs, 4 tenants, %d in flight), for reference | %s docs/s | | |\n", num(float64(bl.Docs)), bl.Writers, num(bl.Rate()))
 	}
+}
+
+// writersAndRates lists the runs' writes in flight and rates, joined by " / ".
+func writersAndRates(rs []BaselineResult) (string, string) {
+	var ws, rates []string
+	for _, x := range rs {
+		ws = append(ws, strconv.Itoa(x.Writers))
+		rates = append(rates, num(x.Rate()))
+	}
+	return strings.Join(ws, " / "), strings.Join(rates, " / ")
 }
 
 // drainRows are the main drain (and the other layouts') against the best
@@ -280,7 +296,8 @@ func (r *Report) scaleRows(b *strings.Builder) {
 		x := two.Rate() / one.Rate()
 		fmt.Fprintf(b, "| 2 daemon replicas vs 1 (same backlog and layout) | %s vs %s entries/s = %.2f × | ≥ %.1f × | %s |\n",
 			num(two.Rate()), num(one.Rate()), x, TargetReplicasScale, met(x >= TargetReplicasScale))
-		if best := r.Baseline; best != nil && len(r.Sweeps) > 0 {
+		if len(r.Sweeps) > 0 {
+			best := r.Sweeps[0].SweepBest()
 			for _, s := range r.Sweeps[0].Results {
 				if s.Writers == 2*best.Writers {
 					fmt.Fprintf(b, "| the sink alone with %d writes in flight (two replicas' worth) vs its best (%d) | %s vs %s docs/s = %.2f × | (context) | |\n",
