@@ -280,7 +280,7 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 	bo.attempt++
 	d := retry.Backoff{Base: 2 * w.flushEvery, Max: w.maxBackoff}.Delay(bo.attempt)
 	bo.until = time.Now().Add(d)
-	w.m.WriteErrors.WithLabelValues(tenant, "retryable").Inc()
+	w.m.WriteErrors.WithLabelValues(tenant, metrics.ClassRetryable).Inc()
 	if retry.Log(bo.attempt) {
 		w.log.Warn("shared memory: writing values failed; will retry", "tenant", tenant,
 			"values", failed, "attempt", bo.attempt, "retry_in", d.String(), "err", b.err)
@@ -294,7 +294,7 @@ func (w *writer) apply(tenant string, b *tenantBatch) {
 // not be) is dropped with an error log, and its hash remembered so that
 // the same value is not tried again.
 func (w *writer) refused(k string, o *Observation, err error) {
-	w.m.WriteErrors.WithLabelValues(o.Key.Tenant, "permanent").Inc()
+	w.m.WriteErrors.WithLabelValues(o.Key.Tenant, metrics.ClassPermanent).Inc()
 	if o.refusal == "" && err != nil {
 		w.log.Warn("shared memory: the server refused a value; storing it as a rescue (val null, exact text in _system.raw.val)",
 			"tenant", o.Key.Tenant, "namespace", o.Key.Namespace, "key", o.Key.Name, "bytes", len(o.Value), "err", err)

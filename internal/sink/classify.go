@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"go.mongodb.org/mongo-driver/mongo"
+
+	"github.com/chronow/persister/metrics"
 )
 
 // Class is what a write error means for the entry (or batch) it hit.
@@ -34,11 +36,11 @@ func (c Class) String() string {
 	case ClassDuplicate:
 		return "duplicate"
 	case ClassRetryable:
-		return "retryable"
+		return metrics.ClassRetryable
 	case ClassPermanent:
-		return "permanent"
+		return metrics.ClassPermanent
 	case ClassFatal:
-		return "fatal"
+		return metrics.ClassFatal
 	}
 	return "unknown"
 }
