@@ -213,6 +213,9 @@ func (n *nemesis) apply(ctx context.Context, f Fault) {
 		sig, timeout := syscall.SIGKILL, time.Duration(0)
 		if f.Kind == FaultSIGTERM {
 			sig, timeout = syscall.SIGTERM, w.cfg.grace()+20*time.Second
+			if waited, up := rp.waitUp(10 * time.Second); !up || waited > time.Second {
+				n.hist.logf("fault %s: %s answered /healthz after %s (up: %v)", f.Kind, f.Target, waited.Round(time.Millisecond), up)
+			}
 		}
 		code, err := rp.stop(sig, timeout)
 		if err != nil {

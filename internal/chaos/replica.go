@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -105,6 +106,25 @@ func (rp *replica) running() bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	return rp.cmd != nil
+}
+
+// waitUp waits until the incarnation answers /healthz, at most timeout:
+// a SIGTERM sent before the daemon has installed its signal handler (a
+// fault drawn right after a restart) kills it by the signal's default
+// action, which says nothing about how the daemon stops.
+func (rp *replica) waitUp(timeout time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	client := http.Client{Timeout: time.Second}
+	for time.Since(start) < timeout {
+		if resp, err := client.Get("http://" + rp.addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(start), true
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start), false
 }
 
 // stop ends the incarnation with sig and waits up to timeout (then
