@@ -88,19 +88,9 @@ func StartMongo(t testing.TB, opts ...MongoOption) *Mongo {
 func StartMongoLater(t testing.TB, opts ...MongoOption) *Mongo {
 	t.Helper()
 
-	var cfg mongoConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-
+	cfg := applyOptions(opts)
 	bin := ferretDBBin(t)
-	port := FreePort(t)
-	tmp := t.TempDir()
-	stateDir := filepath.Join(tmp, "state")
-
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
+	tmp, stateDir, port := testDirAndPort(t, "state")
 
 	logLevel := os.Getenv(EnvFerretDBLogLevel)
 	if logLevel == "" {

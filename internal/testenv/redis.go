@@ -96,19 +96,9 @@ func redisServerBin(t testing.TB) string {
 func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 
-	var cfg redisConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-
+	cfg := applyOptions(opts)
 	bin := redisServerBin(t)
-	port := FreePort(t)
-	tmp := t.TempDir()
-	dir := filepath.Join(tmp, "data")
-
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
+	tmp, dir, port := testDirAndPort(t, "data")
 
 	args := []string{
 		"--port", strconv.Itoa(port),

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -74,6 +75,31 @@ func launchDirAndPort(dir, sub string) (data string, port int, release func(), e
 		return "", 0, nil, err
 	}
 	return data, port, release, nil
+}
+
+// applyOptions returns the configuration the options make of a zero one.
+func applyOptions[C any, O ~func(*C)](opts []O) C {
+	var c C
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// testDirAndPort creates a temp dir for one test's server with its data
+// directory tmp/sub in it, and reserves a free port for the server.
+func testDirAndPort(t testing.TB, sub string) (tmp, data string, port int) {
+	t.Helper()
+
+	port = FreePort(t)
+	tmp = t.TempDir()
+	data = filepath.Join(tmp, sub)
+
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+
+	return tmp, data, port
 }
 
 // LaunchFerretDB starts bin/ferretdb (found like StartMongo finds it) on a
