@@ -36,13 +36,7 @@ func Build(ctx context.Context, dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "persister")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/persister")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, out)
-	}
-	return bin, nil
+	return testenv.BuildPersister(ctx, root, dir)
 }
 
 // Proc is the real persister binary running as a child process.
