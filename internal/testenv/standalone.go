@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -166,15 +165,3 @@ func (s *Server) LogTail() string { return s.p.logTail() }
 // Root returns the root directory of the persister module, found from the
 // working directory (or this source file's location).
 func Root() (string, error) { return repoRoot() }
-
-// BuildPersister builds ./cmd/persister of the module at root into dir and
-// returns the binary's path.
-func BuildPersister(ctx context.Context, root, dir string) (string, error) {
-	out := filepath.Join(dir, "persister")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/persister")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, b)
-	}
-	return out, nil
-}
