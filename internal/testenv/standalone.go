@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -34,12 +33,9 @@ type Server struct {
 // port with its data and log under dir, without persistence, and waits until
 // it answers PING. extra arguments come last and override the defaults.
 func LaunchRedis(dir string, extra ...string) (*Server, error) {
-	bin := os.Getenv(EnvRedisServerBin)
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("redis-server"); err != nil {
-			return nil, fmt.Errorf("redis-server not in $PATH and $%s is empty (run `make redis`): %w", EnvRedisServerBin, err)
-		}
+	bin, err := findRedisServer()
+	if err != nil {
+		return nil, fmt.Errorf("%w not found (run `make redis`)", err)
 	}
 	data, port, release, err := launchDirAndPort(dir, "redis-data")
 	if err != nil {
@@ -106,16 +102,9 @@ func testDirAndPort(t testing.TB, sub string) (tmp, data string, port int) {
 // free port with its SQLite state and log under dir, and waits until a
 // mongo-driver ping succeeds. logLevel "" means "warn".
 func LaunchFerretDB(dir, logLevel string) (*Server, error) {
-	bin := os.Getenv(EnvFerretDBBin)
-	if bin == "" {
-		root, err := repoRoot()
-		if err != nil {
-			return nil, err
-		}
-		bin = filepath.Join(root, "bin", "ferretdb")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("FerretDB binary: %w (run `make ferretdb`)", err)
+	bin, err := findFerretDB()
+	if err != nil {
+		return nil, fmt.Errorf("%w not found (run `make ferretdb`)", err)
 	}
 	if logLevel == "" {
 		logLevel = "warn"
