@@ -70,15 +70,16 @@ func aclDenials(ctx context.Context, t *testing.T, admin *redis.Client, user str
 }
 
 // startDaemon runs a daemon in-process with the configuration of the
-// environment, logging into buf; stop ends it and returns Run's error.
-func startDaemon(t *testing.T, buf io.Writer) (d *daemon.Daemon, done <-chan error, stop func() error) {
+// environment, logging into buf, and waits until it serves HTTP on addr;
+// stop ends it and returns Run's error.
+func startDaemon(t *testing.T, buf io.Writer) (addr string, done <-chan error, stop func() error) {
 	t.Helper()
 	cfg, err := config.Load(context.Background())
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err = daemon.New(context.Background(), cfg, log, "test")
+	d, err := daemon.New(context.Background(), cfg, log, "test")
 	if err != nil {
 		t.Fatalf("daemon.New: %v", err)
 	}
@@ -100,17 +101,11 @@ func startDaemon(t *testing.T, buf io.Writer) (d *daemon.Daemon, done <-chan err
 		}
 	}
 	t.Cleanup(func() { _ = stop() })
-	return d, ch, stop
-}
-
-func httpAddr(t *testing.T, d *daemon.Daemon) string {
-	t.Helper()
-	var addr string
 	e2e.Eventually(t, 30*time.Second, "HTTP address", func() (bool, string) {
 		addr = d.HTTPAddr()
 		return addr != "", "not listening"
 	})
-	return addr
+	return addr, ch, stop
 }
 
 // sumMetric adds the samples of a metric family in a text exposition.
@@ -227,24 +222,17 @@ func TestSecurityEndToEnd(t *testing.T) {
 	}
 
 	logs := &e2e.LogBuffer{T: t}
-	d, done, stop := startDaemon(t, logs)
-	addr := httpAddr(t, d)
+	addr, done, stop := startDaemon(t, logs)
 	if err := admin.Set(ctx, "cw:globex:app:sm:live", `"live"`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := admin.Set(ctx, "cw:cw:globex:app:sm:dbl", `"doubled"`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	e2e.Eventually(t, 90*time.Second, "every entry stored once", func() (bool, string) {
-		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
-		return rep.OK(), rep.String()
-	})
+	e2e.WaitStored(ctx, t, mc, &ledger, tenants, 90*time.Second)
 	streams := e2e.StreamKeys(ledger.Records()[:len(msgs)], "cw:")
 	streams = append(streams, doubled[0].Key("cw:cw:"))
-	e2e.Eventually(t, 30*time.Second, "nothing pending", func() (bool, string) {
-		n, err := e2e.Pending(ctx, admin, "persister", streams)
-		return err == nil && n == 0, fmt.Sprintf("pending %d, err %v", n, err)
-	})
+	e2e.WaitNothingPending(ctx, t, admin, "persister", streams, 30*time.Second)
 	smStored := func(tenant, key string) bool {
 		n, err := mc.Database(e2e.DBName(tenant)).Collection(config.CollSharedMemory).CountDocuments(ctx, bson.D{{Key: "key", Value: key}})
 		return err == nil && n == 1
@@ -330,8 +318,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 	t.Setenv("REDIS_CA_CERT", other.CACert)
 	t.Setenv("PERSISTER_CONSUMER", "secure-2")
 	badLogs := &e2e.LogBuffer{T: t}
-	d2, done2, stop2 := startDaemon(t, badLogs)
-	addr2 := httpAddr(t, d2)
+	addr2, done2, stop2 := startDaemon(t, badLogs)
 	e2e.Eventually(t, 30*time.Second, "not ready, saying the certificate does not verify", func() (bool, string) {
 		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr2+"/readyz", "", "")
 		ready = body
@@ -404,12 +391,8 @@ func TestSecurityClusterTLSACL(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &e2e.LogBuffer{T: t}
-	d, _, stop := startDaemon(t, logs)
-	addr := httpAddr(t, d)
-	e2e.Eventually(t, 90*time.Second, "every entry stored once", func() (bool, string) {
-		rep := e2e.Verify(ctx, t, mc, &ledger, tenants)
-		return rep.OK(), rep.String()
-	})
+	addr, _, stop := startDaemon(t, logs)
+	e2e.WaitStored(ctx, t, mc, &ledger, tenants, 90*time.Second)
 	e2e.Eventually(t, 30*time.Second, "lag measured, shared memory carried", func() (bool, string) {
 		_, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/metrics", "", "")
 		n, _ := mc.Database(e2e.DBName("acme")).Collection(config.CollSharedMemory).CountDocuments(ctx, bson.D{})
@@ -452,8 +435,7 @@ func TestNoPermIsReportedByName(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &e2e.LogBuffer{T: t}
-	d, done, stop := startDaemon(t, logs)
-	addr := httpAddr(t, d)
+	addr, done, stop := startDaemon(t, logs)
 	e2e.Eventually(t, 30*time.Second, "/readyz names the refused command", func() (bool, string) {
 		code, body, err := e2e.HTTPGet(http.DefaultClient, "http://"+addr+"/readyz", "", "")
 		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "xautoclaim") && strings.Contains(body, "refused by the Redis ACL"), body

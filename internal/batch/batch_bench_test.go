@@ -5,13 +5,13 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chronow/persister/internal/sink"
+	"github.com/chronow/persister/internal/testenv"
 	"github.com/chronow/persister/metrics"
 )
 
@@ -57,7 +57,7 @@ func BenchmarkBatcher1KB(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := testenv.CPUTime()
 	for i := range b.N {
 		it := Item{Stream: streams[i%len(streams)], ID: "1732561200123-" + strconv.Itoa(i), Kind: "topic",
 			Collection: "messages", Doc: doc, Time: now}
@@ -75,13 +75,5 @@ func BenchmarkBatcher1KB(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	testenv.ReportCPUPerOp(b, cpu0)
 }

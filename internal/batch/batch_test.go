@@ -79,36 +79,69 @@ func newHolds(bud *budget.Budget) (*hold.Set, prometheus.Gauge) {
 	return hold.NewSet(bud, g, time.Minute), g
 }
 
+// budgetRun is a batcher on a gated sink with a recording acker, whose
+// items are charged to a 1 MiB memory budget.
+type budgetRun struct {
+	s        *gatedSink
+	a        *recordAcker
+	bud      *budget.Budget
+	holds    *hold.Set
+	inflight prometheus.Gauge
+	b        *Batcher
+	done     chan error // Run's result
+}
+
+// startBudgetRun starts Run of a batcher with cfg on s.
+func startBudgetRun(ctx context.Context, cfg Config, s *gatedSink) *budgetRun {
+	r := &budgetRun{s: s, a: &recordAcker{ids: map[string][]string{}}, bud: budget.New(1 << 20), done: make(chan error, 1)}
+	r.holds, r.inflight = newHolds(r.bud)
+	r.b = New(cfg, s, r.a, nil, metrics.New(prometheus.NewRegistry(), "test"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go func() { r.done <- r.b.Run(ctx) }()
+	return r
+}
+
+// add acquires charge bytes of the budget and adds entry i of stream "s".
+func (r *budgetRun) add(ctx context.Context, t *testing.T, i int, charge int64) {
+	t.Helper()
+	if err := r.bud.Acquire(ctx, charge); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.b.Add(ctx, testItem(r.holds, i, charge)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stop closes the batcher, waits for Run, and checks that wantAcked
+// entries were acknowledged and the whole budget was given back.
+func (r *budgetRun) stop(t *testing.T, wantAcked int) {
+	t.Helper()
+	r.b.Close()
+	if err := <-r.done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.a.ids["s"]); n != wantAcked {
+		t.Fatalf("acked %d entries, want %d", n, wantAcked)
+	}
+	if u := r.bud.Used(); u != 0 {
+		t.Fatalf("budget holds %d bytes after the stop, want 0", u)
+	}
+}
+
 // TestGroupCommit: while the connection's only write slot is busy, the next
 // batch is not cut at its linger time but keeps growing, and goes out as one
 // insert once the slot frees; the memory budget is back to zero after the
 // acks.
 func TestGroupCommit(t *testing.T) {
-	s := newGatedSink()
-	a := &recordAcker{ids: map[string][]string{}}
-	bud := budget.New(1 << 20)
-	holds, _ := newHolds(bud)
-	b := New(Config{Tenant: "t", MaxItems: 1000, MaxBytes: 1 << 20, Linger: 2 * time.Millisecond, Inflight: 2,
-		WriteTimeout: time.Minute}, s, a, nil, metrics.New(prometheus.NewRegistry(), "test"),
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-
-	add := func(i int) {
-		if err := bud.Acquire(ctx, 10); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Add(ctx, testItem(holds, i, 10)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	add(0)
+	s := newGatedSink()
+	r := startBudgetRun(ctx, Config{Tenant: "t", MaxItems: 1000, MaxBytes: 1 << 20, Linger: 2 * time.Millisecond, Inflight: 2,
+		WriteTimeout: time.Minute}, s)
+	r.add(ctx, t, 0, 10)
 	waitFor(t, "the first insert", func() bool { return len(s.calls()) == 1 })
 	// The first insert holds the only slot. 300 more items arrive, with
 	// pauses longer than the linger time.
 	for i := 1; i <= 300; i++ {
-		add(i)
+		r.add(ctx, t, i, 10)
 		if i%50 == 0 {
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -123,59 +156,30 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("second insert had %d documents, want all 300 that waited", got[1])
 	}
 	s.gate <- struct{}{}
-	b.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if n := len(a.ids["s"]); n != 301 {
-		t.Fatalf("acked %d entries, want 301", n)
-	}
-	if u := bud.Used(); u != 0 {
-		t.Fatalf("budget holds %d bytes after every ack, want 0", u)
-	}
+	r.stop(t, 301)
 }
 
 // TestAbandonReleasesBudget: a stop while the sink fails leaves the items
 // pending in Redis (no ack) and gives their budget back.
 func TestAbandonReleasesBudget(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
 	s := newGatedSink()
 	s.fail = true
 	close(s.gate)
-	a := &recordAcker{ids: map[string][]string{}}
-	bud := budget.New(1 << 20)
-	holds, inflight := newHolds(bud)
-	b := New(Config{Tenant: "t", MaxItems: 10, MaxBytes: 1 << 20, Linger: time.Millisecond, Inflight: 2,
-		WriteTimeout: time.Minute, MaxBackoff: 20 * time.Millisecond}, s, a, nil,
-		metrics.New(prometheus.NewRegistry(), "test"), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
+	r := startBudgetRun(ctx, Config{Tenant: "t", MaxItems: 10, MaxBytes: 1 << 20, Linger: time.Millisecond, Inflight: 2,
+		WriteTimeout: time.Minute, MaxBackoff: 20 * time.Millisecond}, s)
 	for i := range 35 {
-		if err := bud.Acquire(ctx, 100); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Add(ctx, testItem(holds, i, 100)); err != nil {
-			t.Fatal(err)
-		}
+		r.add(ctx, t, i, 100)
 	}
 	waitFor(t, "failed inserts", func() bool { return len(s.calls()) >= 3 })
 	cancel()
-	b.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if n := len(a.ids["s"]); n != 0 {
-		t.Fatalf("acked %d entries of a failing sink", n)
-	}
-	if u := bud.Used(); u != 0 {
-		t.Fatalf("budget holds %d bytes after the stop, want 0", u)
-	}
-	if g := value(inflight); g != 0 {
+	r.stop(t, 0)
+	if g := value(r.inflight); g != 0 {
 		t.Fatalf("in-flight gauge %v after the stop, want 0", g)
 	}
 	// Given up without an ack: the in-hand records stay until their ttl,
 	// so the claim sweeper does not take the entries up again at once.
-	if n := holds.Len(); n != 35 {
+	if n := r.holds.Len(); n != 35 {
 		t.Fatalf("%d in-hand records after the stop, want 35", n)
 	}
 }

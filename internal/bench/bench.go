@@ -277,7 +277,7 @@ func (r *runner) setup(ctx context.Context) (func(), error) {
 			return cleanup, err
 		}
 		r.log.Info("building the persister binary", "module", root)
-		if r.cfg.PersisterBin, err = BuildPersister(ctx, root, dir); err != nil {
+		if r.cfg.PersisterBin, err = testenv.BuildPersister(ctx, root, dir); err != nil {
 			return cleanup, err
 		}
 	}

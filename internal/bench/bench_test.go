@@ -73,15 +73,32 @@ func TestNum(t *testing.T) {
 	}
 }
 
-func TestPayloadIsJSONOfExactSize(t *testing.T) {
-	for _, size := range []int{400, 1024, 4096} {
-		p := Payload(12345, size)
-		if len(p) != size {
-			t.Errorf("size %d: got %d bytes", size, len(p))
-		}
-		var v map[string]any
-		if err := json.Unmarshal([]byte(p), &v); err != nil {
-			t.Errorf("size %d: not JSON: %v", size, err)
+// Both payload shapes are JSON objects of exactly the asked size; the
+// small-fields one has many fields (≥ 50 at 1 KB).
+func TestPayloadsAreJSONOfExactSize(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		payload   func(seq, size int) string
+		seq       int
+		sizes     []int
+		minFields int // at 1 KB
+	}{
+		{"Payload", Payload, 12345, []int{400, 1024, 4096}, 0},
+		{"SmallFieldsPayload", SmallFieldsPayload, 777, []int{200, 1024, 4096}, 50},
+	} {
+		for _, size := range tc.sizes {
+			p := tc.payload(tc.seq, size)
+			if len(p) != size {
+				t.Errorf("%s size %d: got %d bytes", tc.name, size, len(p))
+			}
+			var v map[string]any
+			if err := json.Unmarshal([]byte(p), &v); err != nil {
+				t.Errorf("%s size %d: not JSON: %v\n%s", tc.name, size, err, p)
+				continue
+			}
+			if size == 1024 && len(v) < tc.minFields {
+				t.Errorf("%s: 1 KB payload has %d fields, want many (≥ %d)", tc.name, len(v), tc.minFields)
+			}
 		}
 	}
 }
@@ -271,18 +288,21 @@ persister_flush_duration_seconds_count{result="ok"} 100
 	}
 }
 
-func TestSmallFieldsPayloadIsJSONOfExactSize(t *testing.T) {
-	for _, size := range []int{200, 1024, 4096} {
-		p := SmallFieldsPayload(777, size)
-		if len(p) != size {
-			t.Errorf("size %d: got %d bytes", size, len(p))
-		}
-		var v map[string]any
-		if err := json.Unmarshal([]byte(p), &v); err != nil {
-			t.Fatalf("size %d: not JSON: %v\n%s", size, err, p)
-		}
-		if size == 1024 && len(v) < 50 {
-			t.Errorf("1 KB payload has %d fields, want many (≥ 50)", len(v))
+func TestCPUParagraphs(t *testing.T) {
+	rep := &Report{
+		Machine: Machine{Cores: 2},
+		Drain: &DrainResult{Elapsed: 2 * time.Second, CPU: time.Second,
+			ServerCPU: map[string]time.Duration{"redis-server": 500 * time.Millisecond, "ferretdb": 3 * time.Second}},
+		Baseline: &BaselineResult{Writers: 2, Elapsed: 4 * time.Second, CPU: map[string]time.Duration{"ferretdb": time.Second}},
+	}
+	var b strings.Builder
+	rep.paragraphs(&b)
+	for _, want := range []string{
+		"CPU during the main drain, in % of one core (2 cores, 200% in all): the daemon 50%, ferretdb 150%, redis-server 25%.",
+		"CPU during the best sink run (4 tenants, few large fields, 2 in flight), in % of one core: ferretdb 25%.",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("paragraphs lack %q:\n%s", want, b.String())
 		}
 	}
 }

@@ -10,11 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/chronow/persister/internal/testenv"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
@@ -115,19 +116,10 @@ func StartDaemon(bin, dir, name string, env map[string]string) (*Daemon, error) 
 		return nil, err
 	}
 	defer f.Close() // the child has its own copy
-	cmd := exec.Command(bin, "run")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd := testenv.PersisterCommand(bin, env)
 	cmd.Env = append(cmd.Env, "PERSISTER_HTTP_ADDR="+addr, "PERSISTER_CONSUMER="+name)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	// Pdeathsig fires when the forking thread exits; keep it for the fork.
-	runtime.LockOSThread()
-	err = cmd.Start()
-	runtime.UnlockOSThread()
-	if err != nil {
+	if err := testenv.StartGroup(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	d.cmd = cmd
@@ -210,15 +202,4 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// BuildPersister builds ./cmd/persister of the module at root into dir.
-func BuildPersister(ctx context.Context, root, dir string) (string, error) {
-	out := filepath.Join(dir, "persister")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/persister")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, b)
-	}
-	return out, nil
 }

@@ -367,30 +367,17 @@ func (r *Report) paragraphs(b *strings.Builder) {
 			num(l.Target), num(l.Achieved), us(l.CPU/time.Duration(l.Entries)), ms(l.Quantile(.9)), ms(l.Quantile(.95)), ms(l.Quantile(.999)), ackPoll)
 	}
 	if l := r.Latency; l != nil && l.Wall > 0 && len(l.ServerCPU) > 0 {
-		names := slices.Sorted(maps.Keys(l.ServerCPU))
-		parts := []string{fmt.Sprintf("the daemon %.0f%%", 100*l.CPU.Seconds()/l.Wall.Seconds())}
-		for _, n := range names {
-			parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*l.ServerCPU[n].Seconds()/l.Wall.Seconds()))
-		}
+		parts := append([]string{fmt.Sprintf("the daemon %.0f%%", 100*l.CPU.Seconds()/l.Wall.Seconds())}, cpuShares(l.ServerCPU, l.Wall)...)
 		fmt.Fprintf(b, "\nCPU during the steady load, in %% of one core (the machine has %d): %s; the benchmark's producer and acknowledgement poller take part of the rest.\n",
 			r.Machine.Cores, strings.Join(parts, ", "))
 	}
 	if d := r.Drain; d != nil && d.Elapsed > 0 && len(d.ServerCPU) > 0 {
-		names := slices.Sorted(maps.Keys(d.ServerCPU))
-		parts := []string{fmt.Sprintf("the daemon %.0f%%", 100*d.CPU.Seconds()/d.Elapsed.Seconds())}
-		for _, n := range names {
-			parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*d.ServerCPU[n].Seconds()/d.Elapsed.Seconds()))
-		}
+		parts := append([]string{fmt.Sprintf("the daemon %.0f%%", 100*d.CPU.Seconds()/d.Elapsed.Seconds())}, cpuShares(d.ServerCPU, d.Elapsed)...)
 		fmt.Fprintf(b, "\nCPU during the main drain, in %% of one core (%d cores, %.0f%% in all): %s.\n",
 			r.Machine.Cores, 100*float64(r.Machine.Cores), strings.Join(parts, ", "))
 	}
 	if best := r.Baseline; best != nil && best.Elapsed > 0 && len(best.CPU) > 0 {
-		names := slices.Sorted(maps.Keys(best.CPU))
-		var parts []string
-		for _, n := range names {
-			parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*best.CPU[n].Seconds()/best.Elapsed.Seconds()))
-		}
-		fmt.Fprintf(b, "\nCPU during the best sink run (4 tenants, few large fields, %d in flight), in %% of one core: %s.\n", best.Writers, strings.Join(parts, ", "))
+		fmt.Fprintf(b, "\nCPU during the best sink run (4 tenants, few large fields, %d in flight), in %% of one core: %s.\n", best.Writers, strings.Join(cpuShares(best.CPU, best.Elapsed), ", "))
 	}
 	if tr := r.Trace; tr != nil && len(tr.Points) > 0 {
 		fmt.Fprintf(b, "\nAdaptive limit of the connection during the trace drain (time since the daemon started: limit, at each change; read every %s; SIGSTOP at %.1f s, SIGCONT at %.1f s): %s.\n",
@@ -399,6 +386,16 @@ func (r *Report) paragraphs(b *strings.Builder) {
 	for _, n := range r.Notes {
 		fmt.Fprintf(b, "\n%s\n", n)
 	}
+}
+
+// cpuShares lists each process's CPU time as a share of wall, in % of one
+// core ("name 42%"), in name order.
+func cpuShares(cpu map[string]time.Duration, wall time.Duration) []string {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(cpu)) {
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", n, 100*cpu[n].Seconds()/wall.Seconds()))
+	}
+	return parts
 }
 
 func orDash(s string) string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/promtext"
+	"github.com/chronow/persister/internal/testenv"
 )
 
 // counters are the persister metrics the checker reconciles, summed over
@@ -80,8 +81,7 @@ func (rp *replica) start() error {
 	cmd := exec.Command(rp.bin, "run")
 	cmd.Env = rp.env
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := testenv.StartGroup(cmd); err != nil {
 		return fmt.Errorf("start %s: %w", rp.name, err)
 	}
 	done := make(chan struct{})

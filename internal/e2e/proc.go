@@ -36,13 +36,7 @@ func Build(ctx context.Context, dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "persister")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/persister")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/persister: %w\n%s", err, out)
-	}
-	return bin, nil
+	return testenv.BuildPersister(ctx, root, dir)
 }
 
 // Proc is the real persister binary running as a child process.
@@ -83,14 +77,9 @@ func (p *Proc) Start() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command(p.bin, "run")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range p.env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd := testenv.PersisterCommand(p.bin, p.env)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := testenv.StartGroup(cmd); err != nil {
 		p.t.Fatalf("start persister: %v", err)
 	}
 	done := make(chan struct{})

@@ -3,7 +3,6 @@ package entry
 import (
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/publisher"
+	"github.com/chronow/persister/internal/testenv"
 )
 
 // chronowEntry returns a topic entry exactly as XREADGROUP hands it to the
@@ -48,22 +48,12 @@ func BenchmarkDecodeTopic1KB(b *testing.B) {
 	now := time.Now()
 	b.SetBytes(int64(len(msg.Values["payload"].(string))))
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0 := testenv.CPUTime()
 	for b.Loop() {
 		it, defects, err := dec.Decode(key, msg, now)
 		if err != nil || len(defects) > 0 || len(it.Doc) == 0 {
 			b.Fatalf("decode: %v, defects %v", err, defects)
 		}
 	}
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// cpuTime is the process's user+system CPU time (GC workers included): on a
-// shared machine it says more about cost than the wall-clock ns/op.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	testenv.ReportCPUPerOp(b, cpu0)
 }

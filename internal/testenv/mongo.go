@@ -48,27 +48,37 @@ func WithMongoTLS(p *PKI) MongoOption {
 func ferretDBBin(t testing.TB) string {
 	t.Helper()
 
-	const how = "run `make ferretdb` at the repository root (builds bin/ferretdb from tools/ferretdb)"
+	bin, err := findFerretDB()
+	if err != nil {
+		missingBinary(t, err.Error(), "run `make ferretdb` at the repository root (builds bin/ferretdb from tools/ferretdb)")
+	}
 
+	return bin
+}
+
+// findFerretDB returns $PERSISTER_FERRETDB_BIN when it is set, else the
+// module's bin/ferretdb; the file must exist. The error says which was
+// missing.
+func findFerretDB() (string, error) {
 	if bin := os.Getenv(EnvFerretDBBin); bin != "" {
 		if _, err := os.Stat(bin); err != nil {
-			missingBinary(t, fmt.Sprintf("FerretDB binary ($%s=%q: %v)", EnvFerretDBBin, bin, err), how)
+			return "", fmt.Errorf("FerretDB binary ($%s=%q: %v)", EnvFerretDBBin, bin, err)
 		}
 
-		return bin
+		return bin, nil
 	}
 
 	root, err := repoRoot()
 	if err != nil {
-		missingBinary(t, fmt.Sprintf("FerretDB binary (%v)", err), how)
+		return "", fmt.Errorf("FerretDB binary (%v)", err)
 	}
 
 	bin := filepath.Join(root, "bin", "ferretdb")
 	if _, err := os.Stat(bin); err != nil {
-		missingBinary(t, fmt.Sprintf("FerretDB binary (%s; $%s is empty)", bin, EnvFerretDBBin), how)
+		return "", fmt.Errorf("FerretDB binary (%s; $%s is empty)", bin, EnvFerretDBBin)
 	}
 
-	return bin
+	return bin, nil
 }
 
 // StartMongo starts FerretDB on a free port with a temp state dir and waits
@@ -88,19 +98,9 @@ func StartMongo(t testing.TB, opts ...MongoOption) *Mongo {
 func StartMongoLater(t testing.TB, opts ...MongoOption) *Mongo {
 	t.Helper()
 
-	var cfg mongoConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-
+	cfg := applyOptions(opts)
 	bin := ferretDBBin(t)
-	port := FreePort(t)
-	tmp := t.TempDir()
-	stateDir := filepath.Join(tmp, "state")
-
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
+	tmp, stateDir, port := testDirAndPort(t, "state")
 
 	logLevel := os.Getenv(EnvFerretDBLogLevel)
 	if logLevel == "" {

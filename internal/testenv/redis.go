@@ -72,22 +72,32 @@ func WithRedisArgs(args ...string) RedisOption {
 func redisServerBin(t testing.TB) string {
 	t.Helper()
 
+	bin, err := findRedisServer()
+	if err != nil {
+		missingBinary(t, err.Error(), "run `make redis` or `apt-get install redis-server`")
+	}
+
+	return bin
+}
+
+// findRedisServer returns $PERSISTER_REDIS_SERVER_BIN when it is set (the
+// file must exist), else redis-server from $PATH; the error says which
+// was missing.
+func findRedisServer() (string, error) {
 	if bin := os.Getenv(EnvRedisServerBin); bin != "" {
 		if _, err := os.Stat(bin); err != nil {
-			missingBinary(t, fmt.Sprintf("redis-server ($%s=%q: %v)", EnvRedisServerBin, bin, err),
-				"run `make redis` or `apt-get install redis-server`")
+			return "", fmt.Errorf("redis-server ($%s=%q: %v)", EnvRedisServerBin, bin, err)
 		}
 
-		return bin
+		return bin, nil
 	}
 
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		missingBinary(t, "redis-server (not in $PATH and $"+EnvRedisServerBin+" is empty)",
-			"run `make redis` or `apt-get install redis-server`")
+		return "", fmt.Errorf("redis-server (not in $PATH and $%s is empty)", EnvRedisServerBin)
 	}
 
-	return bin
+	return bin, nil
 }
 
 // StartRedis starts redis-server on a free port with its data in a temp dir
@@ -96,19 +106,9 @@ func redisServerBin(t testing.TB) string {
 func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 
-	var cfg redisConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-
+	cfg := applyOptions(opts)
 	bin := redisServerBin(t)
-	port := FreePort(t)
-	tmp := t.TempDir()
-	dir := filepath.Join(tmp, "data")
-
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
+	tmp, dir, port := testDirAndPort(t, "data")
 
 	args := []string{
 		"--port", strconv.Itoa(port),

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -33,12 +33,9 @@ type Server struct {
 // port with its data and log under dir, without persistence, and waits until
 // it answers PING. extra arguments come last and override the defaults.
 func LaunchRedis(dir string, extra ...string) (*Server, error) {
-	bin := os.Getenv(EnvRedisServerBin)
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("redis-server"); err != nil {
-			return nil, fmt.Errorf("redis-server not in $PATH and $%s is empty (run `make redis`): %w", EnvRedisServerBin, err)
-		}
+	bin, err := findRedisServer()
+	if err != nil {
+		return nil, fmt.Errorf("%w not found (run `make redis`)", err)
 	}
 	data, port, release, err := launchDirAndPort(dir, "redis-data")
 	if err != nil {
@@ -76,20 +73,38 @@ func launchDirAndPort(dir, sub string) (data string, port int, release func(), e
 	return data, port, release, nil
 }
 
+// applyOptions returns the configuration the options make of a zero one.
+func applyOptions[C any, O ~func(*C)](opts []O) C {
+	var c C
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// testDirAndPort creates a temp dir for one test's server with its data
+// directory tmp/sub in it, and reserves a free port for the server.
+func testDirAndPort(t testing.TB, sub string) (tmp, data string, port int) {
+	t.Helper()
+
+	port = FreePort(t)
+	tmp = t.TempDir()
+	data = filepath.Join(tmp, sub)
+
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+
+	return tmp, data, port
+}
+
 // LaunchFerretDB starts bin/ferretdb (found like StartMongo finds it) on a
 // free port with its SQLite state and log under dir, and waits until a
 // mongo-driver ping succeeds. logLevel "" means "warn".
 func LaunchFerretDB(dir, logLevel string) (*Server, error) {
-	bin := os.Getenv(EnvFerretDBBin)
-	if bin == "" {
-		root, err := repoRoot()
-		if err != nil {
-			return nil, err
-		}
-		bin = filepath.Join(root, "bin", "ferretdb")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("FerretDB binary: %w (run `make ferretdb`)", err)
+	bin, err := findFerretDB()
+	if err != nil {
+		return nil, fmt.Errorf("%w not found (run `make ferretdb`)", err)
 	}
 	if logLevel == "" {
 		logLevel = "warn"

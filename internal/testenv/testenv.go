@@ -275,18 +275,8 @@ func (p *proc) start() error {
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:   true,
-		Pdeathsig: syscall.SIGKILL, // the server dies with the test binary
-	}
 
-	// Pdeathsig fires when the thread that forked exits; keep it for the
-	// fork (Go never exits an unlocked thread).
-	runtime.LockOSThread()
-	err = cmd.Start()
-	runtime.UnlockOSThread()
-
-	if err != nil {
+	if err := StartGroup(cmd); err != nil { // the server dies with the test binary
 		return fmt.Errorf("starting %s: %w", p.name, err)
 	}
 
