@@ -105,14 +105,14 @@ type Summary struct {
 	TrimmedPend   int `json:"trimmed_pending"` // of them pending when trimmed
 	TrimmedStored int `json:"trimmed_pending_stored_anyway"`
 
-	Metrics       counters `json:"metrics"`      // summed over replicas and incarnations
-	LostLogged    int      `json:"lost_logged"`  // "counted as lost" in the replicas' logs
-	Unattributed  int      `json:"unattributed"` // documents no scrape counted as inserted
-	SMWrong       int      `json:"sm_wrong"`     // keys whose warm copy is not the last value
-	Pending       int64    `json:"pending"`      // the group's pending entries at the end
-	Incarnations  int      `json:"incarnations"` // replica processes started
-	ProducerRetry int      `json:"producer_retries"`
-	SettledIn     string   `json:"settled_in"`
+	Metrics       e2e.Counters `json:"metrics"`      // summed over replicas and incarnations
+	LostLogged    int          `json:"lost_logged"`  // "counted as lost" in the replicas' logs
+	Unattributed  int          `json:"unattributed"` // documents no scrape counted as inserted
+	SMWrong       int          `json:"sm_wrong"`     // keys whose warm copy is not the last value
+	Pending       int64        `json:"pending"`      // the group's pending entries at the end
+	Incarnations  int          `json:"incarnations"` // replica processes started
+	ProducerRetry int          `json:"producer_retries"`
+	SettledIn     string       `json:"settled_in"`
 }
 
 // Line is the one-line summary of a run.

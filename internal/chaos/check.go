@@ -16,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/keyspace"
 )
 
@@ -345,9 +346,9 @@ func (c *checker) checkPendingAndSM(ctx context.Context, s *Summary, fail failf)
 // short of the truth: the checks are those that hold exactly, and the gaps
 // are reported.
 func (c *checker) checkMetrics(s *Summary, storedMsgs, storedDL int, fail failf) {
-	var m counters
+	var m e2e.Counters
 	for _, rp := range c.w.replicas {
-		m = m.plus(rp.counts.Totals())
+		m = m.Plus(rp.counts.Totals())
 	}
 	s.Metrics = m
 	logged, err := lostLogged(c.w.replicas)

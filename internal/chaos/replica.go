@@ -5,32 +5,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/chronow/persister/internal/e2e"
-	"github.com/chronow/persister/internal/promtext"
 	"github.com/chronow/persister/internal/testenv"
 )
-
-// counters are the persister metrics the checker reconciles, summed over
-// labels.
-type counters struct {
-	Inserted     float64 `json:"inserted"`      // persister_entries_stored_total{collection="messages",outcome="inserted"}
-	DLInserted   float64 `json:"dl_inserted"`   // persister_entries_stored_total{collection="dead_letters",outcome="inserted"}
-	Duplicate    float64 `json:"duplicate"`     // persister_entries_stored_total{outcome="duplicate"}
-	DeadLettered float64 `json:"dead_lettered"` // persister_entries_dead_lettered_total
-	Lost         float64 `json:"lost"`          // persister_entries_lost_total{cause="trimmed_before_stored"}
-	Claimed      float64 `json:"claimed"`
-	Unknown      float64 `json:"unknown_outcome"`
-}
-
-func (c counters) plus(o counters) counters {
-	return counters{c.Inserted + o.Inserted, c.DLInserted + o.DLInserted, c.Duplicate + o.Duplicate,
-		c.DeadLettered + o.DeadLettered, c.Lost + o.Lost, c.Claimed + o.Claimed, c.Unknown + o.Unknown}
-}
 
 // replica is one persister process; it can be killed and restarted. Its
 // counters are kept over its incarnations (each as of its last scrape).
@@ -40,7 +21,7 @@ type replica struct {
 	env     []string
 	addr    string // metrics/health address
 	logPath string
-	counts  *e2e.Counts[counters]
+	counts  *e2e.Counts[e2e.Counters]
 
 	mu          sync.Mutex
 	cmd         *exec.Cmd
@@ -56,7 +37,7 @@ type replica struct {
 
 func newReplica(name, bin, addr, logPath string, env map[string]string) *replica {
 	rp := &replica{name: name, bin: bin, addr: addr, logPath: logPath,
-		counts: e2e.NewCounts(addr, 2*time.Second, parseCounters, counters.plus)}
+		counts: e2e.NewCounts(addr, 2*time.Second, e2e.ParseCounters, e2e.Counters.Plus)}
 	rp.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range env {
 		rp.env = append(rp.env, k+"="+v)
@@ -176,31 +157,4 @@ func (rp *replica) kill() {
 	if rp.running() {
 		_, _ = rp.stop(syscall.SIGKILL, 0)
 	}
-}
-
-// parseCounters sums the metric families the checker needs.
-func parseCounters(body string) (counters, error) {
-	var c counters
-	err := promtext.Each(body, func(name string, v float64) {
-		switch {
-		case strings.HasPrefix(name, "persister_entries_stored_total{"):
-			switch {
-			case strings.Contains(name, `outcome="duplicate"`):
-				c.Duplicate += v
-			case strings.Contains(name, `collection="dead_letters"`):
-				c.DLInserted += v
-			case strings.Contains(name, `collection="messages"`):
-				c.Inserted += v
-			}
-		case strings.HasPrefix(name, "persister_entries_dead_lettered_total{"):
-			c.DeadLettered += v
-		case strings.HasPrefix(name, "persister_entries_lost_total{") && strings.Contains(name, `cause="trimmed_before_stored"`):
-			c.Lost += v
-		case strings.HasPrefix(name, "persister_entries_claimed_total{"):
-			c.Claimed += v
-		case strings.HasPrefix(name, "persister_write_errors_total{") && strings.Contains(name, `class="unknown_outcome"`):
-			c.Unknown += v
-		}
-	})
-	return c, err
 }

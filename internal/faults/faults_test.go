@@ -43,8 +43,8 @@ func TestRow02CrashMidBatch(t *testing.T) {
 		since = time.Now()
 	}
 	res := r.settle(since, 180*time.Second)
-	if res.counters.claimed != 0 {
-		t.Errorf("claimed %v entries, want 0 (claiming is off; the own pending list must be drained)", res.counters.claimed)
+	if res.counters.Claimed != 0 {
+		t.Errorf("claimed %v entries, want 0 (claiming is off; the own pending list must be drained)", res.counters.Claimed)
 	}
 	res.note = fmt.Sprintf("4 SIGKILLs; %d entries pending on the killed consumer at the kills, drained by its restarts", held)
 	r.report("crash mid-batch (kill -9 x4, restart)", res)
@@ -93,8 +93,8 @@ func TestRow03CrashAfterWriteBeforeAck(t *testing.T) {
 	rp := r.startReplica("victim", map[string]string{"PERSISTER_CLAIM_MIN_IDLE": "1h"})
 	r.mustPublish(60, 300)
 	res := r.settle(since, 180*time.Second)
-	if int(res.counters.duplicate) != written {
-		t.Errorf("duplicates %v, want %d (every redelivered entry was already stored)", res.counters.duplicate, written)
+	if int(res.counters.Duplicate) != written {
+		t.Errorf("duplicates %v, want %d (every redelivered entry was already stored)", res.counters.Duplicate, written)
 	}
 	if errs, err := rp.metricValue("persister_write_errors_total"); err == nil && errs > 0 {
 		t.Errorf("write errors %v, want 0: redelivery of stored entries is not an error", errs)
@@ -139,8 +139,8 @@ func TestRow04ReplicaDiesForGood(t *testing.T) {
 	recovered := time.Since(killedAt)
 	p.Stop()
 	res := r.settle(killedAt, 180*time.Second)
-	if res.counters.claimed < float64(held) {
-		t.Errorf("claimed %v entries, want at least the %d the dead replica held", res.counters.claimed, held)
+	if res.counters.Claimed < float64(held) {
+		t.Errorf("claimed %v entries, want at least the %d the dead replica held", res.counters.Claimed, held)
 	}
 	// "within min-idle plus a few seconds" is measured and reported; the
 	// bound above is kept generous for a 2-core machine shared with other
@@ -345,10 +345,10 @@ func TestRow06MongoCrashesMidBulk(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	p.Stop()
 	res := r.settle(restartedAt, 180*time.Second)
-	if res.counters.unknownOutcome == 0 {
+	if res.counters.Unknown == 0 {
 		t.Errorf("no write failed with an unknown outcome; the fault did not hit a write")
 	}
-	res.note = fmt.Sprintf("%d bulk writes failed with an unknown outcome and were retried", int(res.counters.unknownOutcome))
+	res.note = fmt.Sprintf("%d bulk writes failed with an unknown outcome and were retried", int(res.counters.Unknown))
 	r.report("MongoDB crashes mid-bulk (kill -9, restart)", res)
 }
 
@@ -422,8 +422,8 @@ func TestRow08RedisRestartAOF(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	p.Stop()
 	res := r.settle(restartedAt, 180*time.Second)
-	if res.counters.duplicate > float64(res.published)/4 {
-		t.Errorf("%v duplicates of %d entries: the group was re-read from the start", res.counters.duplicate, res.published)
+	if res.counters.Duplicate > float64(res.published)/4 {
+		t.Errorf("%v duplicates of %d entries: the group was re-read from the start", res.counters.Duplicate, res.published)
 	}
 	res.note = fmt.Sprintf("group present on all %d streams after the restart, last-delivered ids kept", len(before))
 	r.report("Redis restart with AOF (kill -9)", res)
@@ -640,22 +640,22 @@ func row11(t *testing.T, variant string) {
 	// (the write timeout): wait for that count, then make sure it stays.
 	e2e.Eventually(t, 30*time.Second, "trimmed pending entries counted", func() (bool, string) {
 		c := r.totals()
-		return int(c.lost) >= missing, fmt.Sprintf("counted %v lost, %d missing", c.lost, missing)
+		return int(c.Lost) >= missing, fmt.Sprintf("counted %v lost, %d missing", c.Lost, missing)
 	})
 	time.Sleep(3 * time.Second)
 	res.counters = r.totals()
-	if int(res.counters.lost) != missing || trimmedPending != int(held) {
+	if int(res.counters.Lost) != missing || trimmedPending != int(held) {
 		t.Errorf("persister counted %v lost; %d were pending on the dead consumer (%d of them trimmed), %d of those are missing from MongoDB; want exactly the missing counted",
-			res.counters.lost, held, trimmedPending, missing)
+			res.counters.Lost, held, trimmedPending, missing)
 	}
 	// Counted by the lag measurement when it sees the gap before the reader
 	// reads past it (and never more than there were).
-	if unread := res.lostWhy[trimmedUnread]; int(res.counters.lostUnread) > unread {
-		t.Errorf("persister counted %v lost before read; only %d entries were trimmed before any read", res.counters.lostUnread, unread)
+	if unread := res.lostWhy[trimmedUnread]; int(res.counters.LostUnread) > unread {
+		t.Errorf("persister counted %v lost before read; only %d entries were trimmed before any read", res.counters.LostUnread, unread)
 	}
-	if variant == "claim" && res.counters.claimed != 0 {
+	if variant == "claim" && res.counters.Claimed != 0 {
 		// Only trimmed ids were pending: nothing with a body to claim.
-		t.Errorf("claimed %v entries with a body, want 0", res.counters.claimed)
+		t.Errorf("claimed %v entries with a body, want 0", res.counters.Claimed)
 	}
 	storedAnyway := int(held) - missing
 	res.note = fmt.Sprintf("%d pending entries trimmed, recovered through the %s path (%d of them had in fact reached MongoDB: the killed replica's last write, sent to the stopped server, completed after SIGCONT; the persister finds their documents and does not count them lost); streams trimmed to their last %d entries",

@@ -236,26 +236,11 @@ func (p *producer) Stop() {
 	<-p.done
 }
 
-// counters are the persister metrics a row reports, summed over labels.
-type counters struct {
-	inserted, duplicate, claimed, acked, unknownOutcome, fatal float64
-	// lost counts entries trimmed while pending (cause
-	// trimmed_before_stored); lostUnread those trimmed before the group read
-	// them (trimmed_before_read, counted by the lag measurement).
-	lost, lostUnread float64
-}
-
-func (c counters) plus(o counters) counters {
-	return counters{inserted: c.inserted + o.inserted, duplicate: c.duplicate + o.duplicate,
-		claimed: c.claimed + o.claimed, acked: c.acked + o.acked, unknownOutcome: c.unknownOutcome + o.unknownOutcome,
-		fatal: c.fatal + o.fatal, lost: c.lost + o.lost, lostUnread: c.lostUnread + o.lostUnread}
-}
-
 // replica is one persister process with a fixed metrics port; its counters
 // are kept over its incarnations (each as of its last scrape).
 type replica struct {
 	*e2e.Proc
-	*e2e.Counts[counters]
+	*e2e.Counts[e2e.Counters]
 	name string
 	addr string
 }
@@ -285,7 +270,7 @@ func (r *rig) env(name, addr string, extra map[string]string) map[string]string 
 func (r *rig) startReplica(name string, extra map[string]string) *replica {
 	r.t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(r.t))
-	rp := &replica{name: name, addr: addr, Counts: e2e.NewCounts(addr, 3*time.Second, parseCounters, counters.plus)}
+	rp := &replica{name: name, addr: addr, Counts: e2e.NewCounts(addr, 3*time.Second, e2e.ParseCounters, e2e.Counters.Plus)}
 	rp.Started()
 	rp.Proc = e2e.StartProc(r.t, bin, r.env(name, addr, extra))
 	r.mu.Lock()
@@ -317,32 +302,6 @@ func (rp *replica) restart() {
 // get GETs path from the replica.
 func (rp *replica) get(path string) (int, string, error) {
 	return rp.Get(context.Background(), path)
-}
-
-// parseCounters sums the metric families a row reports.
-func parseCounters(body string) (counters, error) {
-	var c counters
-	err := promtext.Each(body, func(name string, v float64) {
-		switch {
-		case strings.HasPrefix(name, "persister_entries_stored_total{") && strings.Contains(name, `outcome="duplicate"`):
-			c.duplicate += v
-		case strings.HasPrefix(name, "persister_entries_stored_total{"):
-			c.inserted += v
-		case strings.HasPrefix(name, "persister_entries_lost_total{") && strings.Contains(name, `cause="trimmed_before_read"`):
-			c.lostUnread += v
-		case strings.HasPrefix(name, "persister_entries_lost_total{"):
-			c.lost += v
-		case strings.HasPrefix(name, "persister_entries_claimed_total{"):
-			c.claimed += v
-		case strings.HasPrefix(name, "persister_entries_acked_total{"):
-			c.acked += v
-		case strings.HasPrefix(name, "persister_write_errors_total{") && strings.Contains(name, `class="unknown_outcome"`):
-			c.unknownOutcome += v
-		case strings.HasPrefix(name, "persister_write_errors_total{") && strings.Contains(name, `class="fatal"`):
-			c.fatal += v
-		}
-	})
-	return c, err
 }
 
 // metricValue returns the sum of the samples of one metric family.
@@ -384,11 +343,11 @@ func (r *rig) replicaList() []*replica {
 	return append([]*replica(nil), r.replicas...)
 }
 
-func (r *rig) totals() counters {
-	var c counters
+func (r *rig) totals() e2e.Counters {
+	var c e2e.Counters
 	for _, rp := range r.replicaList() {
 		rp.Refresh()
-		c = c.plus(rp.Totals())
+		c = c.Plus(rp.Totals())
 	}
 	return c
 }
@@ -470,7 +429,7 @@ func (r *rig) verifyLedger(ctx context.Context, l *e2e.Ledger) e2e.Report {
 // result is one row's summary line.
 type result struct {
 	published, stored int
-	counters          counters
+	counters          e2e.Counters
 	excused           int            // ledger entries not stored, each with a reason
 	lostWhy           map[string]int // reason -> count
 	recover           time.Duration
@@ -542,18 +501,18 @@ func (r *rig) existingStreams(ctx context.Context) []string {
 // report prints the row's line and keeps it for the final table.
 func (r *rig) report(fault string, res result) {
 	lost := fmt.Sprintf("%d", res.excused)
-	if res.excused > 0 || res.counters.lost+res.counters.lostUnread > 0 {
+	if res.excused > 0 || res.counters.Lost+res.counters.LostUnread > 0 {
 		var parts []string
 		for reason, n := range res.lostWhy {
 			parts = append(parts, fmt.Sprintf("%d %s", n, reason))
 		}
 		sort.Strings(parts)
 		parts = append(parts, fmt.Sprintf("persister_entries_lost_total trimmed_before_stored %d, trimmed_before_read %d",
-			int(res.counters.lost), int(res.counters.lostUnread)))
+			int(res.counters.Lost), int(res.counters.LostUnread)))
 		lost += " (" + strings.Join(parts, "; ") + ")"
 	}
 	line := fmt.Sprintf("row %-8s %-44s published %6d  stored %6d  duplicates %5d  lost %s  recovered in %s",
-		r.row, fault, res.published, res.stored, int(res.counters.duplicate), lost, res.recover.Round(10*time.Millisecond))
+		r.row, fault, res.published, res.stored, int(res.counters.Duplicate), lost, res.recover.Round(10*time.Millisecond))
 	if res.note != "" {
 		line += "  [" + res.note + "]"
 	}

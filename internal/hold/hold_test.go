@@ -27,17 +27,24 @@ func gauge(g prometheus.Gauge) float64 {
 	return m.Gauge.GetValue()
 }
 
-// TestHoldLifecycle: a hold keeps the entry's budget share, its in-flight
-// count and its in-hand record; Done gives back the first two always, and
-// the record only when the entry was acknowledged (one given up keeps it
-// until ttl, then the sweeper may take the entry up again).
-func TestHoldLifecycle(t *testing.T) {
+// newTestSet returns a set with a ttl of a minute, its budget (300 bytes
+// of 1000 acquired: three holds of 100) and its in-flight gauge.
+func newTestSet(t *testing.T) (*budget.Budget, prometheus.Gauge, *Set) {
+	t.Helper()
 	b := budget.New(1000)
 	if err := b.Acquire(context.Background(), 300); err != nil {
 		t.Fatal(err)
 	}
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
-	s := NewSet(b, g, time.Minute)
+	return b, g, NewSet(b, g, time.Minute)
+}
+
+// TestHoldLifecycle: a hold keeps the entry's budget share, its in-flight
+// count and its in-hand record; Done gives back the first two always, and
+// the record only when the entry was acknowledged (one given up keeps it
+// until ttl, then the sweeper may take the entry up again).
+func TestHoldLifecycle(t *testing.T) {
+	b, g, s := newTestSet(t)
 	t0 := time.Now()
 	body := map[string]any{"payload": "1"}
 	h1 := s.Take("s", "1-0", 100, t0)

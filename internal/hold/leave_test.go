@@ -7,10 +7,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/chronow/persister/internal/budget"
 )
 
 // fakeAcker records the XACKs Leave sends; each answers from answer
@@ -63,12 +59,7 @@ func TestLeave(t *testing.T) {
 		{name: "ack each failed", way: AckedEach, err: errDown, wantEach: [][]string{{"a", "1-0", "2-0"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := budget.New(1000)
-			if err := b.Acquire(context.Background(), 300); err != nil {
-				t.Fatal(err)
-			}
-			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
-			s := NewSet(b, g, time.Minute)
+			b, g, s := newTestSet(t)
 			now := time.Now()
 			outs := []Out{
 				{Stream: "a", ID: "1-0", Hold: s.Take("a", "1-0", 100, now)},

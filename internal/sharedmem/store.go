@@ -22,12 +22,7 @@ import (
 // Databases is what the store needs from the sink: a tenant's database and
 // its schema (the unique index on key, namespace, tenantId, which the
 // ordering guarantee relies on).
-type Databases interface {
-	Database(tenantID string) (*mongo.Database, error)
-	EnsureSchema(ctx context.Context, tenantID string) error
-}
-
-var _ Databases = (*sink.Writer)(nil)
+type Databases = sink.Databases
 
 // The defects a stored value can have, kept in _system.defects.
 const (

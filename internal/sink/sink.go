@@ -39,6 +39,17 @@ type Result struct {
 // Stored reports whether the document is durably in the collection.
 func (r Result) Stored() bool { return r.Class == ClassNone || r.Class == ClassDuplicate }
 
+// Databases is what the writers of the other collections (topics, shared
+// memory) need of the sink: a tenant's database, with its collections and
+// indexes made (the unique indexes their idempotent writes rely on).
+// Writer is one.
+type Databases interface {
+	Database(tenantID string) (*mongo.Database, error)
+	EnsureSchema(ctx context.Context, tenantID string) error
+}
+
+var _ Databases = (*Writer)(nil)
+
 // Writer owns one MongoDB client per configured connection, shared by the
 // tenants on it.
 type Writer struct {

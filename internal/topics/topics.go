@@ -22,13 +22,11 @@ import (
 	"github.com/chronow/persister/internal/config"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/redisconn"
+	"github.com/chronow/persister/internal/sink"
 )
 
 // Store is what the Syncer needs of the database (sink.Writer).
-type Store interface {
-	Database(tenant string) (*mongo.Database, error)
-	EnsureSchema(ctx context.Context, tenant string) error
-}
+type Store = sink.Databases
 
 // Config tunes a Syncer.
 type Config struct {
