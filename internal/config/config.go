@@ -198,8 +198,8 @@ func (c *Config) Validate() error {
 	c.Redis.validate(&ps)
 	p := c.Persister
 	p.validateNames(&ps)
+	p.validatePositive(&ps)
 	p.validateNumbers(&ps)
-	p.validateDurations(&ps)
 	p.validateModes(&ps)
 	errs := ps.errs
 	if err := c.Chronos.Validate(); err != nil {
@@ -257,27 +257,56 @@ func (p Persister) validateNames(ps *problems) {
 	}
 }
 
-// validateNumbers checks the sizes, counts and limits.
-func (p Persister) validateNumbers(ps *problems) {
-	positive := []struct {
-		name string
-		v    int
-	}{
-		{"PERSISTER_BATCH_SIZE", p.BatchSize},
-		{"PERSISTER_BATCH_BYTES", p.BatchBytes},
-		{"PERSISTER_WORKERS", p.Workers},
-		{"PERSISTER_INFLIGHT_BATCHES", p.InflightBatches},
-		{"PERSISTER_MAX_CONCURRENT_WRITES", p.MaxConcurrentWrites},
-		{"PERSISTER_MAX_INFLIGHT_BYTES", p.MaxInflightBytes},
-		{"PERSISTER_MAX_DELIVERIES", p.MaxDeliveries},
-		{"PERSISTER_SM_MAX_PENDING", p.SMMaxPending},
-		{"PERSISTER_SM_CACHE_KEYS", p.SMCacheKeys},
+// validatePositive checks that every size, count, interval and timeout is
+// positive.
+func (p Persister) validatePositive(ps *problems) {
+	count := func(name string, v int) positiveSetting {
+		return positiveSetting{name, v > 0, fmt.Sprintf("must be > 0, got %d", v)}
 	}
-	for _, f := range positive {
-		if f.v <= 0 {
-			ps.bad(f.name, "must be > 0, got %d", f.v)
+	duration := func(name string, v time.Duration) positiveSetting {
+		return positiveSetting{name, v > 0, fmt.Sprintf("must be a positive duration, got %s", v)}
+	}
+	for _, s := range []positiveSetting{
+		count("PERSISTER_BATCH_SIZE", p.BatchSize),
+		count("PERSISTER_BATCH_BYTES", p.BatchBytes),
+		count("PERSISTER_WORKERS", p.Workers),
+		count("PERSISTER_INFLIGHT_BATCHES", p.InflightBatches),
+		count("PERSISTER_MAX_CONCURRENT_WRITES", p.MaxConcurrentWrites),
+		count("PERSISTER_MAX_INFLIGHT_BYTES", p.MaxInflightBytes),
+		count("PERSISTER_MAX_DELIVERIES", p.MaxDeliveries),
+		count("PERSISTER_SM_MAX_PENDING", p.SMMaxPending),
+		count("PERSISTER_SM_CACHE_KEYS", p.SMCacheKeys),
+		duration("PERSISTER_BATCH_LINGER", p.BatchLinger),
+		duration("PERSISTER_READ_BLOCK", p.ReadBlock),
+		duration("PERSISTER_CLUSTER_POLL", p.ClusterPoll),
+		duration("PERSISTER_CLUSTER_IDLE_POLL", p.ClusterIdlePoll),
+		duration("PERSISTER_DISCOVERY_INTERVAL", p.DiscoveryInterval),
+		duration("PERSISTER_SHUTDOWN_GRACE", p.ShutdownGrace),
+		duration("PERSISTER_WRITE_TIMEOUT", p.WriteTimeout),
+		duration("PERSISTER_RETRY_MAX_BACKOFF", p.RetryMaxBackoff),
+		duration("PERSISTER_CLAIM_MIN_IDLE", p.ClaimMinIdle),
+		duration("PERSISTER_CLAIM_INTERVAL", p.ClaimInterval),
+		duration("PERSISTER_CONSUMER_IDLE_DELETE", p.ConsumerIdleDelete),
+		duration("PERSISTER_METRICS_INTERVAL", p.MetricsInterval),
+		duration("PERSISTER_SM_RECONCILE_INTERVAL", p.SMReconcileInterval),
+		duration("PERSISTER_SM_FLUSH_INTERVAL", p.SMFlushInterval),
+	} {
+		if !s.ok {
+			ps.bad(s.name, "%s", s.problem)
 		}
 	}
+}
+
+// positiveSetting is one setting validatePositive checks.
+type positiveSetting struct {
+	name    string
+	ok      bool
+	problem string
+}
+
+// validateNumbers checks the limits of sizes and counts beyond being
+// positive.
+func (p Persister) validateNumbers(ps *problems) {
 	if floor := int64(p.MaxInflightBytes) + 16<<20; p.MemoryLimit < -1 || (p.MemoryLimit > 0 && p.MemoryLimit < floor) {
 		ps.bad("PERSISTER_MEMORY_LIMIT", "must be 0 (auto), -1 (off) or at least PERSISTER_MAX_INFLIGHT_BYTES + 16 MiB (%d), got %d", floor, p.MemoryLimit)
 	}
@@ -286,34 +315,6 @@ func (p Persister) validateNumbers(ps *problems) {
 	}
 	if p.BatchSize > 100000 {
 		ps.bad("PERSISTER_BATCH_SIZE", "must be <= 100000 (MongoDB's maxWriteBatchSize), got %d", p.BatchSize)
-	}
-}
-
-// validateDurations checks that every interval and timeout is positive.
-func (p Persister) validateDurations(ps *problems) {
-	durations := []struct {
-		name string
-		v    time.Duration
-	}{
-		{"PERSISTER_BATCH_LINGER", p.BatchLinger},
-		{"PERSISTER_READ_BLOCK", p.ReadBlock},
-		{"PERSISTER_CLUSTER_POLL", p.ClusterPoll},
-		{"PERSISTER_CLUSTER_IDLE_POLL", p.ClusterIdlePoll},
-		{"PERSISTER_DISCOVERY_INTERVAL", p.DiscoveryInterval},
-		{"PERSISTER_SHUTDOWN_GRACE", p.ShutdownGrace},
-		{"PERSISTER_WRITE_TIMEOUT", p.WriteTimeout},
-		{"PERSISTER_RETRY_MAX_BACKOFF", p.RetryMaxBackoff},
-		{"PERSISTER_CLAIM_MIN_IDLE", p.ClaimMinIdle},
-		{"PERSISTER_CLAIM_INTERVAL", p.ClaimInterval},
-		{"PERSISTER_CONSUMER_IDLE_DELETE", p.ConsumerIdleDelete},
-		{"PERSISTER_METRICS_INTERVAL", p.MetricsInterval},
-		{"PERSISTER_SM_RECONCILE_INTERVAL", p.SMReconcileInterval},
-		{"PERSISTER_SM_FLUSH_INTERVAL", p.SMFlushInterval},
-	}
-	for _, d := range durations {
-		if d.v <= 0 {
-			ps.bad(d.name, "must be a positive duration, got %s", d.v)
-		}
 	}
 }
 
