@@ -47,6 +47,10 @@ func (sv *server) addr() string {
 func (sv *server) signal(sig syscall.Signal) error {
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
+	return sv.signalLocked(sig)
+}
+
+func (sv *server) signalLocked(sig syscall.Signal) error {
 	pid := sv.s.Pid()
 	if pid == 0 {
 		return fmt.Errorf("%s is not running", sv.name)
@@ -96,13 +100,10 @@ func (sv *server) relaunch() error {
 // close resumes (if paused) and stops the server.
 func (sv *server) close() {
 	sv.mu.Lock()
-	paused := sv.paused
-	sv.mu.Unlock()
-	if paused {
-		_ = sv.resume()
-	}
-	sv.mu.Lock()
 	defer sv.mu.Unlock()
+	if sv.paused {
+		_ = sv.signalLocked(syscall.SIGCONT)
+	}
 	_ = sv.s.Stop()
 }
 

@@ -47,37 +47,24 @@ func WithMongoTLS(p *PKI) MongoOption {
 
 func ferretDBBin(t testing.TB) string {
 	t.Helper()
-
-	bin, err := findFerretDB()
-	if err != nil {
-		missingBinary(t, err.Error(), "run `make ferretdb` at the repository root (builds bin/ferretdb from tools/ferretdb)")
-	}
-
-	return bin
+	return mustFind(t, findFerretDB, "run `make ferretdb` at the repository root (builds bin/ferretdb from tools/ferretdb)")
 }
 
 // findFerretDB returns $PERSISTER_FERRETDB_BIN when it is set, else the
 // module's bin/ferretdb; the file must exist. The error says which was
 // missing.
 func findFerretDB() (string, error) {
-	if bin := os.Getenv(EnvFerretDBBin); bin != "" {
-		if _, err := os.Stat(bin); err != nil {
-			return "", fmt.Errorf("FerretDB binary ($%s=%q: %v)", EnvFerretDBBin, bin, err)
-		}
-
-		return bin, nil
+	if bin, set, err := binFromEnv(EnvFerretDBBin, "FerretDB binary"); set {
+		return bin, err
 	}
-
 	root, err := repoRoot()
 	if err != nil {
 		return "", fmt.Errorf("FerretDB binary (%v)", err)
 	}
-
 	bin := filepath.Join(root, "bin", "ferretdb")
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("FerretDB binary (%s; $%s is empty)", bin, EnvFerretDBBin)
 	}
-
 	return bin, nil
 }
 

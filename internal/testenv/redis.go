@@ -71,33 +71,45 @@ func WithRedisArgs(args ...string) RedisOption {
 
 func redisServerBin(t testing.TB) string {
 	t.Helper()
-
-	bin, err := findRedisServer()
-	if err != nil {
-		missingBinary(t, err.Error(), "run `make redis` or `apt-get install redis-server`")
-	}
-
-	return bin
+	return mustFind(t, findRedisServer, "run `make redis` or `apt-get install redis-server`")
 }
 
 // findRedisServer returns $PERSISTER_REDIS_SERVER_BIN when it is set (the
 // file must exist), else redis-server from $PATH; the error says which
 // was missing.
 func findRedisServer() (string, error) {
-	if bin := os.Getenv(EnvRedisServerBin); bin != "" {
-		if _, err := os.Stat(bin); err != nil {
-			return "", fmt.Errorf("redis-server ($%s=%q: %v)", EnvRedisServerBin, bin, err)
-		}
-
-		return bin, nil
+	if bin, set, err := binFromEnv(EnvRedisServerBin, "redis-server"); set {
+		return bin, err
 	}
-
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return "", fmt.Errorf("redis-server (not in $PATH and $%s is empty)", EnvRedisServerBin)
 	}
-
 	return bin, nil
+}
+
+// binFromEnv returns the binary named by the environment variable env and
+// whether it is set; a set one must exist (the error names what and env).
+func binFromEnv(env, what string) (bin string, set bool, err error) {
+	bin = os.Getenv(env)
+	if bin == "" {
+		return "", false, nil
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", true, fmt.Errorf("%s ($%s=%q: %v)", what, env, bin, err)
+	}
+	return bin, true, nil
+}
+
+// mustFind returns the binary find finds, or reports it missing with
+// hint (missingBinary: a failure in CI, a skip elsewhere).
+func mustFind(t testing.TB, find func() (string, error), hint string) string {
+	t.Helper()
+	bin, err := find()
+	if err != nil {
+		missingBinary(t, err.Error(), hint)
+	}
+	return bin
 }
 
 // StartRedis starts redis-server on a free port with its data in a temp dir
