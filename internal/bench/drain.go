@@ -214,13 +214,6 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 	if err := e.waitDrained(ctx, name, l, n, ds, start, &res); err != nil {
 		return fail(err)
 	}
-	for _, d := range ds {
-		// The daemon's metrics at the end of the drain, kept in the work
-		// dir (batch sizes, write durations, the adaptive limits).
-		if err := d.Fetch(ctx, "/metrics", filepath.Join(e.Dir, d.Name+"-metrics.txt")); err != nil {
-			e.Log.Warn("metrics not saved", "daemon", d.Name, "err", err)
-		}
-	}
 	res.ServerCPU = map[string]time.Duration{}
 	for name, c := range e.serverCPU() {
 		res.ServerCPU[name] = c - srv0[name]
@@ -232,6 +225,14 @@ func (e *Env) Drain(ctx context.Context, name string, l Layout, n, replicas int,
 		}
 		res.CPU += u.CPU
 		res.PeakRSS = max(res.PeakRSS, u.PeakRSS)
+	}
+	for _, d := range ds {
+		// The daemon's metrics at the end of the drain (batch sizes, write
+		// durations, the adaptive limits), kept in the work dir; read after
+		// its CPU and peak RSS, which the scrape would add to.
+		if err := d.Fetch(ctx, "/metrics", filepath.Join(e.Dir, d.Name+"-metrics.txt")); err != nil {
+			e.Log.Warn("metrics not saved", "daemon", d.Name, "err", err)
+		}
 	}
 	stopDuring()
 	stored, err := countStored(ctx, e.Mongo, l)

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -95,13 +96,9 @@ func (rp *replica) running() bool {
 // action, which says nothing about how the daemon stops.
 func (rp *replica) waitUp(timeout time.Duration) (time.Duration, bool) {
 	start := time.Now()
-	client := http.Client{Timeout: time.Second}
 	for time.Since(start) < timeout {
-		if resp, err := client.Get("http://" + rp.addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return time.Since(start), true
-			}
+		if code, _, err := rp.counts.Get(context.Background(), "/healthz"); err == nil && code == http.StatusOK {
+			return time.Since(start), true
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
