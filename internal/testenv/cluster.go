@@ -52,7 +52,7 @@ func StartCluster(t testing.TB, masters int, opts ...RedisOption) *Cluster {
 		t.Fatalf("testenv: StartCluster: %d masters", masters)
 	}
 
-	if v, err := redisVersion(redisServerBin(t)); err != nil || v < 7 {
+	if v, err := redisVersion(redisServer.must(t)); err != nil || v < 7 {
 		t.Fatalf("testenv: StartCluster needs redis-server 7.0 or later (--cluster-port, CLUSTER MEET with a bus port); found major version %d (%v)", v, err)
 	}
 

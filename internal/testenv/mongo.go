@@ -3,11 +3,9 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -45,18 +43,9 @@ func WithMongoTLS(p *PKI) MongoOption {
 	return func(c *mongoConfig) { c.pki = p }
 }
 
-func ferretDBBin(t testing.TB) string {
-	t.Helper()
-	return mustFind(t, findFerretDB, "run `make ferretdb` at the repository root (builds bin/ferretdb from tools/ferretdb)")
-}
-
-// findFerretDB returns $PERSISTER_FERRETDB_BIN when it is set, else the
-// module's bin/ferretdb; the file must exist. The error says which was
-// missing.
-func findFerretDB() (string, error) {
-	if bin, set, err := binFromEnv(EnvFerretDBBin, "FerretDB binary"); set {
-		return bin, err
-	}
+// ferretDBInRepo returns the module's bin/ferretdb (where it is looked for
+// when $PERSISTER_FERRETDB_BIN is empty); the file must exist.
+func ferretDBInRepo() (string, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return "", fmt.Errorf("FerretDB binary (%v)", err)
@@ -86,43 +75,34 @@ func StartMongoLater(t testing.TB, opts ...MongoOption) *Mongo {
 	t.Helper()
 
 	cfg := applyOptions(opts)
-	bin := ferretDBBin(t)
-	tmp, stateDir, port := testDirAndPort(t, "state")
+	s := newTestServer(t, ferretDB, "state")
 
 	logLevel := os.Getenv(EnvFerretDBLogLevel)
 	if logLevel == "" {
 		logLevel = "info"
 	}
 
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	m := &Mongo{
-		Addr:     addr,
-		URI:      "mongodb://" + addr + "/",
-		Port:     port,
-		StateDir: stateDir,
-		Log:      filepath.Join(tmp, "ferretdb.log"),
+		Addr:     s.addr,
+		URI:      "mongodb://" + s.addr + "/",
+		Port:     s.port,
+		StateDir: s.data,
+		Log:      filepath.Join(s.tmp, "ferretdb.log"),
 	}
-	args := []string{"-listen-addr", addr, "-state-dir", stateDir, "-log-level", logLevel}
+	args := []string{"-listen-addr", s.addr, "-state-dir", s.data, "-log-level", logLevel}
 	if p := cfg.pki; p != nil {
 		// TLS only, with a client certificate required (FerretDB asks for
 		// one whenever it is given a CA).
-		args = []string{"-listen-addr", "", "-tls-listen-addr", addr,
+		args = []string{"-listen-addr", "", "-tls-listen-addr", s.addr,
 			"-tls-cert-file", p.ServerCert, "-tls-key-file", p.ServerKey, "-tls-ca-file", p.CACert,
-			"-state-dir", stateDir, "-log-level", logLevel}
-		m.URI = "mongodb://" + addr + "/?" + url.Values{
+			"-state-dir", s.data, "-log-level", logLevel}
+		m.URI = "mongodb://" + s.addr + "/?" + url.Values{
 			"tls":                   {"true"},
 			"tlsCAFile":             {p.CACert},
 			"tlsCertificateKeyFile": {p.ClientPEM},
 		}.Encode()
 	}
-	m.p = &proc{
-		name:    "ferretdb",
-		bin:     bin,
-		args:    args,
-		logPath: m.Log,
-		addr:    addr,
-	}
-	m.p.register(t)
+	m.p = s.proc(t, "ferretdb", args, m.Log)
 
 	return m
 }

@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -69,47 +67,14 @@ func WithRedisArgs(args ...string) RedisOption {
 	return func(c *redisConfig) { c.extra = append(c.extra, args...) }
 }
 
-func redisServerBin(t testing.TB) string {
-	t.Helper()
-	return mustFind(t, findRedisServer, "run `make redis` or `apt-get install redis-server`")
-}
-
-// findRedisServer returns $PERSISTER_REDIS_SERVER_BIN when it is set (the
-// file must exist), else redis-server from $PATH; the error says which
-// was missing.
-func findRedisServer() (string, error) {
-	if bin, set, err := binFromEnv(EnvRedisServerBin, "redis-server"); set {
-		return bin, err
-	}
+// redisServerInPath finds redis-server in $PATH (where it is looked for
+// when $PERSISTER_REDIS_SERVER_BIN is empty).
+func redisServerInPath() (string, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return "", fmt.Errorf("redis-server (not in $PATH and $%s is empty)", EnvRedisServerBin)
 	}
 	return bin, nil
-}
-
-// binFromEnv returns the binary named by the environment variable env and
-// whether it is set; a set one must exist (the error names what and env).
-func binFromEnv(env, what string) (bin string, set bool, err error) {
-	bin = os.Getenv(env)
-	if bin == "" {
-		return "", false, nil
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return "", true, fmt.Errorf("%s ($%s=%q: %v)", what, env, bin, err)
-	}
-	return bin, true, nil
-}
-
-// mustFind returns the binary find finds, or reports it missing with
-// hint (missingBinary: a failure in CI, a skip elsewhere).
-func mustFind(t testing.TB, find func() (string, error), hint string) string {
-	t.Helper()
-	bin, err := find()
-	if err != nil {
-		missingBinary(t, err.Error(), hint)
-	}
-	return bin
 }
 
 // StartRedis starts redis-server on a free port with its data in a temp dir
@@ -119,11 +84,10 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 
 	cfg := applyOptions(opts)
-	bin := redisServerBin(t)
-	tmp, dir, port := testDirAndPort(t, "data")
+	s := newTestServer(t, redisServer, "data")
 
 	args := []string{
-		"--port", strconv.Itoa(port),
+		"--port", strconv.Itoa(s.port),
 	}
 	if cfg.pki != nil {
 		auth := "no"
@@ -132,7 +96,7 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 		}
 		args = []string{
 			"--port", "0",
-			"--tls-port", strconv.Itoa(port),
+			"--tls-port", strconv.Itoa(s.port),
 			"--tls-cert-file", cfg.pki.ServerCert,
 			"--tls-key-file", cfg.pki.ServerKey,
 			"--tls-ca-cert-file", cfg.pki.CACert,
@@ -145,7 +109,7 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 		"--bind", "127.0.0.1",
 		"--protected-mode", "no",
 		"--daemonize", "no",
-		"--dir", dir,
+		"--dir", s.data,
 		"--logfile", "", // log to stdout, which goes to the log file
 		"--save", "", // no RDB snapshots
 		"--appendonly", "no",
@@ -157,20 +121,18 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 
 	args = append(args, cfg.extra...)
 
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	r := &Redis{
-		Addr: addr,
-		URL:  "redis://" + addr + "/0",
-		Port: port,
-		Dir:  dir,
-		Log:  filepath.Join(tmp, "redis.log"),
+		Addr: s.addr,
+		URL:  "redis://" + s.addr + "/0",
+		Port: s.port,
+		Dir:  s.data,
+		Log:  filepath.Join(s.tmp, "redis.log"),
 	}
 	if cfg.pki != nil {
-		r.URL = "rediss://" + addr + "/0"
+		r.URL = "rediss://" + s.addr + "/0"
 		r.tls = cfg.pki.ClientTLS()
 	}
-	r.p = &proc{name: "redis-server", bin: bin, args: args, logPath: r.Log, addr: addr}
-	r.p.register(t)
+	r.p = s.proc(t, "redis-server", args, r.Log)
 	r.p.startAndWait(t, r.ping)
 
 	return r

@@ -33,7 +33,7 @@ type Server struct {
 // port with its data and log under dir, without persistence, and waits until
 // it answers PING. extra arguments come last and override the defaults.
 func LaunchRedis(dir string, extra ...string) (*Server, error) {
-	bin, err := findRedisServer()
+	bin, err := redisServer.find()
 	if err != nil {
 		return nil, fmt.Errorf("%w not found (run `make redis`)", err)
 	}
@@ -82,27 +82,48 @@ func applyOptions[C any, O ~func(*C)](opts []O) C {
 	return c
 }
 
-// testDirAndPort creates a temp dir for one test's server with its data
-// directory tmp/sub in it, and reserves a free port for the server.
-func testDirAndPort(t testing.TB, sub string) (tmp, data string, port int) {
+// testServer is a server prepared for one test: its binary, a temp dir
+// (for its log) with its data directory in it, and a free port.
+type testServer struct {
+	bin  string
+	tmp  string
+	data string // tmp/sub
+	port int
+	addr string // 127.0.0.1:port
+}
+
+// newTestServer finds b's binary, creates a temp dir for one test's server
+// with its data directory tmp/sub in it, and reserves a free port.
+func newTestServer(t testing.TB, b serverBinary, sub string) testServer {
 	t.Helper()
 
-	port = FreePort(t)
-	tmp = t.TempDir()
-	data = filepath.Join(tmp, sub)
+	s := testServer{bin: b.must(t), port: FreePort(t), tmp: t.TempDir()}
+	s.data = filepath.Join(s.tmp, sub)
+	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 
-	if err := os.MkdirAll(data, 0o755); err != nil {
+	if err := os.MkdirAll(s.data, 0o755); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 
-	return tmp, data, port
+	return s
+}
+
+// proc returns the server's process (name, args, log file), its cleanups
+// registered (proc.register).
+func (s testServer) proc(t testing.TB, name string, args []string, logPath string) *proc {
+	t.Helper()
+
+	p := &proc{name: name, bin: s.bin, args: args, logPath: logPath, addr: s.addr}
+	p.register(t)
+
+	return p
 }
 
 // LaunchFerretDB starts bin/ferretdb (found like StartMongo finds it) on a
 // free port with its SQLite state and log under dir, and waits until a
 // mongo-driver ping succeeds. logLevel "" means "warn".
 func LaunchFerretDB(dir, logLevel string) (*Server, error) {
-	bin, err := findFerretDB()
+	bin, err := ferretDB.find()
 	if err != nil {
 		return nil, fmt.Errorf("%w not found (run `make ferretdb`)", err)
 	}
