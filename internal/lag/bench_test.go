@@ -13,8 +13,7 @@ import (
 // BenchmarkMeasure measures one pass over 1000 streams with a small lag
 // (10 undelivered, 5 pending entries each): ns/op is the cost of a pass.
 func BenchmarkMeasure(b *testing.B) {
-	rs := testenv.StartRedis(b)
-	rdb := rs.Client(b)
+	rdb := testenv.StartRedis(b).Client(b)
 	ctx := context.Background()
 	const streams = 1000
 	keys := make([]string, streams)

@@ -18,8 +18,7 @@ import (
 
 func TestMigrateEmptyThenExistingServer(t *testing.T) {
 	ctx := context.Background()
-	ms := testenv.StartMongo(t)
-	mc := ms.Client(t)
+	mc := testenv.StartMongo(t).Client(t)
 	td := config.TenantDatabase{TenantID: "acme", DBConnRef: "mongo-primary", DBName: "cm_acme"}
 	db := mc.Database(td.DBName)
 	allIndexes := len(sink.Indexes())
@@ -96,8 +95,7 @@ func TestMigrateEmptyThenExistingServer(t *testing.T) {
 // creating everything else; --skip-retention accepts it.
 func TestMigrateRetentionOnServerWithoutTTL(t *testing.T) {
 	ctx := context.Background()
-	ms := testenv.StartMongo(t)
-	db := ms.Client(t).Database("cm_ret")
+	db := testenv.StartMongo(t).Client(t).Database("cm_ret")
 	td := config.TenantDatabase{TenantID: "ret", DBConnRef: "mongo-primary", DBName: "cm_ret",
 		RetentionDays: map[string]int{config.CollMessages: 30, config.CollSharedMemory: 7}}
 
