@@ -29,7 +29,7 @@ const (
 	OpScan           = "scan"
 	OpXReadGroup     = "xreadgroup"
 	OpXGroupCreate   = "xgroup_create"
-	OpXAutoClaim     = "xautoclaim"
+	OpClaim          = "claim"
 	OpXInfoConsumers = "xinfo_consumers"
 	OpLag            = "lag"
 	OpSMSubscribe    = "sm_subscribe"

@@ -36,9 +36,9 @@ var Commands = []struct{ Name, Why string }{
 	{"xgroup|create", "creating the persister's group on a stream"},
 	{"xgroup|delconsumer", "removing idle persister consumers with nothing pending (Lua)"},
 	{"xgroup|setid", "lag measurement: counting entries trimmed unread (Lua, own group only)"},
-	{"xautoclaim", "taking over entries left pending by a dead persister"},
-	{"xpending", "delivery counts (dead letters) and pending counts (lag)"},
-	{"xrange", "lag measurement, replay"},
+	{"xclaim", "taking over entries left pending by a dead persister (claim script, Lua)"},
+	{"xpending", "delivery counts (dead letters), pending counts (lag), entries to claim (claim script)"},
+	{"xrange", "lag measurement, replay, whether a pending entry was trimmed (claim script)"},
 	{"xinfo|stream", "lag measurement, replay"},
 	{"xinfo|groups", "lag measurement (Lua)"},
 	{"xinfo|consumers", "idle consumer cleanup"},
@@ -46,7 +46,7 @@ var Commands = []struct{ Name, Why string }{
 	{"time", "server clock for lag ages and shared-memory versions (Lua)"},
 	{"get", "shared-memory values (Lua)"},
 	{"eval", "shared-memory capture script"},
-	{"evalsha", "lag and consumer-cleanup scripts"},
+	{"evalsha", "lag, claim and consumer-cleanup scripts"},
 	{"script|load", "loading the lag script"},
 	{"psubscribe", "shared memory live: keyspace notifications"},
 	{"punsubscribe", "shared memory live: leaving the subscription"},
@@ -104,9 +104,15 @@ func ChannelPattern(db int, layout keyspace.Layout) string {
 }
 
 // IsNoPerm reports whether err is an ACL refusal (NOPERM), also inside a
-// script's error.
+// script's error (Redis 7.0 words a refusal inside a script "ERR The user
+// executing the script can't run this command or subcommand").
 func IsNoPerm(err error) bool {
-	return err != nil && (redis.HasErrorPrefix(err, "NOPERM") || strings.Contains(err.Error(), "NOPERM"))
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return redis.HasErrorPrefix(err, "NOPERM") || strings.Contains(msg, "NOPERM") ||
+		strings.Contains(msg, "can't run this command or subcommand")
 }
 
 // Refusals records the commands the ACL refused, by name, until they

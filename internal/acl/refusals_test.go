@@ -22,8 +22,12 @@ func TestRefusalsByCommand(t *testing.T) {
 	r.observe(cmd("xinfo", "groups", "cw:a:b:topic:u"), noperm)
 	r.observe(cmd("config", "get", "notify-keyspace-events"), errors.New("NOPERM ... 'config|get'"))
 	r.observe(cmd("evalsha", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 1, "k"), errors.New("NOPERM ... 'xgroup|setid' command script: ..."))
+	// Redis 7.0's words for a refusal inside a script.
+	r.observe(cmd("evalsha", "cccccccccccccccccccccccccccccccccccccccc", 1, "k"),
+		errors.New("ERR The user executing the script can't run this command or subcommand script: cccc, on @user_script:1."))
 	st := r.Status()
-	if !strings.Contains(st, "xinfo|groups: NOPERM") || !strings.Contains(st, "evalsha aaaaaaaaaaaa: NOPERM") || strings.Contains(st, "config") {
+	if !strings.Contains(st, "xinfo|groups: NOPERM") || !strings.Contains(st, "evalsha aaaaaaaaaaaa: NOPERM") ||
+		!strings.Contains(st, "evalsha cccccccccccc: ERR The user executing the script") || strings.Contains(st, "config") {
 		t.Errorf("Status = %q", st)
 	}
 	if n := strings.Count(logs.String(), "command=xinfo|groups"); n != 1 {
@@ -36,6 +40,7 @@ func TestRefusalsByCommand(t *testing.T) {
 		t.Errorf("another script cleared the refusal: %q", r.Status())
 	}
 	r.observe(cmd("evalsha", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 1, "k"), nil)
+	r.observe(cmd("evalsha", "cccccccccccccccccccccccccccccccccccccccc", 1, "k"), nil)
 	r.observe(cmd("xinfo", "groups", "cw:a:b:topic:t"), redis.Nil)
 	if st := r.Status(); st != "" {
 		t.Errorf("after success: Status = %q", st)

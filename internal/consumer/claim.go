@@ -25,7 +25,7 @@ type ClaimerConfig struct {
 	MinIdle time.Duration
 	// Interval is the time between two sweeps (PERSISTER_CLAIM_INTERVAL).
 	Interval time.Duration
-	// Count is the number of entries asked for per XAUTOCLAIM call.
+	// Count is the number of entries asked for per step of a sweep (claimScript).
 	Count int
 	// IdleDelete is how long a consumer with nothing pending must have been
 	// idle before it is deleted (PERSISTER_CONSUMER_IDLE_DELETE); 0 never
@@ -41,7 +41,7 @@ type ClaimerConfig struct {
 
 // Claimer sweeps the group's pending entries list of every stream in a set:
 // entries pending longer than MinIdle (their consumer crashed, died for
-// good, or could not store them) are claimed with XAUTOCLAIM and handed to
+// good, or could not store them) are claimed (claimScript) and handed to
 // the handler like freshly read entries; entries trimmed from the stream
 // while pending reach the handler with nil Values. Consumers idle for
 // IdleDelete with nothing pending are removed.
@@ -131,31 +131,60 @@ func (c *Claimer) Sweep(ctx context.Context) (SweepStats, error) {
 	return st, nil
 }
 
-// claimStream follows the XAUTOCLAIM cursor from 0-0 back to 0-0.
+// claimScript is one step of a claim sweep, atomic in Redis: KEYS[1] the
+// stream, ARGV[1] the group, ARGV[2] the claiming consumer, ARGV[3] the
+// minimum idle time (ms), ARGV[4] where to start (an id, "(" for after it,
+// or "-"), ARGV[5] how many pending entries to look at. Of the group's
+// entries pending at least min-idle from the start on, it claims
+// (XCLAIM) those still in the stream and returns the ids of those trimmed
+// away while pending without touching them: unlike XAUTOCLAIM and XCLAIM,
+// which drop such ids from the pending list as they find them (Redis 7),
+// the trimmed entries stay pending on their consumer until the persister
+// has decided them (stored after all, or counted as lost) and acked them,
+// so a claimer killed in between leaves them to the next sweep instead of
+// losing their count. Returns {last id looked at ("" if none), claimed
+// entries (XCLAIM's reply), trimmed ids, number of pending entries looked
+// at}.
+var claimScript = redis.NewScript(`
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
+local live, trimmed, last = {}, {}, ''
+for _, p in ipairs(pend) do
+  last = p[1]
+  if #redis.call('XRANGE', KEYS[1], p[1], p[1]) > 0 then
+    live[#live + 1] = p[1]
+  else
+    trimmed[#trimmed + 1] = p[1]
+  end
+end
+local claimed = {}
+if #live > 0 then
+  claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(live))
+end
+return {last, claimed, trimmed, #pend}
+`)
+
+// claimStream walks the stream's pending entries idle at least MinIdle,
+// Count at a time (claimScript), and hands each step's claimed entries and
+// trimmed ids (with nil Values) to the handler.
 func (c *Claimer) claimStream(ctx context.Context, stream string, st *SweepStats) error {
-	start := "0-0"
+	start := "-"
 	for {
 		// Not cancelled by a stop: a claim whose reply is lost would leave
 		// the entries pending on this consumer with nobody holding them.
-		msgs, next, deleted, err := c.rdb.XAutoClaimWithDeleted(context.WithoutCancel(ctx), &redis.XAutoClaimArgs{
-			Stream: stream, Group: c.cfg.Group, Consumer: c.cfg.Consumer,
-			MinIdle: c.cfg.MinIdle, Start: start, Count: int64(c.cfg.Count),
-		}).Result()
+		res, err := claimScript.Run(context.WithoutCancel(ctx), c.rdb, []string{stream},
+			c.cfg.Group, c.cfg.Consumer, c.cfg.MinIdle.Milliseconds(), start, c.cfg.Count).Slice()
 		if err != nil {
 			if gone(err) {
 				// The stream or its group vanished; the reader recreates
 				// the group when the stream is back.
 				return nil
 			}
-			c.report(metrics.OpXAutoClaim, err)
-			return fmt.Errorf("xautoclaim %s: %w", stream, err)
+			c.report(metrics.OpClaim, err)
+			return fmt.Errorf("claim pending entries of %s: %w", stream, err)
 		}
-		// Entries trimmed while pending: Redis 7 lists their ids apart (and
-		// has already dropped them from the pending list); Redis 6 returned
-		// them among msgs with a nil body. Either way the handler sees nil
-		// Values, acks them and counts them as lost; they are never retried.
-		for _, id := range deleted {
-			msgs = append(msgs, redis.XMessage{ID: id})
+		last, msgs, seen, err := parseClaim(res)
+		if err != nil {
+			return fmt.Errorf("claim pending entries of %s: %w", stream, err)
 		}
 		for _, m := range msgs {
 			if m.Values == nil {
@@ -169,14 +198,65 @@ func (c *Claimer) claimStream(ctx context.Context, stream string, st *SweepStats
 				return fmt.Errorf("%w: %w", errHandler, err)
 			}
 		}
-		if next == "0-0" || next == "" || next == start && len(msgs) == 0 {
+		if seen < c.cfg.Count || last == "" {
 			return nil
 		}
-		start = next
+		start = "(" + last
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
+}
+
+// parseClaim reads claimScript's reply: the last id looked at, the claimed
+// entries followed by the trimmed ids (nil Values), and how many pending
+// entries the step looked at.
+func parseClaim(res []any) (last string, msgs []redis.XMessage, seen int, err error) {
+	if len(res) != 4 {
+		return "", nil, 0, fmt.Errorf("claim script: %d values in its reply, want 4", len(res))
+	}
+	last, _ = res[0].(string)
+	claimed, _ := res[1].([]any)
+	trimmed, _ := res[2].([]any)
+	for _, e := range claimed {
+		m, err := parseEntry(e)
+		if err != nil {
+			return "", nil, 0, fmt.Errorf("claim script: %w", err)
+		}
+		msgs = append(msgs, m)
+	}
+	for _, id := range trimmed {
+		s, ok := id.(string)
+		if !ok {
+			return "", nil, 0, fmt.Errorf("claim script: trimmed id %v is not a string", id)
+		}
+		msgs = append(msgs, redis.XMessage{ID: s})
+	}
+	n, _ := res[3].(int64)
+	return last, msgs, int(n), nil
+}
+
+// parseEntry reads one entry of XCLAIM's reply as a script returns it:
+// {id, {field, value, ...}}.
+func parseEntry(v any) (redis.XMessage, error) {
+	e, ok := v.([]any)
+	if !ok || len(e) != 2 {
+		return redis.XMessage{}, fmt.Errorf("claimed entry %v is not {id, fields}", v)
+	}
+	id, ok := e[0].(string)
+	if !ok {
+		return redis.XMessage{}, fmt.Errorf("claimed entry id %v is not a string", e[0])
+	}
+	kv, _ := e[1].([]any)
+	if len(kv)%2 != 0 {
+		return redis.XMessage{}, fmt.Errorf("claimed entry %s: %d field values, want pairs", id, len(kv))
+	}
+	vals := make(map[string]any, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		f, _ := kv[i].(string)
+		vals[f] = kv[i+1]
+	}
+	return redis.XMessage{ID: id, Values: vals}, nil
 }
 
 // deleteConsumer removes consumer ARGV[2] of group ARGV[1] on stream KEYS[1]

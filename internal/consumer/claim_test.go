@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/testenv"
+	"github.com/chronow/persister/metrics"
 )
 
 const testGroup = "persister"
@@ -172,9 +173,32 @@ func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
 	if got := rec.got[stream]; !slices.Equal(got, ids[6:]) {
 		t.Errorf("claimed ids %v, want %v", got, ids[6:])
 	}
-	// Trimmed ids are no longer pending anywhere: they are never retried.
-	if p := pendingOf(t, rdb, stream, ""); !slices.Equal(p, ids[6:]) {
-		t.Errorf("pending %v, want %v", p, ids[6:])
+	// Trimmed ids stay pending on their consumer until the handler has
+	// decided and acked them (a claimer killed before that leaves them to
+	// the next sweep); the live ones are the survivor's now.
+	if p := pendingOf(t, rdb, stream, "dead"); !slices.Equal(p, ids[:6]) {
+		t.Errorf("pending on the dead consumer %v, want the trimmed %v", p, ids[:6])
+	}
+	if p := pendingOf(t, rdb, stream, "survivor"); !slices.Equal(p, ids[6:]) {
+		t.Errorf("pending on the survivor %v, want %v", p, ids[6:])
+	}
+	// Not acked: the next sweep hands them on again; acked: never more.
+	rec = newRecorder()
+	if st, err = newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st.Claimed != 0 || st.Trimmed != 6 {
+		t.Fatalf("second sweep: claimed %d trimmed %d, want 0 and 6", st.Claimed, st.Trimmed)
+	}
+	if err := rdb.XAck(ctx, stream, testGroup, ids[:6]...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st, err = newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st.Trimmed != 0 {
+		t.Errorf("after the ack: trimmed %d, want 0", st.Trimmed)
 	}
 }
 
@@ -356,7 +380,7 @@ func TestClaimerRunSurvivesRedisDown(t *testing.T) {
 	if err := c.Run(ctx); err != nil {
 		t.Fatalf("Run with Redis down: %v, want nil after the context ends", err)
 	}
-	if _, ok := errs.Load("xautoclaim"); !ok {
-		t.Fatal("OnError was not told of the failed xautoclaim")
+	if _, ok := errs.Load(metrics.OpClaim); !ok {
+		t.Fatal("OnError was not told of the failed claim")
 	}
 }

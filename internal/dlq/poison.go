@@ -51,7 +51,7 @@ type PoisonConfig struct {
 
 // Poison finds entries delivered more than MaxDeliveries times (the
 // delivery count of the group's pending list; XREADGROUP of pending
-// entries and XCLAIM/XAUTOCLAIM each count one) and dead-letters them: a
+// entries and each XCLAIM counts one) and dead-letters them: a
 // dead_letters document with the last error and the raw entry, then XACK.
 // The reader's own-pending drain and the claim sweeper call Screen before
 // handling what they re-read.

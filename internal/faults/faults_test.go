@@ -556,8 +556,9 @@ func TestRow10RedisHangs(t *testing.T) {
 // entries added. Pending entries whose body is gone are acked and counted
 // as lost (persister_entries_lost_total{cause="trimmed_before_stored"}),
 // never retried; entries trimmed before anyone read them are reported by
-// the test. Variant "claim": a new replica claims the dead one's pending
-// list (XAUTOCLAIM's deleted ids); variant "own": the same consumer
+// the test. Variant "claim": a new replica's claim sweep finds the dead
+// one's pending entries trimmed (they stay pending until it has decided
+// them); variant "own": the same consumer
 // restarts and re-reads its own pending list (nil bodies).
 func TestRow11TrimmedBeforeStored(t *testing.T) {
 	for _, variant := range []string{"claim", "own"} {
@@ -659,7 +660,7 @@ func row11(t *testing.T, variant string) {
 	}
 	storedAnyway := int(held) - missing
 	res.note = fmt.Sprintf("%d pending entries trimmed, recovered through the %s path (%d of them had in fact reached MongoDB: the killed replica's last write, sent to the stopped server, completed after SIGCONT; the persister finds their documents and does not count them lost); streams trimmed to their last %d entries",
-		held, map[string]string{"claim": "XAUTOCLAIM (another replica)", "own": "own pending list (same consumer)"}[variant], storedAnyway, keep)
+		held, map[string]string{"claim": "claim sweep (another replica)", "own": "own pending list (same consumer)"}[variant], storedAnyway, keep)
 	r.report("trimmed before stored ("+variant+")", res)
 }
 

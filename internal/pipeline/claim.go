@@ -47,8 +47,8 @@ func newClaimer(d Deps, tp *Tenant) *consumer.Claimer {
 // are slow, and count a delivery toward poison), counts the others, lets screen dead-letter the poison
 // among them (delivered more than PERSISTER_MAX_DELIVERIES times; each
 // claim counts one delivery) and hands the rest to handle. Entries with nil
-// Values were trimmed while pending (and XAUTOCLAIM dropped them from the
-// pending list); take decides them at once (trimmed).
+// Values were trimmed while pending (they stay pending on their consumer
+// until decided); take decides them at its first look (trimmed).
 func (tp *Tenant) handleClaimed(ctx context.Context, stream string, msgs []redis.XMessage,
 	screen func(ctx context.Context, stream string, msgs []redis.XMessage) []redis.XMessage) error {
 	now := time.Now()

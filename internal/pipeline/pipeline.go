@@ -103,7 +103,7 @@ func New(d Deps) *Tenant {
 		}, tp.streams, tp.handle, log))
 	}
 	tp.trims = &trimChecks{tenant: d.Tenant, dbs: d.Store, acker: d.Acker, writeTimeout: p.WriteTimeout,
-		in: make(chan trimMiss, 256), m: d.Metrics, log: log}
+		in: make(chan trimMiss, 256), m: d.Metrics, log: log, deciding: map[trimKey]bool{}}
 	tp.claimer = newClaimer(d, tp)
 	return tp
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -38,18 +39,22 @@ func trimSettle(writeTimeout time.Duration) time.Duration {
 // can never be stored now. Each is acknowledged once it is decided: stored
 // after all (its document, or a dead letter made of it, is in MongoDB: a
 // write that landed before a crash, or whose answer was lost), or lost
-// (counted, with a warning naming it).
+// (counted, with a warning naming it). Until then it stays pending, so a
+// crash before the decision leaves it to the next reader or claim sweep.
 //
 // Entries re-read from this consumer's own pending list are looked for
 // now; those not found are looked for again trimSettle later by the
 // tenant's trimChecks (the last write of a replica that died may still
-// land), and stay pending until then: a crash before the decision leaves
-// them to the next reader. Entries a claim found trimmed (claimed) are
-// already out of the pending list (XAUTOCLAIM drops them) and were idle for
-// the claim's minimum idle time: their first look decides.
+// land). Entries a claim sweep found trimmed (claimed) were idle for the
+// claim's minimum idle time: their first look decides. An entry already
+// waiting for its decision is not queued twice (a sweep finds it again
+// until it is acked).
 func (tp *Tenant) trimmed(ctx context.Context, key keyspace.Key, ids []string, now time.Time, claimed bool) {
+	if ids = tp.trims.enter(key, ids); len(ids) == 0 {
+		return
+	}
 	if claimed {
-		tp.trims.in <- trimMiss{key: key, ids: ids, at: now.Add(-trimSettle(tp.trims.writeTimeout)), claimed: true}
+		tp.trims.in <- trimMiss{key: key, ids: ids, at: now.Add(-trimSettle(tp.trims.writeTimeout))}
 		return
 	}
 	missing, err := tp.trims.notStored(ctx, key, ids)
@@ -57,7 +62,7 @@ func (tp *Tenant) trimmed(ctx context.Context, key keyspace.Key, ids []string, n
 		missing = ids // all are looked for again, until MongoDB answers
 	}
 	if stored := setMinus(ids, missing); len(stored) > 0 {
-		tp.trims.decide(ctx, key, stored, nil, false)
+		tp.trims.decide(ctx, key, stored, nil)
 	}
 	if len(missing) > 0 {
 		tp.trims.in <- trimMiss{key: key, ids: missing, at: now}
@@ -81,10 +86,9 @@ func setMinus(a, b []string) []string {
 
 // trimMiss is a group of trimmed entries still to be decided.
 type trimMiss struct {
-	key     keyspace.Key
-	ids     []string
-	at      time.Time // of the first look
-	claimed bool      // found by a claim: no longer in the pending list
+	key keyspace.Key
+	ids []string
+	at  time.Time // of the first look
 }
 
 // trimChecks decides trimmed entries the first look did not find: it looks
@@ -101,6 +105,36 @@ type trimChecks struct {
 	in           chan trimMiss
 	m            *metrics.Metrics
 	log          *slog.Logger
+
+	mu       sync.Mutex
+	deciding map[trimKey]bool // entries entered and not yet decided
+}
+
+type trimKey struct{ stream, id string }
+
+// enter returns the ids of key not already being decided, and records
+// them as being decided (until decide or the stop).
+func (tc *trimChecks) enter(key keyspace.Key, ids []string) []string {
+	stream := key.String()
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	var out []string
+	for _, id := range ids {
+		if k := (trimKey{stream, id}); !tc.deciding[k] {
+			tc.deciding[k] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// leave forgets that ids of stream are being decided.
+func (tc *trimChecks) leave(stream string, ids []string) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for _, id := range ids {
+		delete(tc.deciding, trimKey{stream, id})
+	}
 }
 
 // close tells run that no more misses come (the readers have stopped).
@@ -109,24 +143,19 @@ func (tc *trimChecks) close() { close(tc.in) }
 // run takes misses until close, each looked at again once its settle time
 // has passed, and again (with backoff) while MongoDB does not answer. When
 // ctx ends (the shutdown grace is over) one last brief look is made; what
-// it cannot decide stays pending for the next reader (or, for claimed
-// entries, which Redis no longer lists, is counted: an upper bound, said in
-// the log).
+// it cannot decide stays pending for the next reader or claim sweep.
 func (tc *trimChecks) run(ctx context.Context) {
 	settle := trimSettle(tc.writeTimeout)
 	for miss := range tc.in {
 		_ = retry.Sleep(ctx, time.Until(miss.at.Add(settle)))
 		lost, err := tc.look(ctx, miss)
-		switch {
-		case err == nil:
-			tc.decide(context.WithoutCancel(ctx), miss.key, setMinus(miss.ids, lost), lost, miss.claimed)
-		case miss.claimed:
-			tc.decide(context.WithoutCancel(ctx), miss.key, nil, miss.ids, true, "err", err,
-				"note", "not looked for in MongoDB before the stop; some of them may be stored (an upper bound)")
-		default:
+		if err != nil {
+			tc.leave(miss.key.String(), miss.ids)
 			tc.log.Info("trimmed pending entries not decided before the stop; left pending for the next reader",
 				"stream", miss.key.String(), "count", len(miss.ids), "err", err)
+			continue
 		}
+		tc.decide(context.WithoutCancel(ctx), miss.key, setMinus(miss.ids, lost), lost)
 	}
 }
 
@@ -156,14 +185,17 @@ func (tc *trimChecks) look(ctx context.Context, miss trimMiss) ([]string, error)
 
 // decide acknowledges the decided entries of key, one XACK each, and
 // counts as lost those of lost this consumer acknowledged (XACK 1): an
-// entry another replica claimed meanwhile is that replica's to count.
-// Claimed entries are already out of the pending list: all of lost count.
-// Extra log attributes go to the warning.
-func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost []string, claimed bool, extra ...any) {
+// entry another replica acknowledged meanwhile (it claimed and decided it,
+// or stored it after all) is not counted here. Whether or not the XACK
+// succeeds, the entries are no longer being decided here: one that stays
+// pending is decided again when it is read or claimed again.
+func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost []string) {
 	stream := key.String()
+	defer tc.leave(stream, stored)
+	defer tc.leave(stream, lost)
 	acks, err := tc.ack(ctx, stream, append(append([]string(nil), stored...), lost...))
-	if err != nil && !claimed {
-		tc.log.Warn("ack of trimmed entries failed; they stay pending and are decided again when claimed", "stream", stream, "err", err)
+	if err != nil {
+		tc.log.Warn("ack of trimmed entries failed; they stay pending and are decided again when read or claimed", "stream", stream, "err", err)
 		return
 	}
 	if len(stored) > 0 {
@@ -171,7 +203,7 @@ func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost
 	}
 	var counted []string
 	for i, id := range lost {
-		if claimed || acks[len(stored)+i] {
+		if acks[len(stored)+i] {
 			counted = append(counted, id)
 		}
 	}
@@ -179,9 +211,9 @@ func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost
 		return
 	}
 	tc.m.Lost.WithLabelValues(tc.tenant, metrics.CauseTrimmed).Add(float64(len(counted)))
-	args := append([]any{"stream", stream, "kind", string(key.Kind), "count", len(counted),
-		"first_id", counted[0], "last_id", counted[len(counted)-1]}, extra...)
-	tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost", args...)
+	tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost",
+		"stream", stream, "kind", string(key.Kind), "count", len(counted),
+		"first_id", counted[0], "last_id", counted[len(counted)-1])
 }
 
 // ack acknowledges the entries of stream, one XACK each (hold.Leave), and
