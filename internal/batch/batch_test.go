@@ -16,6 +16,8 @@ import (
 	"github.com/chronow/persister/internal/hold"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
+
+	"github.com/chronow/persister/internal/promtext"
 )
 
 // gatedSink is a Slotter sink with one write slot: every Insert blocks
@@ -174,7 +176,7 @@ func TestAbandonReleasesBudget(t *testing.T) {
 	waitFor(t, "failed inserts", func() bool { return len(s.calls()) >= 3 })
 	cancel()
 	r.stop(t, 0)
-	if g := value(r.inflight); g != 0 {
+	if g := promtext.Value(r.inflight); g != 0 {
 		t.Fatalf("in-flight gauge %v after the stop, want 0", g)
 	}
 	// Given up without an ack: the in-hand records stay until their ttl,

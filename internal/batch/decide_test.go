@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/budget"
@@ -18,6 +17,8 @@ import (
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/sink"
 	"github.com/chronow/persister/metrics"
+
+	"github.com/chronow/persister/internal/promtext"
 )
 
 // scriptSink answers each Insert with the next scripted step: a
@@ -170,34 +171,22 @@ func TestDeliveryDecisions(t *testing.T) {
 			if u := bud.Used(); u != 0 {
 				t.Errorf("budget holds %d bytes, want 0: the entry did not leave the batcher", u)
 			}
-			if g := value(m.InflightEntries.WithLabelValues("t")); g != 0 {
+			if g := promtext.Value(m.InflightEntries.WithLabelValues("t")); g != 0 {
 				t.Errorf("persister_inflight_entries = %v, want 0", g)
 			}
 			if n := holds.Len(); (n == 0) != tt.acked {
 				t.Errorf("%d in-hand records, want the record gone exactly when acked (%v)", n, tt.acked)
 			}
 			for outcome, want := range tt.stored {
-				if got := value(m.EntriesStored.WithLabelValues("t", "messages", outcome)); got != want {
+				if got := promtext.Value(m.EntriesStored.WithLabelValues("t", "messages", outcome)); got != want {
 					t.Errorf("stored{outcome=%s} = %v, want %v", outcome, got, want)
 				}
 			}
 			for class, want := range tt.errors {
-				if got := value(m.WriteErrors.WithLabelValues("t", class)); got != want {
+				if got := promtext.Value(m.WriteErrors.WithLabelValues("t", class)); got != want {
 					t.Errorf("write_errors{class=%s} = %v, want %v", class, got, want)
 				}
 			}
 		})
 	}
-}
-
-// value reads a gauge's or a counter's current value.
-func value(c prometheus.Metric) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return -1
-	}
-	if m.Gauge != nil {
-		return m.Gauge.GetValue()
-	}
-	return m.Counter.GetValue()
 }

@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chronow/persister/internal/budget"
+
+	"github.com/chronow/persister/internal/promtext"
 )
 
 func ids(msgs []redis.XMessage) []string {
@@ -19,12 +20,6 @@ func ids(msgs []redis.XMessage) []string {
 		out = append(out, m.ID)
 	}
 	return out
-}
-
-func gauge(g prometheus.Gauge) float64 {
-	var m dto.Metric
-	_ = g.Write(&m)
-	return m.Gauge.GetValue()
 }
 
 // newTestSet returns a set with a ttl of a minute, its budget (300 bytes
@@ -51,7 +46,7 @@ func TestHoldLifecycle(t *testing.T) {
 	h2 := s.Take("s", "2-0", 100, t0)
 	h4 := s.Take("other", "4-0", 100, t0)
 	s.Take("s", "3-0", 0, t0.Add(-2*time.Minute)) // given up long ago: expired
-	if g := gauge(g); g != 4 {
+	if g := promtext.Value(g); g != 4 {
 		t.Fatalf("in flight %v, want 4", g)
 	}
 	claimed := []redis.XMessage{
@@ -76,7 +71,7 @@ func TestHoldLifecycle(t *testing.T) {
 	if u := b.Used(); u != 0 {
 		t.Errorf("budget %d after every Done, want 0", u)
 	}
-	if g := gauge(g); g != 1 { // 3-0's hold was never let go
+	if g := promtext.Value(g); g != 1 { // 3-0's hold was never let go
 		t.Errorf("in flight %v, want 1", g)
 	}
 	s.Prune(t0.Add(time.Minute))

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/chronow/persister/internal/promtext"
 )
 
 // fakeAcker records the XACKs Leave sends; each answers from answer
@@ -83,7 +85,7 @@ func TestLeave(t *testing.T) {
 			if !slices.Equal(got, tc.wantBools) {
 				t.Errorf("answers %v, want %v", got, tc.wantBools)
 			}
-			if u, n := b.Used(), gauge(g); u != 0 || n != 0 {
+			if u, n := b.Used(), promtext.Value(g); u != 0 || n != 0 {
 				t.Errorf("budget %d, in flight %v after Leave; want 0 and 0", u, n)
 			}
 			if n, want := s.Len(), 3; tc.forgotten {

@@ -53,3 +53,16 @@ func GatherSum(t testing.TB, g prometheus.Gatherer, name string, labels ...strin
 	}
 	return sum
 }
+
+// Value reads a gauge's or a counter's current value (-1 if it cannot be
+// read).
+func Value(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	if m.Gauge != nil {
+		return m.Gauge.GetValue()
+	}
+	return m.Counter.GetValue()
+}
