@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chronow/persister/internal/e2e"
 	"github.com/chronow/persister/internal/entry"
 	"github.com/chronow/persister/internal/keyspace"
 	"github.com/chronow/persister/internal/publisher"
@@ -19,10 +18,9 @@ import (
 // verifies. Run: go test -run '^$' -bench Replay20k -benchtime 1x ./internal/replay/
 func BenchmarkReplay20k(b *testing.B) {
 	ctx := context.Background()
-	rs, ms, rdb, mc := e2e.StartServers(b)
-	w := e2e.Writer(ctx, b, rs.URL, ms.URI, "acme")
+	r := newRig(b, "acme")
 	const total = 20000
-	p := publisher.Publisher{RDB: rdb, Prefix: prefix, MaxLen: -1}
+	p := publisher.Publisher{RDB: r.rdb, Prefix: prefix, MaxLen: -1}
 	payload := `{"text":"` + strings.Repeat("x", 1000) + `","n":1}`
 	for s := range 4 {
 		for off := 0; off < total/4; off += 1000 {
@@ -35,11 +33,11 @@ func BenchmarkReplay20k(b *testing.B) {
 			}
 		}
 	}
-	rp := replay.New(rdb, w, replay.Config{Layout: keyspace.Layout{Prefix: prefix}, Tenants: []string{"acme"}, Decoders: entry.Decoders()})
+	rp := replay.New(r.rdb, r.w, replay.Config{Layout: keyspace.Layout{Prefix: prefix}, Tenants: []string{"acme"}, Decoders: entry.Decoders()})
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		if err := mc.Database(e2e.DBName("acme")).Drop(ctx); err != nil {
+		if err := r.db("acme").Drop(ctx); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -42,7 +42,7 @@ type rig struct {
 	tenants []string
 }
 
-func newRig(t *testing.T, tenants ...string) *rig {
+func newRig(t testing.TB, tenants ...string) *rig {
 	t.Helper()
 	rs := testenv.StartRedis(t)
 	ms := testenv.StartMongo(t)
