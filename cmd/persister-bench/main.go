@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Writers, "writers", 4, "most bulk inserts in flight per connection and per database (PERSISTER_MAX_CONCURRENT_WRITES of the daemons; the sink baseline tries 1, 2, 4 and 8)")
 	fs.Float64Var(&cfg.LatencyRate, "latency-rate", 0, "steady producer rate in entries/s (0: half the measured drain rate)")
 	fs.DurationVar(&cfg.LatencyDuration, "latency-duration", 0, "steady producer duration (default 30s)")
+	fs.DurationVar(&cfg.LatencyWarmup, "latency-warmup", 0, "steady producer warm-up at the same rate before the measured load, reported apart (default 30s)")
 	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 0, "entries per second also looked up by _id until found during the steady load (0: off; for a real MongoDB, where _id lookups use the index)")
 	fs.StringVar(&stages, "stages", strings.Join(bench.DefaultStages, ","),
 		"comma-separated stages to run, of "+strings.Join(bench.AllStages, ",")+"; add "+bench.StageCluster+" for the Redis Cluster rows (1/2/3 replicas, about 5 more minutes)")

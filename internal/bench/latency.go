@@ -62,7 +62,8 @@ type probe struct {
 }
 
 // latencyStage runs the steady load at half the drain rate (or the given
-// rate) and at a quarter, against the drain's daemon (or a warmed-up one).
+// rate), after a warm-up at that rate (LatencyWarmup, reported apart), and
+// at a quarter, against the drain's daemon (or a warmed-up one).
 func (r *runner) latencyStage(ctx context.Context) error {
 	cfg, env := r.cfg, r.env
 	if r.running == nil {
@@ -78,6 +79,15 @@ func (r *runner) latencyStage(ctx context.Context) error {
 	if rate <= 0 {
 		rate = r.rep.Drain.Rate() / 2
 	}
+	seq := cfg.Entries
+	r.log.Info("steady latency warm-up", "rate", int(rate), "duration", cfg.LatencyWarmup.String())
+	warm, err := env.Latency(ctx, Mixed, r.running, rate, cfg.LatencyWarmup, 0, seq)
+	if err != nil {
+		return err
+	}
+	r.rep.LatencyWarmup = &warm
+	seq += warm.Entries + 1000
+	r.log.Info("steady latency warm-up done", "entries", warm.Entries, "p50_ms", ms(warm.Quantile(.5)), "p99_ms", ms(warm.Quantile(.99)))
 	r.log.Info("steady latency", "rate", int(rate), "duration", cfg.LatencyDuration.String(), "probes_per_s", cfg.ProbeRate)
 	var profDone chan struct{}
 	if cfg.ProfileDir != "" {
@@ -90,7 +100,7 @@ func (r *runner) latencyStage(ctx context.Context) error {
 			}
 		}()
 	}
-	l, err := env.Latency(ctx, Mixed, r.running, rate, cfg.LatencyDuration, cfg.ProbeRate, cfg.Entries)
+	l, err := env.Latency(ctx, Mixed, r.running, rate, cfg.LatencyDuration, cfg.ProbeRate, seq)
 	if profDone != nil {
 		<-profDone
 		if err := r.running[0].Fetch(ctx, "/metrics", filepath.Join(cfg.ProfileDir, "latency-metrics.txt")); err != nil {
@@ -104,7 +114,7 @@ func (r *runner) latencyStage(ctx context.Context) error {
 	r.log.Info("steady latency done", "entries", l.Entries, "probes", len(l.Visible),
 		"p50_ms", ms(l.Quantile(.5)), "p99_ms", ms(l.Quantile(.99)), "max_ms", ms(l.Quantile(1)))
 	// The same at half that rate, for the shape of the curve.
-	low, err := env.Latency(ctx, Mixed, r.running, rate/2, cfg.LatencyDuration/3, 0, cfg.Entries+l.Entries+1000)
+	low, err := env.Latency(ctx, Mixed, r.running, rate/2, cfg.LatencyDuration/3, 0, seq+l.Entries+1000)
 	if err != nil {
 		return err
 	}

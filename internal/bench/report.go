@@ -40,6 +40,8 @@ type Report struct {
 	BaselineInsertMany *BaselineResult
 	Drain              *DrainResult
 	Latency            *LatencyResult
+	// LatencyWarmup is the same load just before Latency, not judged.
+	LatencyWarmup *LatencyResult
 	// LatencyLow is the steady load at half the Latency rate.
 	LatencyLow *LatencyResult
 	Scale      []DrainResult
@@ -270,6 +272,10 @@ func (r *Report) latencyRows(b *strings.Builder) {
 	l := r.Latency
 	if l == nil {
 		return
+	}
+	if w := r.LatencyWarmup; w != nil && len(w.Acked) > 0 {
+		fmt.Fprintf(b, "| warm-up: the same load for %s just before it (%s entries), not judged: the server recovering from the drain | p50 %.1f ms, p99 %.1f ms, max %.1f ms | | |\n",
+			w.Duration, num(float64(w.Entries)), ms(w.Quantile(.5)), ms(w.Quantile(.99)), ms(w.Quantile(1)))
 	}
 	fmt.Fprintf(b, "| steady load %s entries/s (half the drain rate) for %s (every one of %s entries): XADD reply → acknowledged by the daemon, i.e. stored | p50 %.1f ms, p99 %.1f ms, max %.1f ms | p99 ≤ %d ms | %s |\n",
 		num(l.Achieved), l.Duration, num(float64(l.Entries)), ms(l.Quantile(.5)), ms(l.Quantile(.99)), ms(l.Quantile(1)),

@@ -25,7 +25,7 @@ func TestRunSmall(t *testing.T) {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	rep, err := Run(ctx, Config{Entries: 3000, MemoryEntries: 4000, ScaleEntries: 2000, SweepEntries: 1000, LatencyDuration: 3 * time.Second, WorkDir: t.TempDir(),
+	rep, err := Run(ctx, Config{Entries: 3000, MemoryEntries: 4000, ScaleEntries: 2000, SweepEntries: 1000, LatencyDuration: 3 * time.Second, LatencyWarmup: time.Second, WorkDir: t.TempDir(),
 		TraceStopAfter: 300 * time.Millisecond, TraceStopFor: 500 * time.Millisecond, Stages: DefaultStages}, log)
 	if err != nil {
 		t.Fatal(err)
