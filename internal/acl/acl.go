@@ -41,7 +41,7 @@ var Commands = []struct{ Name, Why string }{
 	{"xrange", "lag measurement, replay, whether a pending entry was trimmed (claim script)"},
 	{"xinfo|stream", "lag measurement, replay"},
 	{"xinfo|groups", "lag measurement (Lua)"},
-	{"xinfo|consumers", "idle consumer cleanup"},
+	{"xinfo|consumers", "idle consumer cleanup; which replica decides entries trimmed while pending (claim script)"},
 	{"type", "lag measurement: the key is still a stream (Lua)"},
 	{"time", "server clock for lag ages and shared-memory versions (Lua)"},
 	{"get", "shared-memory values (Lua)"},

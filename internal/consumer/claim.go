@@ -142,8 +142,17 @@ func (c *Claimer) Sweep(ctx context.Context) (SweepStats, error) {
 // the trimmed entries stay pending on their consumer until the persister
 // has decided them (stored after all, or counted as lost) and acked them,
 // so a claimer killed in between leaves them to the next sweep instead of
-// losing their count. Returns {last id looked at ("" if none), claimed
-// entries (XCLAIM's reply), trimmed ids, number of pending entries looked
+// losing their count.
+//
+// Deciding costs a look in MongoDB, so one replica does it: the trimmed
+// ids go only to the claimer whose name is the smallest among the
+// consumers of the group active within min-idle (a live replica reads all
+// the time; a dead one's idle time grows) and itself. Two replicas that
+// both think so both decide (XACK tells which counts); none is left once
+// the one chosen dies, since its idle time then passes min-idle.
+//
+// Returns {last id looked at ("" if none), claimed entries (XCLAIM's
+// reply), trimmed ids for this claimer, number of pending entries looked
 // at}.
 var claimScript = redis.NewScript(`
 local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
@@ -155,6 +164,17 @@ for _, p in ipairs(pend) do
   else
     trimmed[#trimmed + 1] = p[1]
   end
+end
+if #trimmed > 0 then
+  local decider = ARGV[2]
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    local name, idle
+    for i = 1, #c, 2 do
+      if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'idle' then idle = c[i + 1] end
+    end
+    if name and idle and idle < tonumber(ARGV[3]) and name < decider then decider = name end
+  end
+  if decider ~= ARGV[2] then trimmed = {} end
 end
 local claimed = {}
 if #live > 0 then

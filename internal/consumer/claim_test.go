@@ -202,6 +202,57 @@ func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
 	}
 }
 
+// TestSweepTrimmedGoToOneDecider: the ids of trimmed pending entries go
+// only to the claimer with the smallest name among the consumers active
+// within min-idle (itself included): another live replica with a smaller
+// name decides them; entries with a body are claimed as usual.
+func TestSweepTrimmedGoToOneDecider(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.StartRedis(t).Client(t)
+	const stream = "cw:t:ns:topic:decider"
+	ids := deliver(t, rdb, stream, "dead", 6)
+	if err := rdb.XTrimMinID(ctx, stream, ids[3]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	// "alive" (< "survivor") reads an entry now: it is active (Redis 7.0
+	// counts a consumer's idle time from its last read that returned
+	// something).
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"payload", "new"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: testGroup, Consumer: "alive", Streams: []string{stream, ">"}, Count: 1, Block: -1,
+	}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	st, err := newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Claimed != 3 || st.Trimmed != 0 {
+		t.Fatalf("survivor: claimed %d trimmed %d, want 3 and 0 (alive decides the trimmed ones)", st.Claimed, st.Trimmed)
+	}
+	rec = newRecorder()
+	st, err = newTestClaimer(rdb, []string{stream}, rec.handle, func(c *ClaimerConfig) { c.Consumer = "alive" }).Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Trimmed != 3 || !slices.Equal(rec.trimmed[stream], ids[:3]) {
+		t.Errorf("alive: trimmed %d %v, want %v", st.Trimmed, rec.trimmed[stream], ids[:3])
+	}
+	// Once "alive" has been idle for min-idle, the survivor decides them.
+	time.Sleep(300 * time.Millisecond)
+	rec = newRecorder()
+	if st, err = newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st.Trimmed != 3 {
+		t.Errorf("survivor after alive went idle: trimmed %d, want 3", st.Trimmed)
+	}
+}
+
 func TestSweepPausedClaimsNothing(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.StartRedis(t).Client(t)

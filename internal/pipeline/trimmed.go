@@ -29,6 +29,13 @@ const maxTrimSettle = 5 * time.Second
 // grace period is over.
 const lastLook = 2 * time.Second
 
+// minLook is the least time a look that decides trimmed entries may take:
+// it is a find of their _ids, an index lookup on MongoDB, but a scan of
+// the collection on FerretDB's SQLite backend, which can take longer than
+// a write; cut off at the write timeout, every look would fail on a large
+// collection, be tried again, and keep the server busy for nothing.
+const minLook = 30 * time.Second
+
 // trimSettle is how long after a first miss the persister looks again for
 // a trimmed entry's document: the write timeout, at most maxTrimSettle.
 func trimSettle(writeTimeout time.Duration) time.Duration {
@@ -57,7 +64,7 @@ func (tp *Tenant) trimmed(ctx context.Context, key keyspace.Key, ids []string, n
 		tp.trims.in <- trimMiss{key: key, ids: ids, at: now.Add(-trimSettle(tp.trims.writeTimeout))}
 		return
 	}
-	missing, err := tp.trims.notStored(ctx, key, ids)
+	missing, err := tp.trims.notStored(ctx, key, ids, tp.trims.writeTimeout)
 	if err != nil {
 		missing = ids // all are looked for again, until MongoDB answers
 	}
@@ -167,12 +174,12 @@ func (tc *trimChecks) look(ctx context.Context, miss trimMiss) ([]string, error)
 		if err := ctx.Err(); err != nil {
 			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastLook)
 			defer cancel()
-			if lost, lerr := tc.notStored(last, miss.key, miss.ids); lerr == nil {
+			if lost, lerr := tc.notStored(last, miss.key, miss.ids, lastLook); lerr == nil {
 				return lost, nil
 			}
 			return nil, fmt.Errorf("no second look before the stop: %w", err)
 		}
-		lost, err := tc.notStored(ctx, miss.key, miss.ids)
+		lost, err := tc.notStored(ctx, miss.key, miss.ids, max(tc.writeTimeout, minLook))
 		if err == nil {
 			return lost, nil
 		}
@@ -233,12 +240,14 @@ func (tc *trimChecks) ack(ctx context.Context, stream string, ids []string) ([]b
 
 // notStored returns the ids of entries of key with no document: neither
 // their usual one, nor a dead letter the persister made of them.
-func (tc *trimChecks) notStored(ctx context.Context, key keyspace.Key, ids []string) ([]string, error) {
+// The first look (in the reader) is bounded by the write timeout; if it
+// fails, the second look (trimChecks.run) has at least minLook.
+func (tc *trimChecks) notStored(ctx context.Context, key keyspace.Key, ids []string, timeout time.Duration) ([]string, error) {
 	db, err := tc.dbs.Database(tc.tenant)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, tc.writeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	usual := config.CollMessages
 	if key.Kind == keyspace.KindDLQ {
