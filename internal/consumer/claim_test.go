@@ -149,6 +149,18 @@ func TestSweepClaimsEntriesOfADeadConsumer(t *testing.T) {
 	}
 }
 
+// sweepAs runs one sweep of stream as consumer and returns its stats
+// and what the handler got.
+func sweepAs(t *testing.T, rdb *redis.Client, stream, consumer string) (SweepStats, *recorder) {
+	t.Helper()
+	rec := newRecorder()
+	st, err := newTestClaimer(rdb, []string{stream}, rec.handle, func(c *ClaimerConfig) { c.Consumer = consumer }).Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, rec
+}
+
 func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.StartRedis(t).Client(t)
@@ -159,11 +171,7 @@ func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	rec := newRecorder()
-	st, err := newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, rec := sweepAs(t, rdb, stream, "survivor")
 	if st.Claimed != 4 || st.Trimmed != 6 {
 		t.Fatalf("claimed %d trimmed %d, want 4 and 6", st.Claimed, st.Trimmed)
 	}
@@ -183,21 +191,14 @@ func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
 		t.Errorf("pending on the survivor %v, want %v", p, ids[6:])
 	}
 	// Not acked: the next sweep hands them on again; acked: never more.
-	rec = newRecorder()
-	if st, err = newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st.Claimed != 0 || st.Trimmed != 6 {
+	if st, _ = sweepAs(t, rdb, stream, "survivor"); st.Claimed != 0 || st.Trimmed != 6 {
 		t.Fatalf("second sweep: claimed %d trimmed %d, want 0 and 6", st.Claimed, st.Trimmed)
 	}
 	if err := rdb.XAck(ctx, stream, testGroup, ids[:6]...).Err(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if st, err = newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st.Trimmed != 0 {
+	if st, _ = sweepAs(t, rdb, stream, "survivor"); st.Trimmed != 0 {
 		t.Errorf("after the ack: trimmed %d, want 0", st.Trimmed)
 	}
 }
@@ -226,29 +227,15 @@ func TestSweepTrimmedGoToOneDecider(t *testing.T) {
 	}).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		t.Fatal(err)
 	}
-	rec := newRecorder()
-	st, err := newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Claimed != 3 || st.Trimmed != 0 {
+	if st, _ := sweepAs(t, rdb, stream, "survivor"); st.Claimed != 3 || st.Trimmed != 0 {
 		t.Fatalf("survivor: claimed %d trimmed %d, want 3 and 0 (alive decides the trimmed ones)", st.Claimed, st.Trimmed)
 	}
-	rec = newRecorder()
-	st, err = newTestClaimer(rdb, []string{stream}, rec.handle, func(c *ClaimerConfig) { c.Consumer = "alive" }).Sweep(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Trimmed != 3 || !slices.Equal(rec.trimmed[stream], ids[:3]) {
+	if st, rec := sweepAs(t, rdb, stream, "alive"); st.Trimmed != 3 || !slices.Equal(rec.trimmed[stream], ids[:3]) {
 		t.Errorf("alive: trimmed %d %v, want %v", st.Trimmed, rec.trimmed[stream], ids[:3])
 	}
 	// Once "alive" has been idle for min-idle, the survivor decides them.
 	time.Sleep(300 * time.Millisecond)
-	rec = newRecorder()
-	if st, err = newTestClaimer(rdb, []string{stream}, rec.handle, nil).Sweep(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if st.Trimmed != 3 {
+	if st, _ := sweepAs(t, rdb, stream, "survivor"); st.Trimmed != 3 {
 		t.Errorf("survivor after alive went idle: trimmed %d, want 3", st.Trimmed)
 	}
 }
