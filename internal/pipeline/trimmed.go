@@ -193,17 +193,31 @@ func (tc *trimChecks) look(ctx context.Context, miss trimMiss) ([]string, error)
 // decide acknowledges the decided entries of key, one XACK each, and
 // counts as lost those of lost this consumer acknowledged (XACK 1): an
 // entry another replica acknowledged meanwhile (it claimed and decided it,
-// or stored it after all) is not counted here. Whether or not the XACK
-// succeeds, the entries are no longer being decided here: one that stays
-// pending is decided again when it is read or claimed again.
+// or stored it after all) is not counted here.
+//
+// An XACK that fails has an unknown outcome: Redis may have acted on it
+// and its answer been lost (a cut connection, a timeout). The XACKs are
+// then sent again until Redis answers (for at most minLook); after that
+// every lost entry is acknowledged by someone, and all are counted here:
+// never fewer than were lost, at worst one counted by two replicas (said
+// in the warning). Either way the entries are no longer being decided
+// here.
 func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost []string) {
 	stream := key.String()
 	defer tc.leave(stream, stored)
 	defer tc.leave(stream, lost)
-	acks, err := tc.ack(ctx, stream, append(append([]string(nil), stored...), lost...))
+	all := append(append([]string(nil), stored...), lost...)
+	acks, err := tc.ack(ctx, stream, all)
+	var extra []any
 	if err != nil {
-		tc.log.Warn("ack of trimmed entries failed; they stay pending and are decided again when read or claimed", "stream", stream, "err", err)
-		return
+		extra = []any{"note", "the first XACK's answer was lost (" + err.Error() + "): counted here, another replica may have counted some of them too"}
+		if err := tc.ackAgain(ctx, stream, all); err != nil {
+			extra = append(extra, "ack_err", err.Error())
+		}
+		acks = make([]bool, len(all))
+		for i := range acks {
+			acks[i] = true
+		}
 	}
 	if len(stored) > 0 {
 		tc.log.Info("pending entries were trimmed from the stream after they were stored", "stream", stream, "count", len(stored))
@@ -219,8 +233,25 @@ func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost
 	}
 	tc.m.Lost.WithLabelValues(tc.tenant, metrics.CauseTrimmed).Add(float64(len(counted)))
 	tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost",
-		"stream", stream, "kind", string(key.Kind), "count", len(counted),
-		"first_id", counted[0], "last_id", counted[len(counted)-1])
+		append([]any{"stream", stream, "kind", string(key.Kind), "count", len(counted),
+			"first_id", counted[0], "last_id", counted[len(counted)-1]}, extra...)...)
+}
+
+// ackAgain sends the XACKs of ids again, with backoff, until Redis answers
+// or minLook has passed.
+func (tc *trimChecks) ackAgain(ctx context.Context, stream string, ids []string) error {
+	ctx, cancel := context.WithTimeout(ctx, minLook)
+	defer cancel()
+	backoff := retry.Backoff{Base: 200 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 1; ; attempt++ {
+		_, err := tc.ack(ctx, stream, ids)
+		if err == nil {
+			return nil
+		}
+		if werr := backoff.Wait(ctx, attempt); werr != nil {
+			return fmt.Errorf("ack %d trimmed entries of %s: %w", len(ids), stream, err)
+		}
+	}
 }
 
 // ack acknowledges the entries of stream, one XACK each (hold.Leave), and

@@ -16,18 +16,21 @@ import (
 )
 
 // ackAnswers answers AckEach from answer (id -> this call acknowledged
-// it), or fails with err.
+// it), or fails with err (only the first call with failFirst).
 type ackAnswers struct {
-	answer map[string]bool
-	err    error
-	sent   []string
+	answer    map[string]bool
+	err       error
+	failFirst bool
+	calls     int
+	sent      []string
 }
 
 func (a *ackAnswers) Ack(context.Context, map[string][]string) error { return a.err }
 
 func (a *ackAnswers) AckEach(_ context.Context, _ string, ids []string) ([]bool, error) {
 	a.sent = append(a.sent, ids...)
-	if a.err != nil {
+	a.calls++
+	if a.err != nil && (!a.failFirst || a.calls == 1) {
 		return nil, a.err
 	}
 	out := make([]bool, len(ids))
@@ -45,8 +48,9 @@ func newTrimChecks(a *ackAnswers) *trimChecks {
 
 // TestTrimDecide: every decided entry is acknowledged (one XACK each);
 // only the lost ones this call acknowledged are counted (another replica
-// that acknowledged one first counts it); a failed XACK counts nothing;
-// either way the entries may be entered again (read or claimed again).
+// that acknowledged one first counts it); after an XACK whose answer was
+// lost, the XACKs are sent again and every lost entry is counted (never
+// fewer than were lost); either way the entries may be entered again.
 func TestTrimDecide(t *testing.T) {
 	key := keyspace.Key{Tenant: "acme", Namespace: "app", Kind: keyspace.KindTopic, Name: "orders"}
 	for _, tc := range []struct {
@@ -56,24 +60,26 @@ func TestTrimDecide(t *testing.T) {
 		answer      map[string]bool
 		err         error
 		wantCounted float64
+		wantSent    int // XACKs sent
 	}{
 		{name: "all ours", stored: []string{"1-0"}, lost: []string{"2-0", "3-0"},
-			answer: map[string]bool{"1-0": true, "2-0": true, "3-0": true}, wantCounted: 2},
+			answer: map[string]bool{"1-0": true, "2-0": true, "3-0": true}, wantCounted: 2, wantSent: 3},
 		{name: "one acked elsewhere first", lost: []string{"2-0", "3-0"},
-			answer: map[string]bool{"2-0": true}, wantCounted: 1},
-		{name: "stored only", stored: []string{"1-0"}, answer: map[string]bool{"1-0": true}},
-		{name: "ack fails", lost: []string{"2-0"}, err: errors.New("redis down")},
+			answer: map[string]bool{"2-0": true}, wantCounted: 1, wantSent: 2},
+		{name: "stored only", stored: []string{"1-0"}, answer: map[string]bool{"1-0": true}, wantSent: 1},
+		{name: "answer lost", stored: []string{"1-0"}, lost: []string{"2-0", "3-0"},
+			err: errors.New("i/o timeout"), wantCounted: 2, wantSent: 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &ackAnswers{answer: tc.answer, err: tc.err}
+			a := &ackAnswers{answer: tc.answer, err: tc.err, failFirst: true}
 			tc2 := newTrimChecks(a)
 			all := append(append([]string(nil), tc.stored...), tc.lost...)
 			if got := tc2.enter(key, all); !slices.Equal(got, all) {
 				t.Fatalf("enter = %v, want %v", got, all)
 			}
 			tc2.decide(context.Background(), key, tc.stored, tc.lost)
-			if !slices.Equal(a.sent, all) {
-				t.Errorf("XACK sent for %v, want %v", a.sent, all)
+			if len(a.sent) != tc.wantSent || !slices.Equal(a.sent[:len(all)], all) {
+				t.Errorf("XACK sent for %v, want %d starting with %v", a.sent, tc.wantSent, all)
 			}
 			if got := promtext.Value(tc2.m.Lost.WithLabelValues("acme", metrics.CauseTrimmed)); got != tc.wantCounted {
 				t.Errorf("counted %v lost, want %v", got, tc.wantCounted)
