@@ -196,45 +196,44 @@ func (tc *trimChecks) look(ctx context.Context, miss trimMiss) ([]string, error)
 // or stored it after all) is not counted here.
 //
 // An XACK that fails has an unknown outcome: Redis may have acted on it
-// and its answer been lost (a cut connection, a timeout). The XACKs are
-// then sent again until Redis answers (for at most minLook); after that
-// every lost entry is acknowledged by someone, and all are counted here:
-// never fewer than were lost, at worst one counted by two replicas (said
-// in the warning). Either way the entries are no longer being decided
-// here.
+// and its answer been lost (a cut connection, a timeout). Then every lost
+// entry is counted at once (a kill while Redis is away must not lose the
+// count), and the XACKs are sent again until Redis answers (for at most
+// minLook), so that they are acknowledged by someone: never fewer counted
+// than were lost, at worst one counted by two replicas (said in the
+// warning). Either way the entries are no longer being decided here.
 func (tc *trimChecks) decide(ctx context.Context, key keyspace.Key, stored, lost []string) {
 	stream := key.String()
 	defer tc.leave(stream, stored)
 	defer tc.leave(stream, lost)
 	all := append(append([]string(nil), stored...), lost...)
 	acks, err := tc.ack(ctx, stream, all)
-	var extra []any
-	if err != nil {
-		extra = []any{"note", "the first XACK's answer was lost (" + err.Error() + "): counted here, another replica may have counted some of them too"}
-		if err := tc.ackAgain(ctx, stream, all); err != nil {
-			extra = append(extra, "ack_err", err.Error())
+	counted := lost
+	if err == nil {
+		counted = nil
+		for i, id := range lost {
+			if acks[len(stored)+i] {
+				counted = append(counted, id)
+			}
 		}
-		acks = make([]bool, len(all))
-		for i := range acks {
-			acks[i] = true
+	}
+	if len(counted) > 0 {
+		tc.m.Lost.WithLabelValues(tc.tenant, metrics.CauseTrimmed).Add(float64(len(counted)))
+		args := []any{"stream", stream, "kind", string(key.Kind), "count", len(counted),
+			"first_id", counted[0], "last_id", counted[len(counted)-1]}
+		if err != nil {
+			args = append(args, "note", "the XACK's answer was lost ("+err.Error()+"): counted here, another replica may count some of them too")
+		}
+		tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost", args...)
+	}
+	if err != nil {
+		if err := tc.ackAgain(ctx, stream, all); err != nil {
+			tc.log.Warn("ack of trimmed entries failed; they stay pending and are decided again when read or claimed", "stream", stream, "err", err)
 		}
 	}
 	if len(stored) > 0 {
 		tc.log.Info("pending entries were trimmed from the stream after they were stored", "stream", stream, "count", len(stored))
 	}
-	var counted []string
-	for i, id := range lost {
-		if acks[len(stored)+i] {
-			counted = append(counted, id)
-		}
-	}
-	if len(counted) == 0 {
-		return
-	}
-	tc.m.Lost.WithLabelValues(tc.tenant, metrics.CauseTrimmed).Add(float64(len(counted)))
-	tc.log.Warn("pending entries were trimmed from the stream before they were stored; counted as lost",
-		append([]any{"stream", stream, "kind", string(key.Kind), "count", len(counted),
-			"first_id", counted[0], "last_id", counted[len(counted)-1]}, extra...)...)
 }
 
 // ackAgain sends the XACKs of ids again, with backoff, until Redis answers
