@@ -5,7 +5,7 @@
 #   make ferretdb  - bin/ferretdb (FerretDB + SQLite, Mongo-compatible test server)
 #   make redis     - make sure redis-server is installed
 #   make helmcheck - lint, render and check the Helm chart; check the Dockerfile
-#   make bench     - the performance benchmark (fresh redis-server + FerretDB; < 15 min; BENCH_ARGS=...)
+#   make bench     - the performance benchmark (fresh redis-server + FerretDB; 15-20 min; BENCH_ARGS=...)
 #   make chronow-interop - bin/chronow-interop.cjs (the real Chronow library as a producer, for internal/interop)
 #   make chaos     - the randomized chaos soak (10 min of faults; SEED=, DURATION=, CHAOS_ARGS=...)
 
