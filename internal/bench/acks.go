@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -53,6 +52,7 @@ func watchAcks(ctx context.Context, rdb redis.UniversalClient, group string, ent
 		queue = map[string][]sent{} // per stream, in XADD order
 		open  = true
 		tick  = time.NewTicker(ackPoll)
+		poll  = ackMarks{group: group}
 	)
 	defer tick.Stop()
 	outstanding := func() int {
@@ -84,38 +84,15 @@ func watchAcks(ctx context.Context, rdb redis.UniversalClient, group string, ent
 		if len(keys) == 0 {
 			continue
 		}
-		infos := make([]*redis.XInfoGroupsCmd, len(keys))
-		pends := make([]*redis.XPendingCmd, len(keys))
-		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, k := range keys {
-				infos[i] = p.XInfoGroups(ctx, k)
-				pends[i] = p.XPending(ctx, k, group)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
+		marks, err := poll.marks(ctx, rdb, keys)
+		if err != nil {
 			return nil, fmt.Errorf("watch acks: %w", err)
 		}
 		now := time.Now()
 		for i, k := range keys {
-			last, ok, err := lastDelivered(infos[i], group)
-			if err != nil {
-				return nil, fmt.Errorf("xinfo groups %s: %w", k, err)
-			}
-			if !ok {
+			last, oldest := marks[i].last, marks[i].oldest
+			if last == nil {
 				continue // the group is not there yet
-			}
-			pend, err := pends[i].Result()
-			if err != nil {
-				return nil, fmt.Errorf("xpending %s: %w", k, err)
-			}
-			var oldest *streamID
-			if pend.Count > 0 {
-				o, err := parseStreamID(pend.Lower)
-				if err != nil {
-					return nil, err
-				}
-				oldest = &o
 			}
 			q := queue[k]
 			n := 0
@@ -135,17 +112,97 @@ func watchAcks(ctx context.Context, rdb redis.UniversalClient, group string, ent
 	return out, nil
 }
 
-// lastDelivered returns the group's last-delivered-id from XINFO GROUPS.
-func lastDelivered(cmd *redis.XInfoGroupsCmd, group string) (streamID, bool, error) {
-	groups, err := cmd.Result()
-	if err != nil {
-		return streamID{}, false, err
-	}
-	for _, g := range groups {
-		if g.Name == group {
-			id, err := parseStreamID(g.LastDeliveredID)
-			return id, err == nil, err
+// ackMarksScript returns, for each stream of KEYS, the group ARGV[1]'s
+// last-delivered-id (false when the stream or group is missing) and the
+// oldest id still pending in it (false when none is): one call per poll
+// for every stream, so that the poller costs the machine little (the
+// daemon and the servers it measures share its cores).
+const ackMarksScript = `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local last, low = false, false
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', k)
+  if ok then
+    for _, g in ipairs(groups) do
+      local name, ld
+      for j = 1, #g, 2 do
+        if g[j] == 'name' then name = g[j+1] elseif g[j] == 'last-delivered-id' then ld = g[j+1] end
+      end
+      if name == ARGV[1] then last = ld end
+    end
+  end
+  if last then
+    local p = redis.call('XPENDING', k, ARGV[1])
+    if p[1] > 0 then low = p[2] end
+  end
+  out[i] = {last, low}
+end
+return out
+`
+
+// ackMark is what Redis says of one stream: nil last while its group is
+// missing, nil oldest while nothing is pending.
+type ackMark struct{ last, oldest *streamID }
+
+// ackMarks asks Redis for the ack marks of streams: one script call on a
+// single Redis, one per stream (pipelined, routed by key) on a cluster.
+type ackMarks struct {
+	group  string
+	script *redis.Script
+}
+
+func (a *ackMarks) marks(ctx context.Context, rdb redis.UniversalClient, keys []string) ([]ackMark, error) {
+	if a.script == nil {
+		a.script = redis.NewScript(ackMarksScript)
+		if err := a.script.Load(ctx, rdb).Err(); err != nil {
+			return nil, fmt.Errorf("load the ack poller's script: %w", err)
 		}
 	}
-	return streamID{}, false, nil
+	var rows []any
+	if _, cluster := rdb.(*redis.ClusterClient); cluster {
+		cmds := make([]*redis.Cmd, len(keys))
+		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = a.script.EvalSha(ctx, p, []string{k}, a.group)
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		for _, c := range cmds {
+			r, err := c.Slice()
+			if err != nil || len(r) != 1 {
+				return nil, fmt.Errorf("ack marks: %v, %w", r, err)
+			}
+			rows = append(rows, r[0])
+		}
+	} else {
+		r, err := a.script.EvalSha(ctx, rdb, keys, a.group).Slice()
+		if err != nil {
+			return nil, err
+		}
+		rows = r
+	}
+	if len(rows) != len(keys) {
+		return nil, fmt.Errorf("ack marks: %d rows for %d streams", len(rows), len(keys))
+	}
+	out := make([]ackMark, len(keys))
+	for i, row := range rows {
+		pair, ok := row.([]any)
+		if !ok || len(pair) != 2 {
+			return nil, fmt.Errorf("ack marks of %s: unexpected reply %v", keys[i], row)
+		}
+		for j, dst := range []**streamID{&out[i].last, &out[i].oldest} {
+			s, ok := pair[j].(string)
+			if !ok {
+				continue // false: none
+			}
+			id, err := parseStreamID(s)
+			if err != nil {
+				return nil, fmt.Errorf("ack marks of %s: %w", keys[i], err)
+			}
+			*dst = &id
+		}
+	}
+	return out, nil
 }

@@ -146,7 +146,7 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 	if err != nil {
 		return res, err
 	}
-	srv0, began := e.serverCPU(), time.Now()
+	srv0, began := e.processCPU(), time.Now()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(probes)
@@ -175,7 +175,7 @@ func (e *Env) Latency(ctx context.Context, l Layout, ds []*Daemon, rate float64,
 	res.CPU = cpu1 - cpu0
 	res.Wall = time.Since(began)
 	res.ServerCPU = map[string]time.Duration{}
-	for name, c := range e.serverCPU() {
+	for name, c := range e.processCPU() {
 		if c0, ok := srv0[name]; ok {
 			res.ServerCPU[name] = c - c0
 		}

@@ -374,7 +374,7 @@ func (r *Report) paragraphs(b *strings.Builder) {
 	}
 	if l := r.Latency; l != nil && l.Wall > 0 && len(l.ServerCPU) > 0 {
 		parts := append([]string{fmt.Sprintf("the daemon %.0f%%", 100*l.CPU.Seconds()/l.Wall.Seconds())}, cpuShares(l.ServerCPU, l.Wall)...)
-		fmt.Fprintf(b, "\nCPU during the steady load, in %% of one core (the machine has %d): %s; the benchmark's producer and acknowledgement poller take part of the rest.\n",
+		fmt.Fprintf(b, "\nCPU during the steady load, in %% of one core (the machine has %d): %s (the client is the benchmark's producer and acknowledgement poller).\n",
 			r.Machine.Cores, strings.Join(parts, ", "))
 	}
 	if d := r.Drain; d != nil && d.Elapsed > 0 && len(d.ServerCPU) > 0 {
