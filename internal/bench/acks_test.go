@@ -27,12 +27,17 @@ func TestParseStreamID(t *testing.T) {
 	}
 }
 
-// TestWatchAcksNeverEarly checks against a real Redis that an entry counts
-// as acknowledged only when it and every older entry of its stream are.
+// TestWatchAcksNeverEarly checks against a real Redis, single and
+// cluster (the poller's script runs once for all streams on one, once per
+// stream on the other), that an entry counts as acknowledged only when it
+// and every older entry of its stream are.
 func TestWatchAcksNeverEarly(t *testing.T) {
+	t.Run("single", func(t *testing.T) { testWatchAcksNeverEarly(t, testenv.StartRedis(t).Client(t)) })
+	t.Run("cluster", func(t *testing.T) { testWatchAcksNeverEarly(t, testenv.StartCluster(t, 3).Client(t)) })
+}
+
+func testWatchAcksNeverEarly(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
-	rs := testenv.StartRedis(t)
-	rdb := rs.Client(t)
 	const key, group = "cwbench:t00:ns0:topic:a", "persister"
 	if err := rdb.XGroupCreateMkStream(ctx, key, group, "0").Err(); err != nil {
 		t.Fatal(err)
