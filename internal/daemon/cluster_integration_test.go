@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -156,11 +157,25 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 	stored("entries stored after master 0 dropped every client")
 
 	// 2 → 1 the hard way: SIGKILL replica-b while it holds entries. The
-	// database is paused so that both replicas hold what they read.
+	// database is paused so that both replicas hold what they read. The
+	// kill waits until replica-b has read entries itself during the pause:
+	// entries pending on it may also be ones it claimed from replica-a
+	// (idle while the database was paused), which replica-a still holds
+	// and acknowledges itself, without a claim; the ones replica-b read
+	// itself can only come back through replica-a's claim sweeper.
+	ownReads := func() (float64, error) { // entries replica-b read, not claimed
+		read, err1 := metricSum(bAddr, "persister_entries_read_total")
+		claimed, err2 := metricSum(bAddr, "persister_entries_claimed_total")
+		return read - claimed, errors.Join(err1, err2)
+	}
+	bReadBefore, err := ownReads()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ms.Pause(t)
 	publishN(300)
 	var stranded int64
-	e2e.Eventually(t, 30*time.Second, "replica-b holds pending entries", func() (bool, string) {
+	e2e.Eventually(t, 30*time.Second, "replica-b holds pending entries it read", func() (bool, string) {
 		stranded = 0
 		for _, k := range streams {
 			for _, cs := range rdb.XInfoConsumers(ctx, k, "persister").Val() {
@@ -169,7 +184,9 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 				}
 			}
 		}
-		return stranded > 0, fmt.Sprint(stranded)
+		bRead, err := ownReads()
+		return stranded > 0 && err == nil && bRead > bReadBefore,
+			fmt.Sprintf("pending on replica-b %d; it read %v (%v before the pause; err %v)", stranded, bRead, bReadBefore, err)
 	})
 	b.Kill()
 	ms.Resume(t)
@@ -185,10 +202,9 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 	// What replica-b held stays pending on it even when its writes landed
 	// (it died before the XACK): replica-a's sweeper claims it, until
 	// nothing is pending on replica-b. Waited for here, before replica-c
-	// joins and could claim it first. (replica-a's claimed counter may stay
-	// at 0: while MongoDB was paused replica-b may have claimed entries
-	// replica-a still held, and replica-a does not count taking back its
-	// own entries in hand.)
+	// joins and could claim it first. (replica-a does not count taking
+	// back entries it still holds in hand; the ones replica-b read itself
+	// it counts: checked at the end.)
 	e2e.Eventually(t, 60*time.Second, "replica-a took over what replica-b held", func() (bool, string) {
 		var left int64
 		for _, k := range streams {
