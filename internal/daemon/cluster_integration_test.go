@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,12 +158,13 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 	stored("entries stored after master 0 dropped every client")
 
 	// 2 → 1 the hard way: SIGKILL replica-b while it holds entries. The
-	// database is paused so that both replicas hold what they read. The
-	// kill waits until replica-b has read entries itself during the pause:
-	// entries pending on it may also be ones it claimed from replica-a
-	// (idle while the database was paused), which replica-a still holds
-	// and acknowledges itself, without a claim; the ones replica-b read
-	// itself can only come back through replica-a's claim sweeper.
+	// database is paused so that what replica-b reads stays pending on it,
+	// and replica-a is stopped (SIGSTOP) meanwhile so that replica-b reads
+	// the new entries itself: entries pending on it may also be ones it
+	// claimed from replica-a, which replica-a still holds and acknowledges
+	// itself, without a claim (a CI run saw replica-a claim 0 of 183); the
+	// ones replica-b read itself can only come back through replica-a's
+	// claim sweeper. The kill waits until replica-b has read some.
 	ownReads := func() (float64, error) { // entries replica-b read, not claimed
 		read, err1 := metricSum(bAddr, "persister_entries_read_total")
 		claimed, err2 := metricSum(bAddr, "persister_entries_claimed_total")
@@ -173,6 +175,18 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms.Pause(t)
+	signal := func(p *e2e.Proc, sig syscall.Signal) {
+		if err := syscall.Kill(p.Pid(), sig); err != nil {
+			t.Fatalf("%s replica-a: %v", sig, err)
+		}
+	}
+	signal(a, syscall.SIGSTOP)
+	aStopped := true
+	defer func() {
+		if aStopped {
+			signal(a, syscall.SIGCONT)
+		}
+	}()
 	publishN(300)
 	var stranded int64
 	e2e.Eventually(t, 30*time.Second, "replica-b holds pending entries it read", func() (bool, string) {
@@ -189,6 +203,8 @@ func TestClusterReplicasExactlyOnce(t *testing.T) {
 			fmt.Sprintf("pending on replica-b %d; it read %v (%v before the pause; err %v)", stranded, bRead, bReadBefore, err)
 	})
 	b.Kill()
+	signal(a, syscall.SIGCONT)
+	aStopped = false
 	ms.Resume(t)
 	t.Logf("replica-b SIGKILLed holding %d pending entries", stranded)
 	publishN(150)
