@@ -171,8 +171,11 @@ func (a *ackMarks) marks(ctx context.Context, rdb redis.UniversalClient, keys []
 		}
 		for _, c := range cmds {
 			r, err := c.Slice()
-			if err != nil || len(r) != 1 {
-				return nil, fmt.Errorf("ack marks: %v, %w", r, err)
+			if err != nil {
+				return nil, fmt.Errorf("ack marks: %w", err)
+			}
+			if len(r) != 1 {
+				return nil, fmt.Errorf("ack marks of one stream: %d rows", len(r))
 			}
 			rows = append(rows, r[0])
 		}
