@@ -161,16 +161,24 @@ func sweepAs(t *testing.T, rdb *redis.Client, stream, consumer string) (SweepSta
 	return st, rec
 }
 
-func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
-	ctx := context.Background()
+// deliverTrimmed starts a Redis, delivers n entries of stream to consumer
+// "dead", trims the first trimmed of them away while they are pending and
+// waits until they are idle past the test claimer's min-idle.
+func deliverTrimmed(t *testing.T, stream string, n, trimmed int) (*redis.Client, []string) {
+	t.Helper()
 	rdb := testenv.StartRedis(t).Client(t)
-	const stream = "cw:t:ns:topic:trim"
-	ids := deliver(t, rdb, stream, "dead", 10)
-	// Trim the first 6 away while they are pending.
-	if err := rdb.XTrimMinID(ctx, stream, ids[6]).Err(); err != nil {
+	ids := deliver(t, rdb, stream, "dead", n)
+	if err := rdb.XTrimMinID(context.Background(), stream, ids[trimmed]).Err(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
+	return rdb, ids
+}
+
+func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
+	ctx := context.Background()
+	const stream = "cw:t:ns:topic:trim"
+	rdb, ids := deliverTrimmed(t, stream, 10, 6) // the first 6 trimmed away while pending
 	st, rec := sweepAs(t, rdb, stream, "survivor")
 	if st.Claimed != 4 || st.Trimmed != 6 {
 		t.Fatalf("claimed %d trimmed %d, want 4 and 6", st.Claimed, st.Trimmed)
@@ -209,13 +217,8 @@ func TestSweepHandsTrimmedEntriesWithoutBody(t *testing.T) {
 // name decides them; entries with a body are claimed as usual.
 func TestSweepTrimmedGoToOneDecider(t *testing.T) {
 	ctx := context.Background()
-	rdb := testenv.StartRedis(t).Client(t)
 	const stream = "cw:t:ns:topic:decider"
-	ids := deliver(t, rdb, stream, "dead", 6)
-	if err := rdb.XTrimMinID(ctx, stream, ids[3]).Err(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
+	rdb, ids := deliverTrimmed(t, stream, 6, 3)
 	// "alive" (< "survivor") reads an entry now: it is active (Redis 7.0
 	// counts a consumer's idle time from its last read that returned
 	// something).
